@@ -1,0 +1,126 @@
+"""The command line: ``natsrouter run`` and ``natsrouter check-config``.
+
+The only module that reads argv, the environment and signals. ``run`` starts an embedded
+nats-server when ``nats_url`` is empty, the link, and the HTTP endpoints; it exits 0 on
+SIGTERM/SIGINT, 2 on bad configuration, and 3 when reconnection is exhausted under the
+``exit`` policy (for a supervisor to restart it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from natsrouter.config import Settings, load_settings
+from natsrouter.embedded import EmbeddedServerError, NatsServer
+from natsrouter.errors import ConfigError
+from natsrouter.link.link import Link
+from natsrouter.observability.http import HttpServer, build_app
+from natsrouter.observability.logging import configure_logging, get_logger
+from natsrouter.observability.metrics import LinkMetrics
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_EXHAUSTED = 3
+EXIT_EMBEDDED = 4
+
+log = get_logger("natsrouter.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="natsrouter", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "run the service"),
+        ("check-config", "validate the configuration and exit"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="TOML file (ROUTER_* environment variables win)",
+        )
+    return parser
+
+
+async def serve(settings: Settings) -> int:
+    """Run until a signal (exit 0) or exhaustion under the ``exit`` policy (exit 3)."""
+    embedded: NatsServer | None = None
+    servers = settings.nats_url
+    if settings.embedded:
+        embedded = NatsServer(
+            port=settings.embedded_nats_port, store_dir=Path(settings.embedded_nats_store_dir)
+        )
+        try:
+            await embedded.astart()
+        except EmbeddedServerError as exc:
+            log.error("embedded nats-server did not start", error=str(exc))  # noqa: TRY400
+            return EXIT_EMBEDDED
+        servers = (embedded.url,)
+        log.info(
+            "embedded nats-server started",
+            server=embedded.url,
+            store_dir=settings.embedded_nats_store_dir,
+        )
+
+    link = Link(settings, LinkMetrics(CollectorRegistry()), servers=servers)
+    http = HttpServer(
+        build_app(link, fault_admin=settings.nats_fault_injection_enabled),
+        settings.metrics_host,
+        settings.metrics_port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    code = EXIT_OK
+    try:
+        await http.start()
+        await link.start()
+        log.info("natsrouter running", metrics_port=http.port, servers=list(servers))
+        stopping = asyncio.create_task(stop.wait())
+        exiting = asyncio.create_task(link.exit_requested.wait())
+        done, pending = await asyncio.wait({stopping, exiting}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if exiting in done:
+            log.error(
+                "exiting: reconnection exhausted under the exit policy", exit_code=EXIT_EXHAUSTED
+            )
+            code = EXIT_EXHAUSTED
+    finally:
+        pending_count = link.pending.count
+        await link.close()
+        if pending_count:
+            # The queue is in memory: what is still in it is gone with the process.
+            log.warning("stopping with operations still pending", pending_count=pending_count)
+        await http.stop()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        log.info("natsrouter stopped", exit_code=code)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"natsrouter: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        print("configuration OK")
+        return EXIT_OK
+    configure_logging(settings.log_level, settings.log_format)
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The one error tree of natsrouter.
+
+Every failure a caller can see is one of these classes; nats-py's exceptions are translated
+into them at a single boundary (``link.nats_transport.translate``), so no caller matches on
+message text. Each class says whether retrying can help (``retriable``) and carries the
+bounded ``reason`` used as a metric label (CONTRACT §3)::
+
+    NatsRouterError
+    ├── ConfigError                 bad configuration; names the key (never retriable)
+    └── LinkError                   an operation on NATS failed; has ``reason``
+        ├── NotConnectedError       reason=not_connected      retriable
+        ├── ConnectionClosedError   reason=connection_closed  retriable
+        ├── OperationTimeoutError   reason=timeout            retriable
+        ├── NoRespondersError       reason=no_responders
+        ├── ServerError             reason=server_error
+        ├── AuthenticationError     reason=auth               (retrying the same credential
+        │                                                      will not help; the link still
+        │                                                      backs off and retries, since
+        │                                                      servers can be reconfigured)
+        └── OtherLinkError          reason=other
+
+An injected fault raises the class of the reason it names, with ``injected=True``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class Reason(StrEnum):
+    """Bounded values of the ``reason`` metric label and log field."""
+
+    NOT_CONNECTED = "not_connected"
+    TIMEOUT = "timeout"
+    CONNECTION_CLOSED = "connection_closed"
+    NO_RESPONDERS = "no_responders"
+    SERVER_ERROR = "server_error"
+    AUTH = "auth"
+    QUEUE_FULL = "queue_full"
+    EXPIRED = "expired"
+    FAULT_INJECTED = "fault_injected"
+    OTHER = "other"
+
+
+class NatsRouterError(Exception):
+    """Base of every natsrouter error."""
+
+    retriable: ClassVar[bool] = False
+
+
+class ConfigError(NatsRouterError):
+    """A configuration key has a bad value, or is unknown."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+class LinkError(NatsRouterError):
+    """An operation on the NATS link failed."""
+
+    default_reason: ClassVar[Reason] = Reason.OTHER
+    #: True when the connection itself is gone: the link treats the failure as a loss.
+    connection_lost: ClassVar[bool] = False
+
+    def __init__(
+        self, message: str = "", *, reason: Reason | None = None, injected: bool = False
+    ) -> None:
+        self.reason: Reason = reason or self.default_reason
+        super().__init__(message or self.reason.value)
+        self.injected = injected
+
+
+class NotConnectedError(LinkError):
+    """There is no connection to NATS right now."""
+
+    retriable = True
+    default_reason = Reason.NOT_CONNECTED
+
+
+class ConnectionClosedError(LinkError):
+    """The connection closed (or was refused) while the operation needed it."""
+
+    retriable = True
+    default_reason = Reason.CONNECTION_CLOSED
+    connection_lost = True
+
+
+class OperationTimeoutError(LinkError):
+    """No answer within the deadline. For a JetStream publish the outcome is unknown."""
+
+    retriable = True
+    default_reason = Reason.TIMEOUT
+
+
+class NoRespondersError(LinkError):
+    """Nobody listens on the subject (for JetStream: no stream captures it)."""
+
+    default_reason = Reason.NO_RESPONDERS
+
+
+class ServerError(LinkError):
+    """The server (or JetStream API) answered with an error."""
+
+    default_reason = Reason.SERVER_ERROR
+
+
+class AuthenticationError(LinkError):
+    """The server rejected the credentials."""
+
+    default_reason = Reason.AUTH
+
+
+class OtherLinkError(LinkError):
+    """A failure that fits no other class."""
+
+    default_reason = Reason.OTHER
+
+
+_BY_REASON: dict[Reason, type[LinkError]] = {
+    Reason.NOT_CONNECTED: NotConnectedError,
+    Reason.CONNECTION_CLOSED: ConnectionClosedError,
+    Reason.TIMEOUT: OperationTimeoutError,
+    Reason.NO_RESPONDERS: NoRespondersError,
+    Reason.SERVER_ERROR: ServerError,
+    Reason.AUTH: AuthenticationError,
+}
+
+
+def error_for_reason(reason: Reason, message: str = "", *, injected: bool = False) -> LinkError:
+    """Build the error class that stands for ``reason`` (used by fault injection)."""
+    cls = _BY_REASON.get(reason, OtherLinkError)
+    return cls(message, reason=reason, injected=injected)

@@ -1,0 +1,344 @@
+"""The real transport: one nats-py client per connection attempt, errors translated here.
+
+nats-py's own reconnection is switched off (``allow_reconnect=False``): the link owns
+reconnection, backoff and re-subscription, and nats-py alone cannot start while NATS is
+down (nats-io/nats.py#663). This module is the one boundary where nats-py exceptions become
+``errors.LinkError`` subclasses (``translate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from natsrouter.config import Settings
+from natsrouter.errors import (
+    AuthenticationError,
+    ConnectionClosedError,
+    LinkError,
+    NoRespondersError,
+    OperationTimeoutError,
+    OtherLinkError,
+    ServerError,
+)
+from natsrouter.link.outcome import PubAck
+from natsrouter.link.transport import (
+    AckKind,
+    ConsumerSpec,
+    InboundMessage,
+    JsMessage,
+    JsMetadata,
+    LostCallback,
+    MessageHandler,
+    NativeSubscription,
+    PullConsumer,
+)
+from natsrouter.observability.logging import get_logger
+
+log = get_logger("natsrouter.link.transport")
+
+# How long closing a connection may take before it is abandoned (a black-holed socket
+# must not hold the link up).
+_CLOSE_TIMEOUT_S = 1.0
+# nats-py's own pinger is a backstop only: the link runs its own, shorter liveness pings.
+_NATS_PY_PING_INTERVAL_S = 120
+
+
+def translate(exc: BaseException) -> LinkError:
+    """Map a nats-py (or socket) exception to the error tree; the only place that does."""
+    if isinstance(exc, LinkError):
+        return exc
+    message = str(exc) or type(exc).__name__
+    # nats-py reports an auth rejection during connect as a plain Error carrying the
+    # server's -ERR text; there is no dedicated class to match on in that path.
+    lowered = message.lower()
+    if isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in lowered
+        or "authentication" in lowered
+        or "user authentication expired" in lowered
+    ):
+        return AuthenticationError(message)
+    if isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.NoStreamResponseError):
+        return NoRespondersError(message)
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | nats.errors.TimeoutError):
+        return OperationTimeoutError(message)
+    if isinstance(
+        exc,
+        nats.errors.ConnectionClosedError
+        | nats.errors.StaleConnectionError
+        | nats.errors.ConnectionReconnectingError
+        | nats.errors.NoServersError
+        | nats.errors.ConnectionDrainingError
+        | nats.errors.OutboundBufferLimitError
+        | OSError
+        | EOFError,
+    ):
+        return ConnectionClosedError(message)
+    if isinstance(exc, nats.js.errors.APIError):
+        return ServerError(message)
+    if isinstance(exc, nats.errors.Error):
+        return ServerError(message) if message.startswith("nats: ") else OtherLinkError(message)
+    return OtherLinkError(f"{type(exc).__name__}: {message}")
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    connect_timeout_s: float
+    user: str = ""
+    password: str = ""
+    token: str = ""
+    creds_file: str = ""
+    nkey_seed_file: str = ""
+    tls: ssl.SSLContext | None = None
+    name: str = "natsrouter"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectOptions:
+        tls: ssl.SSLContext | None = None
+        if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
+            tls = ssl.create_default_context(cafile=settings.nats_tls_ca_file or None)
+            if settings.nats_tls_cert_file:
+                tls.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+        return cls(
+            connect_timeout_s=settings.nats_connect_timeout_ms / 1000,
+            user=settings.nats_user,
+            password=settings.nats_password,
+            token=settings.nats_token,
+            creds_file=settings.nats_creds_file,
+            nkey_seed_file=settings.nats_nkey_seed_file,
+            tls=tls,
+        )
+
+    def nats_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"connect_timeout": self.connect_timeout_s, "name": self.name}
+        if self.user:
+            kwargs.update(user=self.user, password=self.password)
+        if self.token:
+            kwargs["token"] = self.token
+        if self.creds_file:
+            kwargs["user_credentials"] = self.creds_file
+        if self.nkey_seed_file:
+            kwargs["nkeys_seed"] = self.nkey_seed_file
+        if self.tls is not None:
+            kwargs["tls"] = self.tls
+        return kwargs
+
+
+def _to_inbound(msg: Msg) -> InboundMessage:
+    return InboundMessage(msg.subject, msg.data, msg.headers, msg.reply or None)
+
+
+def _to_js(msg: Msg) -> JsMessage:
+    meta = msg.metadata
+    return JsMessage(
+        subject=msg.subject,
+        data=msg.data,
+        headers=msg.headers,
+        reply=msg.reply or None,
+        metadata=JsMetadata(
+            stream=meta.stream,
+            consumer=meta.consumer,
+            stream_seq=meta.sequence.stream,
+            consumer_seq=meta.sequence.consumer,
+            num_delivered=meta.num_delivered,
+            num_pending=meta.num_pending,
+        ),
+    )
+
+
+class _Subscription:
+    def __init__(self, sub: Any) -> None:
+        self._sub = sub
+
+    async def unsubscribe(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except Exception as exc:
+            raise translate(exc) from exc
+
+
+class _PullConsumer:
+    def __init__(self, psub: Any) -> None:
+        self._psub = psub
+
+    async def fetch(self, batch: int, timeout_s: float) -> list[JsMessage]:
+        try:
+            msgs = await self._psub.fetch(batch, timeout=timeout_s)
+        except nats.errors.TimeoutError:
+            return []
+        except Exception as exc:
+            raise translate(exc) from exc
+        return [_to_js(m) for m in msgs]
+
+
+class NatsConnection:
+    """One live nats-py client; reports its own death once through ``on_lost``."""
+
+    def __init__(self, server: str, on_lost: LostCallback) -> None:
+        self._server = server
+        self._on_lost = on_lost
+        self._nc = Client()
+        self._js: Any = None
+        self._closing = False
+        self._reported = False
+
+    @property
+    def server(self) -> str:
+        return self._server
+
+    async def open(self, options: ConnectOptions) -> None:
+        try:
+            await self._nc.connect(
+                servers=[self._server],
+                allow_reconnect=False,
+                ping_interval=_NATS_PY_PING_INTERVAL_S,
+                max_outstanding_pings=2,
+                error_cb=self._on_error,
+                closed_cb=self._on_closed,
+                **options.nats_kwargs(),
+            )
+        except Exception as exc:
+            self._closing = True
+            await self._close_client()
+            raise translate(exc) from exc
+        self._js = self._nc.jetstream()
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats client error", server=self._server, error=exc)
+
+    async def _on_closed(self) -> None:
+        if self._closing:
+            return
+        last = self._nc.last_error
+        error = translate(last) if last is not None else ConnectionClosedError("closed by server")
+        if not error.connection_lost:
+            # A stale link or a server -ERR closes the connection too; whatever the cause,
+            # the connection is gone.
+            error = ConnectionClosedError(str(error))
+        self._report(error)
+
+    def _report(self, error: LinkError) -> None:
+        if not self._reported:
+            self._reported = True
+            self._on_lost(self, error)
+
+    async def _close_client(self) -> None:
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(self._nc.close(), _CLOSE_TIMEOUT_S)
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None
+    ) -> None:
+        try:
+            await self._nc.publish(subject, payload, headers=dict(headers) if headers else None)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def publish_with_ack(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
+    ) -> PubAck:
+        try:
+            ack = await self._js.publish(
+                subject, payload, timeout=timeout_s, headers=dict(headers) if headers else None
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+        return PubAck(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def request(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
+    ) -> InboundMessage:
+        try:
+            msg = await self._nc.request(
+                subject, payload, timeout=timeout_s, headers=dict(headers) if headers else None
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+        return _to_inbound(msg)
+
+    async def subscribe(
+        self, subject: str, queue: str | None, handler: MessageHandler
+    ) -> NativeSubscription:
+        async def deliver(msg: Msg) -> None:
+            await handler(_to_inbound(msg))
+
+        try:
+            sub = await self._nc.subscribe(subject, queue=queue or "", cb=deliver)
+            # The server has the SUB once a PING round trip completes.
+            await self._nc.flush(timeout=5)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return _Subscription(sub)
+
+    async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer:
+        config = ConsumerConfig(
+            durable_name=spec.durable,
+            filter_subject=spec.filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            max_deliver=spec.max_deliver,
+            ack_wait=spec.ack_wait_ms / 1000,
+        )
+        try:
+            psub = await self._js.pull_subscribe(
+                spec.filter_subject, durable=spec.durable, stream=spec.stream, config=config
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+        return _PullConsumer(psub)
+
+    async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
+        # Sent on the current connection, not the one that delivered the message: the
+        # server takes an ack for a reply subject from any connection, so acks keep
+        # working after a reconnect while the message is still within its ack wait.
+        await self.publish(reply, _ack_payload(kind, delay_ms), None)
+
+    async def ping(self, timeout_s: float) -> None:
+        try:
+            # nats-py annotates the timeout as int but waits with asyncio.wait_for (floats fine).
+            await self._nc.flush(timeout=timeout_s)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._close_client()
+
+    async def abort(self, error: LinkError) -> None:
+        self._closing = True
+        self._report(error)
+        await self._close_client()
+
+
+class NatsTransport:
+    """``Transport`` over nats-py."""
+
+    def __init__(self, options: ConnectOptions) -> None:
+        self._options = options
+
+    async def connect(self, server: str, on_lost: LostCallback) -> NatsConnection:
+        conn = NatsConnection(server, on_lost)
+        await conn.open(self._options)
+        return conn
+
+
+def _ack_payload(kind: AckKind, delay_ms: int | None) -> bytes:
+    """The JetStream acknowledgement protocol body."""
+    if kind is AckKind.ACK:
+        return b"+ACK"
+    if kind is AckKind.TERM:
+        return b"+TERM"
+    if delay_ms:
+        return b"-NAK " + json.dumps({"delay": delay_ms * 1_000_000}).encode()
+    return b"-NAK"

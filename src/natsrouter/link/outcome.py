@@ -1,0 +1,57 @@
+"""What an operation on the link returns: one typed outcome, never "an error and queued"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from natsrouter.errors import LinkError, Reason
+
+
+class Operation(StrEnum):
+    """Operations of the link; the values are the ``operation`` metric label."""
+
+    PUBLISH = "publish"
+    PUBLISH_WITH_ACK = "publish_with_ack"
+    REQUEST = "request"
+    ACK = "ack"
+    NAK = "nak"
+    SUBSCRIBE = "subscribe"
+
+
+class Outcome(StrEnum):
+    #: Handed to the server (for JetStream: stored, with the PubAck in ``pub_ack``).
+    SENT = "sent"
+    #: Kept in the pending queue, to be replayed on reconnect (``pending_id``).
+    QUEUED = "queued"
+    #: Not kept: the queue could not hold it under ``drop_oldest``.
+    DROPPED = "dropped"
+    #: Not kept: the queue is full under ``reject_new`` (back-pressure to the caller).
+    REJECTED = "rejected"
+    #: Not sent and not kept because the link is in fail-open mode.
+    FAILED_OPEN = "failed_open"
+    #: The server refused it for a reason retrying cannot fix (``error`` says which).
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PubAck:
+    """The JetStream server's acknowledgement of a stored message."""
+
+    stream: str
+    seq: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    pub_ack: PubAck | None = None
+    pending_id: int | None = None
+    reason: Reason | None = None
+    error: LinkError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the operation is sent or safely kept for later."""
+        return self.outcome in (Outcome.SENT, Outcome.QUEUED)

@@ -1,0 +1,235 @@
+"""What the link reports: each event of CONTRACT §4 as one log line plus its metrics.
+
+The link decides; this module says. Keeping every ``error_code`` in one place makes the
+contract easy to check against (tests/unit/test_contract_names.py reads the codes here).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from natsrouter.errors import LinkError, Reason
+from natsrouter.link.outcome import Operation
+from natsrouter.observability.logging import get_logger
+from natsrouter.observability.metrics import LinkMetrics
+
+# A burst of "queued" (or "fail-open") lines is logged once, then at most once per window.
+BURST_WINDOW_S = 5.0
+
+_ERROR_CODES = {
+    Operation.PUBLISH: "NATS_PUBLISH_ERROR",
+    Operation.PUBLISH_WITH_ACK: "NATS_PUBLISH_WITH_ACK_ERROR",
+    Operation.ACK: "NATS_ACK_ERROR",
+    Operation.NAK: "NATS_NAK_ERROR",
+    Operation.SUBSCRIBE: "NATS_SUBSCRIBE_ERROR",
+}
+_QUEUED_CODES = {
+    Operation.PUBLISH: "NATS_PUBLISH_QUEUED",
+    Operation.PUBLISH_WITH_ACK: "NATS_PUBLISH_WITH_ACK_QUEUED",
+}
+
+
+@dataclass
+class _Burst:
+    """Rate limit for one kind of repeated line."""
+
+    last_logged: float = -1e18
+    suppressed: int = 0
+
+    def allow(self, now: float) -> int | None:
+        """The number of lines suppressed since the last one, or None to stay silent."""
+        if now - self.last_logged < BURST_WINDOW_S:
+            self.suppressed += 1
+            return None
+        suppressed, self.suppressed, self.last_logged = self.suppressed, 0, now
+        return suppressed
+
+
+@dataclass
+class LinkTelemetry:
+    metrics: LinkMetrics
+    clock: Any = time.monotonic
+    log: Any = field(default_factory=lambda: get_logger("natsrouter.link"))
+    _bursts: dict[str, _Burst] = field(default_factory=dict)
+
+    def _burst(self, key: str) -> int | None:
+        return self._bursts.setdefault(key, _Burst()).allow(self.clock())
+
+    def end_bursts(self) -> None:
+        """A new connection starts new bursts: the next queued line is logged at once."""
+        self._bursts.clear()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def established(self, server: str) -> None:
+        self.metrics.connection_established.inc()
+        self.log.info("connected to NATS", error_code="NATS_CONNECTION_ESTABLISHED", server=server)
+
+    def connect_failed(self, err: LinkError, server: str, attempt: int) -> None:
+        self.metrics.connection_failures.labels(err.reason.value).inc()
+        self.log.warning(
+            "connection attempt failed",
+            error_code="NATS_CONNECTION_FAILED",
+            reason=err.reason.value,
+            server=server,
+            attempt=attempt,
+            error=str(err),
+        )
+
+    def lost(self, err: LinkError, max_attempts: int) -> None:
+        self.metrics.connection_lost.inc()
+        self.log.error(
+            "connection to NATS lost",
+            error_code="NATS_CONNECTION_LOST",
+            error_tag="nats_connection_failure",
+            reason=err.reason.value,
+            reconnect_attempts=max_attempts,
+            error=str(err),
+        )
+
+    def reconnect_attempt(self, attempt: int, max_attempts: int, delay_ms: float) -> None:
+        self.metrics.reconnect_attempts.inc()
+        self.log.info(
+            "reconnecting to NATS",
+            error_code="NATS_RECONNECT_ATTEMPT",
+            error_tag="nats_reconnecting",
+            attempt=attempt,
+            max_attempts=max_attempts,
+            delay_ms=round(delay_ms),
+        )
+
+    def reconnect_failed(self, err: LinkError, attempt: int) -> None:
+        self.metrics.reconnect_failures.labels(err.reason.value).inc()
+        self.log.warning(
+            "reconnection attempt failed",
+            error_code="NATS_RECONNECT_FAILED",
+            attempt=attempt,
+            reason=err.reason.value,
+        )
+
+    def restored(self, attempts: int, outage_s: float) -> None:
+        self.metrics.connection_restored.inc()
+        self.metrics.outage_duration.observe(outage_s)
+        self.log.info(
+            "connection to NATS restored",
+            error_code="NATS_CONNECTION_RESTORED",
+            error_tag="nats_connection_recovered",
+            reconnect_attempts=attempts,
+            outage_ms=round(outage_s * 1000),
+        )
+
+    def exhausted(self, max_attempts: int, policy: str) -> None:
+        self.metrics.reconnection_exhausted.inc()
+        self.log.error(
+            "reconnection attempts exhausted",
+            error_code="NATS_RECONNECTION_EXHAUSTED",
+            max_attempts=max_attempts,
+            policy=policy,
+        )
+
+    # -- operations ------------------------------------------------------------------------
+
+    def succeeded(self, op: Operation, duration_s: float | None) -> None:
+        self.metrics.operation_total[op].inc()
+        if duration_s is not None:
+            self.metrics.operation_duration.labels(op.value).observe(duration_s)
+
+    def failed(
+        self, op: Operation, err: LinkError, subject: str | None = None, *, log: bool = True
+    ) -> None:
+        self.metrics.operation_failures[op].labels(err.reason.value).inc()
+        code = _ERROR_CODES.get(op)
+        if not log:
+            return
+        if code is None:  # request: counted; the caller gets the typed error
+            self.log.debug("request failed", reason=err.reason.value, error=str(err))
+            return
+        fields: dict[str, Any] = {"reason": err.reason.value, "error": str(err)}
+        if subject is not None:
+            fields["subject"] = subject
+        if op is Operation.SUBSCRIBE:
+            self.log.error("subscribe failed", error_code=code, **fields)
+        else:
+            self.log.warning(f"{op.value} failed", error_code=code, **fields)
+
+    def queued(self, op: Operation, subject: str, state: str, queue_size: int) -> None:
+        suppressed = self._burst(f"queued:{op.value}")
+        if suppressed is not None:
+            self.log.warning(
+                "operation queued until NATS is back",
+                error_code=_QUEUED_CODES[op],
+                subject=subject,
+                connection_state=state,
+                queue_size=queue_size,
+                suppressed=suppressed,
+            )
+
+    def fail_open(self, op: Operation, subject: str | None, reason: Reason) -> None:
+        self.metrics.fail_open.labels(op.value).inc()
+        suppressed = self._burst(f"fail_open:{op.value}")
+        if suppressed is not None:
+            self.log.warning(
+                "operation not sent: fail-open mode",
+                error_code="NATS_PUBLISH_FAIL_OPEN",
+                subject=subject,
+                operation=op.value,
+                reason=reason.value,
+                suppressed=suppressed,
+            )
+
+    def queue_full(self, queue_size: int, max_size: int, policy: str, dropped: int) -> None:
+        if dropped:
+            self.metrics.pending_dropped.labels(Reason.QUEUE_FULL.value).inc(dropped)
+        else:
+            self.metrics.pending_rejected.inc()
+        suppressed = self._burst("queue_full")
+        if suppressed is not None:
+            self.log.warning(
+                "pending queue full",
+                error_code="NATS_QUEUE_FULL",
+                queue_size=queue_size,
+                max_size=max_size,
+                policy=policy,
+                suppressed=suppressed,
+            )
+
+    def expired(self, count: int) -> None:
+        self.metrics.pending_dropped.labels(Reason.EXPIRED.value).inc(count)
+        self.log.warning("pending operations expired", error_code="NATS_QUEUE_EXPIRED", count=count)
+
+    def pending_gauges(self, count: int, size_bytes: int) -> None:
+        self.metrics.pending_count.set(count)
+        self.metrics.pending_bytes.set(size_bytes)
+
+    def replay_started(self, pending_count: int) -> None:
+        self.log.info(
+            "replaying pending operations",
+            error_code="NATS_RETRY_PENDING",
+            pending_count=pending_count,
+        )
+
+    def replay_item(self, sent: bool) -> None:
+        self.metrics.pending_retry.inc()
+        if sent:
+            self.metrics.pending_retry_success.inc()
+        else:
+            self.metrics.pending_retry_failed.inc()
+
+    def replay_complete(self, success: int, failed: int, remaining: int) -> None:
+        self.log.info(
+            "replay finished",
+            error_code="NATS_RETRY_COMPLETE",
+            success_count=success,
+            failed_count=failed,
+            remaining=remaining,
+        )
+
+    def fault_injected(self, operation: str, fault: str) -> None:
+        self.log.warning(
+            "fault injected", error_code="NATS_FAULT_INJECTED", operation=operation, fault=fault
+        )
+
+    def handler_failed(self, subject: str, exc: BaseException) -> None:
+        self.log.error("message handler raised", subject=subject, error=exc, exc_info=exc)

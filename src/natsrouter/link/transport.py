@@ -1,0 +1,114 @@
+"""The narrow interface the link programs against, instead of nats-py.
+
+``Transport.connect`` makes one connection attempt to one server; a ``Connection`` offers the
+few operations the link needs. ``nats_transport.NatsTransport`` is the real adapter over
+nats-py; ``faults.FaultInjectingTransport`` wraps any transport with the same interface.
+Implementations raise only ``errors.LinkError`` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from natsrouter.errors import LinkError
+from natsrouter.link.outcome import PubAck
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    subject: str
+    data: bytes
+    headers: Mapping[str, str] | None = None
+    reply: str | None = None
+
+
+@dataclass(frozen=True)
+class JsMetadata:
+    """Delivery facts read from the server (never counted locally)."""
+
+    stream: str
+    consumer: str
+    stream_seq: int
+    consumer_seq: int
+    num_delivered: int
+    num_pending: int
+
+
+@dataclass(frozen=True)
+class JsMessage(InboundMessage):
+    metadata: JsMetadata | None = None
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable JetStream pull consumer the link keeps bound across reconnects."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    max_deliver: int = 5
+    ack_wait_ms: int = 30_000
+
+
+class AckKind(StrEnum):
+    """JetStream acknowledgements; ``TERM`` counts as an ``ack`` operation in metrics."""
+
+    ACK = "ack"
+    NAK = "nak"
+    TERM = "term"
+
+
+MessageHandler = Callable[[InboundMessage], Awaitable[None]]
+LostCallback = Callable[["Connection", LinkError], None]
+
+
+class NativeSubscription(Protocol):
+    async def unsubscribe(self) -> None: ...
+
+
+class PullConsumer(Protocol):
+    async def fetch(self, batch: int, timeout_s: float) -> list[JsMessage]:
+        """Up to ``batch`` messages; an empty list when none arrive within ``timeout_s``."""
+        ...
+
+
+class Connection(Protocol):
+    @property
+    def server(self) -> str: ...
+    async def publish(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None
+    ) -> None: ...
+    async def publish_with_ack(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
+    ) -> PubAck: ...
+    async def request(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
+    ) -> InboundMessage: ...
+    async def subscribe(
+        self, subject: str, queue: str | None, handler: MessageHandler
+    ) -> NativeSubscription: ...
+    async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer: ...
+    async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
+        """Send a JetStream acknowledgement for the message whose reply subject is ``reply``."""
+        ...
+
+    async def ping(self, timeout_s: float) -> None:
+        """Round trip to the server; raises ``OperationTimeoutError`` when no answer."""
+        ...
+
+    async def close(self) -> None:
+        """Close on purpose; does not report a loss. Bounded in time."""
+        ...
+
+    async def abort(self, error: LinkError) -> None:
+        """Drop the connection and report it lost with ``error``. Bounded in time."""
+        ...
+
+
+class Transport(Protocol):
+    async def connect(self, server: str, on_lost: LostCallback) -> Connection:
+        """One attempt to one server. ``on_lost`` is called once if the connection dies."""
+        ...

@@ -1,0 +1,116 @@
+"""Logging, configured once at the edge: one JSON object per line on stderr (CONTRACT §4).
+
+Every line has ``ts`` (ISO 8601 UTC), ``level``, ``message``, ``logger``; link events add
+``error_code`` and the fields of the contract. nats-py's own stdlib logging goes through the
+same pipeline. Credentials never reach the output: ``redact`` masks URL userinfo anywhere in
+a value and every field whose name says it holds a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from natsrouter.config import LogFormat, LogLevel
+
+_SECRET_KEYS = re.compile(r"pass(word)?|token|secret|seed|nkey|creds|credential|auth_key", re.I)
+# `scheme://userinfo@` where userinfo is anything up to the `@` that has no separator in it.
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s/@]+@", re.I)
+_MASK = "***"
+_LEVEL_NAMES = {"warning": "WARN", "critical": "ERROR", "exception": "ERROR"}
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _URL_USERINFO.sub(rf"\g<scheme>{_MASK}@", value)
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value(v) for v in value)
+    if isinstance(value, dict):
+        return {
+            k: (_MASK if _SECRET_KEYS.search(str(k)) else _redact_value(v))
+            for k, v in value.items()
+        }
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask secrets in every field."""
+    for key, value in list(event.items()):
+        if _SECRET_KEYS.search(key):
+            event[key] = _MASK
+        else:
+            event[key] = _redact_value(value)
+    return event
+
+
+def _contract_level(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    level = str(event.get("level", "info")).lower()
+    event["level"] = _LEVEL_NAMES.get(level, level.upper())
+    return event
+
+
+def _stringify_exc(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # Exceptions passed as field values (e.g. error=exc) are rendered as text, not repr noise.
+    for key, value in list(event.items()):
+        if isinstance(value, BaseException):
+            event[key] = f"{type(value).__name__}: {value}"
+    return event
+
+
+def configure_logging(
+    level: LogLevel = LogLevel.INFO,
+    fmt: LogFormat = LogFormat.JSON,
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog and stdlib logging (nats-py, aiohttp) through one renderer."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        _stringify_exc,
+    ]
+    renderer: Any
+    if fmt is LogFormat.JSON:
+        renderer = structlog.processors.JSONRenderer()
+        final: list[Any] = [
+            structlog.processors.format_exc_info,
+            structlog.processors.EventRenamer("message"),
+            _contract_level,
+            redact,
+            renderer,
+        ]
+    else:
+        final = [redact, structlog.dev.ConsoleRenderer(colors=False)]
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.value.upper())
+    # aiohttp's access log is one line per scrape: noise at INFO.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger whose ``logger`` field is ``name``."""
+    return structlog.stdlib.get_logger(name)

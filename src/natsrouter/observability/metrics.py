@@ -1,0 +1,105 @@
+"""Every Prometheus metric of the link, declared once (CONTRACT §3, docs/metrics.md).
+
+The container takes its ``CollectorRegistry`` as an argument: production passes one registry
+for the process, each test builds a fresh one and reads values with ``get_sample_value``.
+Label values are bounded: ``reason`` is an ``errors.Reason``, ``operation`` a
+``link.outcome.Operation``; never a subject or an id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from natsrouter.errors import Reason
+from natsrouter.link.outcome import Operation
+
+_OUTAGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_OPERATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class LinkMetrics:
+    """The link's metrics; attribute names follow the metric names without ``router_nats_``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            # prometheus_client appends `_total` to counters on exposition.
+            return Counter(f"router_nats_{name}", doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"router_nats_{name}", doc, registry=registry)
+
+        reason = ("reason",)
+        self.connection_status = gauge(
+            "connection_status", "1 connected, 0.5 connecting or reconnecting, 0 disconnected"
+        )
+        self.connection_established = counter(
+            "connection_established", "Connections made (first and after a loss)"
+        )
+        self.connection_lost = counter("connection_lost", "Established connections lost")
+        self.connection_restored = counter(
+            "connection_restored", "Connections made again after a loss"
+        )
+        self.connection_failures = counter(
+            "connection_failures", "Failed connection attempts", reason
+        )
+        self.reconnect_attempts = counter("reconnect_attempts", "Reconnection attempts")
+        self.reconnect_failures = counter(
+            "reconnect_failures", "Failed reconnection attempts", reason
+        )
+        self.reconnection_exhausted = counter(
+            "reconnection_exhausted", "Outages that used up nats_reconnect_attempts"
+        )
+        self.outage_duration = Histogram(
+            "router_nats_outage_duration_seconds",
+            "Time from connection lost to connection restored",
+            buckets=_OUTAGE_BUCKETS,
+            registry=registry,
+        )
+        self.operation_total = {
+            op: counter(op.value, f"Successful {op.value} operations") for op in Operation
+        }
+        self.operation_failures = {
+            op: counter(f"{op.value}_failures", f"Failed {op.value} operations", reason)
+            for op in Operation
+        }
+        self.fail_open = counter(
+            "fail_open", "Operations not sent nor kept because of fail-open mode", ("operation",)
+        )
+        self.operation_duration = Histogram(
+            "router_nats_operation_duration_seconds",
+            "Duration of operations that reached the server",
+            ("operation",),
+            buckets=_OPERATION_BUCKETS,
+            registry=registry,
+        )
+        self.pending_count = gauge("pending_operations_count", "Operations in the pending queue")
+        self.pending_bytes = gauge("pending_operations_bytes", "Bytes in the pending queue")
+        self.pending_dropped = counter(
+            "pending_operations_dropped", "Pending operations dropped", reason
+        )
+        self.pending_rejected = counter(
+            "pending_operations_rejected", "Operations refused by a full queue (reject_new)"
+        )
+        self.pending_retry = counter("pending_operations_retry", "Replays of pending operations")
+        self.pending_retry_success = counter(
+            "pending_operations_retry_success", "Replays that sent the operation"
+        )
+        self.pending_retry_failed = counter(
+            "pending_operations_retry_failed", "Replays that left the operation queued"
+        )
+        self._prime()
+
+    def _prime(self) -> None:
+        """Create every labelled child at zero, so series exist before the first event."""
+        for r in Reason:
+            self.connection_failures.labels(r.value)
+            self.reconnect_failures.labels(r.value)
+            for op in Operation:
+                self.operation_failures[op].labels(r.value)
+        for r in (Reason.QUEUE_FULL, Reason.EXPIRED):
+            self.pending_dropped.labels(r.value)
+        for op in Operation:
+            self.fail_open.labels(op.value)
+            self.operation_duration.labels(op.value)
