@@ -183,6 +183,20 @@ class _PullConsumer:
         return [_to_js(m) for m in msgs]
 
 
+class _AbortConnect(Exception):
+    """Raised from nats-py's error callback to end a connect attempt at its first failure.
+
+    nats-py's ``connect()`` retries a refused TCP connection to the same server forever
+    (``_select_next_server`` loops until ``max_reconnect_attempts``, and 0 means no limit),
+    even with ``allow_reconnect=False``. The link wants one attempt per call, with its own
+    backoff, so the callback raises this, which nats-py does not catch.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class NatsConnection:
     """One live nats-py client; reports its own death once through ``on_lost``."""
 
@@ -193,12 +207,14 @@ class NatsConnection:
         self._js: Any = None
         self._closing = False
         self._reported = False
+        self._opening = False
 
     @property
     def server(self) -> str:
         return self._server
 
     async def open(self, options: ConnectOptions) -> None:
+        self._opening = True
         try:
             await self._nc.connect(
                 servers=[self._server],
@@ -209,13 +225,21 @@ class NatsConnection:
                 closed_cb=self._on_closed,
                 **options.nats_kwargs(),
             )
+        except _AbortConnect as abort:
+            self._closing = True
+            await self._close_client()
+            raise translate(abort.cause) from abort.cause
         except Exception as exc:
             self._closing = True
             await self._close_client()
             raise translate(exc) from exc
+        finally:
+            self._opening = False
         self._js = self._nc.jetstream()
 
     async def _on_error(self, exc: Exception) -> None:
+        if self._opening:
+            raise _AbortConnect(exc)
         log.debug("nats client error", server=self._server, error=exc)
 
     async def _on_closed(self) -> None:

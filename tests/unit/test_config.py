@@ -1,0 +1,127 @@
+"""Settings: contract defaults, file and environment, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from natsrouter.config import (
+    ExhaustedPolicy,
+    OverflowPolicy,
+    Settings,
+    build_settings,
+    load_settings,
+    redact_url,
+)
+from natsrouter.errors import ConfigError
+
+
+def test_defaults_are_the_contract_defaults() -> None:
+    """Every default of CONTRACT §5 that the link uses."""
+    s = Settings()
+    assert s.nats_url == ()
+    assert (s.nats_connect_timeout_ms, s.nats_reconnect_attempts) == (2000, 5)
+    assert (s.nats_reconnect_delay_ms, s.nats_max_reconnect_delay_ms) == (500, 2000)
+    assert s.nats_reconnect_jitter == 0.2
+    assert s.nats_on_reconnect_exhausted is ExhaustedPolicy.KEEP_RETRYING
+    assert s.nats_ping_interval_ms == 2000
+    assert s.nats_fail_open_mode is False
+    assert (s.nats_max_pending_operations, s.nats_max_pending_bytes) == (1000, 16777216)
+    assert s.nats_pending_overflow is OverflowPolicy.DROP_OLDEST
+    assert s.nats_pending_operation_timeout_ms == 0
+    assert s.nats_request_timeout_ms == 5000
+    assert s.nats_fault_injection_enabled is False
+    assert (s.metrics_host, s.metrics_port) == ("0.0.0.0", 9001)
+    assert (s.log_level.value, s.log_format.value) == ("info", "json")
+
+
+def test_environment_wins_over_the_file(tmp_path: Path) -> None:
+    """ROUTER_<KEY> overrides the TOML value; other file values stay."""
+    cfg = tmp_path / "r.toml"
+    cfg.write_text('nats_reconnect_attempts = 7\nnats_pending_overflow = "reject_new"\n')
+    s = load_settings(cfg, {"ROUTER_NATS_RECONNECT_ATTEMPTS": "9", "HOME": "/x"})
+    assert s.nats_reconnect_attempts == 9
+    assert s.nats_pending_overflow is OverflowPolicy.REJECT_NEW
+
+
+def test_environment_strings_are_parsed_to_each_type() -> None:
+    """Booleans, floats, enums and the server list parse from strings."""
+    s = load_settings(
+        None,
+        {
+            "ROUTER_NATS_FAIL_OPEN_MODE": "true",
+            "ROUTER_NATS_RECONNECT_JITTER": "0.5",
+            "ROUTER_NATS_ON_RECONNECT_EXHAUSTED": "EXIT",
+            "ROUTER_NATS_URL": "nats://a:4222, b:4223,tls://c",
+        },
+    )
+    assert s.nats_fail_open_mode is True
+    assert s.nats_reconnect_jitter == 0.5
+    assert s.nats_on_reconnect_exhausted is ExhaustedPolicy.EXIT
+    assert s.nats_url == ("nats://a:4222", "nats://b:4223", "tls://c:4222")
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"nats_reconnect_attempts": -1}, "nats_reconnect_attempts"),
+        ({"nats_reconnect_attempts": 5.5}, "nats_reconnect_attempts"),
+        ({"nats_reconnect_attempts": "five"}, "nats_reconnect_attempts"),
+        ({"nats_reconnect_attempts": True}, "nats_reconnect_attempts"),
+        ({"nats_reconnect_jitter": 1.5}, "nats_reconnect_jitter"),
+        ({"nats_pending_overflow": "drop_newest"}, "nats_pending_overflow"),
+        ({"metrics_port": 70000}, "metrics_port"),
+        ({"nats_url": "http://x:1"}, "nats_url"),
+        ({"nats_url": "nats://x:notaport"}, "nats_url"),
+        ({"nats_max_reconnect_delay_ms": 100}, "nats_max_reconnect_delay_ms"),
+        ({"nats_tls_cert_file": "/etc/hostname"}, "nats_tls_key_file"),
+        ({"nats_creds_file": "/no/such/file"}, "nats_creds_file"),
+        ({"nats_password": "x"}, "nats_user"),
+        ({"nats_fail_open_mode": "maybe"}, "nats_fail_open_mode"),
+        ({"no_such_key": 1}, "no_such_key"),
+    ],
+)
+def test_bad_values_name_the_key(values: dict[str, object], key: str) -> None:
+    """Each bad value raises ConfigError whose key is the culprit."""
+    with pytest.raises(ConfigError) as info:
+        build_settings(values)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: ")
+
+
+def test_unknown_environment_key_is_refused() -> None:
+    """A ROUTER_ variable that is not a key stops start-up, naming the variable."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"ROUTER_NATS_URLS": "nats://x"})
+    assert info.value.key == "ROUTER_NATS_URLS"
+
+
+def test_bad_toml_and_missing_file_are_refused(tmp_path: Path) -> None:
+    """A missing file or a TOML syntax error is a ConfigError on --config."""
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "nope.toml", {})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nats_url = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad, {})
+
+
+def test_password_is_not_in_repr() -> None:
+    """Settings' repr never shows the password or token."""
+    s = build_settings({"nats_user": "u", "nats_password": "hunter2", "nats_token": "tok9"})
+    assert "hunter2" not in repr(s)
+    assert "tok9" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://user:pw@host:4222", "nats://***@host:4222"),
+        ("nats://token@host:4222", "nats://***@host:4222"),
+        ("nats://host:4222", "nats://host:4222"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    """URL userinfo is hidden, the rest kept."""
+    assert redact_url(url) == shown

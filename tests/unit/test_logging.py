@@ -1,0 +1,88 @@
+"""JSON log lines: the contract's fields, and no credential ever printed."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+import structlog
+
+from natsrouter.config import LogLevel
+from natsrouter.observability.logging import configure_logging, get_logger
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    configure_logging(LogLevel.DEBUG, stream=out)
+    try:
+        yield out
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+
+
+def lines(out: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_every_line_has_ts_level_message_logger(stream: io.StringIO) -> None:
+    """An event line carries ts (UTC ISO 8601), level, message, logger and its fields."""
+    get_logger("natsrouter.link").warning(
+        "connection attempt failed",
+        error_code="NATS_CONNECTION_FAILED",
+        reason="timeout",
+        server="nats://127.0.0.1:4222",
+        attempt=2,
+    )
+    [line] = lines(stream)
+    assert line["level"] == "WARN"
+    assert line["message"] == "connection attempt failed"
+    assert line["logger"] == "natsrouter.link"
+    assert line["error_code"] == "NATS_CONNECTION_FAILED"
+    assert (line["reason"], line["attempt"]) == ("timeout", 2)
+    ts = datetime.fromisoformat(str(line["ts"]).replace("Z", "+00:00"))
+    assert ts.utcoffset() is not None and ts.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+def test_nats_py_stdlib_logs_are_json_too(stream: io.StringIO) -> None:
+    """A stdlib record (as nats-py writes) comes out as the same JSON shape."""
+    logging.getLogger("nats.aio.client").error("nats: encountered error")
+    [line] = lines(stream)
+    assert (line["logger"], line["level"], line["message"]) == (
+        "nats.aio.client",
+        "ERROR",
+        "nats: encountered error",
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"server": "nats://alice:s3cr3t-pw@10.0.0.1:4222"},
+        {"servers": ["nats://tok-s3cr3t-pw@h:1", "nats://h2:2"]},
+        {"nats_password": "s3cr3t-pw"},
+        {"password": "s3cr3t-pw"},
+        {"token": "s3cr3t-pw"},
+        {"nkey_seed": "s3cr3t-pw"},
+        {"context": {"auth_token": "s3cr3t-pw"}},
+        {"error": "connect to nats://u:s3cr3t-pw@h:4222 failed"},
+    ],
+)
+def test_credentials_never_printed(stream: io.StringIO, fields: dict[str, object]) -> None:
+    """Passwords, tokens, seeds and URL userinfo are masked in any field."""
+    get_logger("natsrouter.test").info("event", **fields)
+    out = stream.getvalue()
+    assert "s3cr3t-pw" not in out
+    assert "***" in out
+
+
+def test_credentials_in_stdlib_messages_are_masked(stream: io.StringIO) -> None:
+    """A URL with userinfo inside a foreign log message is masked."""
+    logging.getLogger("nats.aio.client").warning("reconnecting to nats://bob:s3cr3t-pw@h:4222")
+    assert "s3cr3t-pw" not in stream.getvalue()
+    assert "nats://***@h:4222" in stream.getvalue()

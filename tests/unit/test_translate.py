@@ -1,0 +1,41 @@
+"""The one boundary that turns nats-py exceptions into the error tree."""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+import pytest
+
+from natsrouter.errors import LinkError, Reason, error_for_reason
+from natsrouter.link.nats_transport import translate
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason", "retriable"),
+    [
+        (nats.errors.TimeoutError(), Reason.TIMEOUT, True),
+        (TimeoutError(), Reason.TIMEOUT, True),
+        (nats.errors.NoRespondersError(), Reason.NO_RESPONDERS, False),
+        (nats.js.errors.NoStreamResponseError(), Reason.NO_RESPONDERS, False),
+        (nats.errors.ConnectionClosedError(), Reason.CONNECTION_CLOSED, True),
+        (nats.errors.StaleConnectionError(), Reason.CONNECTION_CLOSED, True),
+        (ConnectionRefusedError(111, "refused"), Reason.CONNECTION_CLOSED, True),
+        (nats.errors.AuthorizationError(), Reason.AUTH, False),
+        (nats.errors.Error("nats: 'Authorization Violation'"), Reason.AUTH, False),
+        (nats.js.errors.APIError(code=503, description="x"), Reason.SERVER_ERROR, False),
+        (nats.errors.Error("nats: 'Maximum Payload Violation'"), Reason.SERVER_ERROR, False),
+        (ValueError("odd"), Reason.OTHER, False),
+    ],
+)
+def test_translate(exc: BaseException, reason: Reason, retriable: bool) -> None:
+    """Each nats-py failure maps to one reason and retriability."""
+    err = translate(exc)
+    assert isinstance(err, LinkError)
+    assert (err.reason, err.retriable) == (reason, retriable)
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_error_for_reason_keeps_the_reason(reason: Reason) -> None:
+    """An injected error carries exactly the reason it was asked for."""
+    err = error_for_reason(reason, injected=True)
+    assert (err.reason, err.injected) == (reason, True)
