@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,9 +47,10 @@ async def make_link() -> AsyncIterator[LinkFactory]:
     """Build started links with FAST timings plus overrides; all closed at teardown."""
     links: list[Link] = []
 
-    async def factory(servers: list[str], *, start: bool = True, **overrides: Any) -> Link:
+    async def factory(servers: list[str], *, start: bool = True,
+                      rng: random.Random | None = None, **overrides: Any) -> Link:
         settings = build_settings({**FAST, "nats_url": ",".join(servers), **overrides})
-        link = Link(settings, LinkMetrics(CollectorRegistry()))
+        link = Link(settings, LinkMetrics(CollectorRegistry()), rng=rng)
         links.append(link)
         if start:
             await link.start()

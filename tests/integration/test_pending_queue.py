@@ -1,0 +1,206 @@
+"""Pending queue against a real server: order, overflow, expiry, partial replay, accounting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from natsrouter.embedded import NatsServer
+from natsrouter.errors import Reason
+from natsrouter.link import ConnectionState, InboundMessage, Link, Outcome
+from tests.conftest import LinkFactory
+from tests.helpers.jetstream import create_stream, stored_messages
+from tests.helpers.observe import codes, metric
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    async def __call__(self, msg: InboundMessage) -> None:
+        self.data.append(msg.data)
+
+
+async def _down(link: Link, server: NatsServer) -> None:
+    assert await link.wait_connected(5)
+    server.kill()
+    await wait_for(lambda: link.state is not ConnectionState.CONNECTED, 5)
+
+
+async def test_replay_is_fifo(nats_server: NatsServer, make_link: LinkFactory,
+                              logs: list) -> None:
+    """500 publishes queued during an outage arrive oldest first, each once."""
+    link = await make_link([nats_server.url])
+    inbox = Inbox()
+    await link.subscribe("fifo.x", inbox)
+    await _down(link, nats_server)
+    sent = [str(i).encode() for i in range(500)]
+    results = [await link.publish("fifo.x", d) for d in sent]
+    assert {r.outcome for r in results} == {Outcome.QUEUED}
+    assert [r.pending_id for r in results] == sorted(r.pending_id for r in results)  # type: ignore[type-var]
+    assert metric(link, "router_nats_pending_operations_count") == 500
+    await nats_server.astart()
+    await wait_for(lambda: len(inbox.data) == 500, 10)
+    assert inbox.data == sent
+    assert codes(logs).count("NATS_PUBLISH_QUEUED") == 1  # a burst is logged once
+    retry = [e for e in logs if e.get("error_code") == "NATS_RETRY_PENDING"]
+    done = [e for e in logs if e.get("error_code") == "NATS_RETRY_COMPLETE"]
+    assert retry[0]["pending_count"] == 500
+    assert (done[0]["success_count"], done[0]["failed_count"], done[0]["remaining"]) == (
+        500, 0, 0)
+
+
+async def test_publishes_during_replay_wait_their_turn(
+        nats_server: NatsServer, make_link: LinkFactory) -> None:
+    """A publish made while a replay runs goes behind it: global order holds."""
+    link = await make_link([nats_server.url], nats_max_pending_operations=5000)
+    inbox = Inbox()
+    await link.subscribe("order.x", inbox)
+    await _down(link, nats_server)
+    for i in range(2000):
+        await link.publish("order.x", b"q%d" % i)
+    await nats_server.astart()
+    await wait_for(lambda: link.ready, 5)
+    late = await link.publish("order.x", b"late")
+    assert late.outcome in (Outcome.QUEUED, Outcome.SENT)
+    await wait_for(lambda: len(inbox.data) == 2001, 10)
+    assert inbox.data == [b"q%d" % i for i in range(2000)] + [b"late"]
+
+
+async def test_drop_oldest_at_the_limit(nats_server: NatsServer, make_link: LinkFactory,
+                                        logs: list) -> None:
+    """drop_oldest: the 3 oldest of 8 are dropped and counted; the newest 5 arrive."""
+    link = await make_link([nats_server.url], nats_max_pending_operations=5)
+    inbox = Inbox()
+    await link.subscribe("drop.x", inbox)
+    await _down(link, nats_server)
+    results = [await link.publish("drop.x", b"%d" % i) for i in range(8)]
+    assert {r.outcome for r in results} == {Outcome.QUEUED}
+    assert metric(link, "router_nats_pending_operations_dropped_total", reason="queue_full") == 3
+    full = [e for e in logs if e.get("error_code") == "NATS_QUEUE_FULL"]
+    assert (full[0]["queue_size"], full[0]["max_size"], full[0]["policy"]) == (
+        5, 5, "drop_oldest")
+    await nats_server.astart()
+    await wait_for(lambda: len(inbox.data) == 5, 5)
+    assert inbox.data == [b"3", b"4", b"5", b"6", b"7"]
+    assert link.accounting.dropped == 3
+    assert link.accounting.balanced(link.pending.count)
+
+
+async def test_reject_new_at_the_limit(nats_server: NatsServer, make_link: LinkFactory) -> None:
+    """reject_new: the 3 newest of 8 are rejected (back-pressure); the oldest 5 arrive."""
+    link = await make_link([nats_server.url], nats_max_pending_operations=5,
+                           nats_pending_overflow="reject_new")
+    inbox = Inbox()
+    await link.subscribe("rej.x", inbox)
+    await _down(link, nats_server)
+    results = [await link.publish("rej.x", b"%d" % i) for i in range(8)]
+    assert [r.outcome for r in results] == [Outcome.QUEUED] * 5 + [Outcome.REJECTED] * 3
+    assert {r.reason for r in results[5:]} == {Reason.QUEUE_FULL}
+    assert metric(link, "router_nats_pending_operations_rejected_total") == 3
+    await nats_server.astart()
+    await wait_for(lambda: len(inbox.data) == 5, 5)
+    assert inbox.data == [b"0", b"1", b"2", b"3", b"4"]
+
+
+async def test_byte_bound_applies(nats_server: NatsServer, make_link: LinkFactory) -> None:
+    """nats_max_pending_bytes bounds the queue; an item larger than it is dropped."""
+    link = await make_link([nats_server.url], nats_max_pending_bytes=100)
+    await _down(link, nats_server)
+    too_big = await link.publish("b.x", b"x" * 200)
+    assert (too_big.outcome, too_big.reason) == (Outcome.DROPPED, Reason.QUEUE_FULL)
+    for _ in range(5):
+        await link.publish("b.x", b"y" * 30)  # 33 bytes each with the subject
+    assert link.pending.count == 3
+    assert metric(link, "router_nats_pending_operations_bytes") == 99
+    assert metric(link, "router_nats_pending_operations_dropped_total", reason="queue_full") == 3
+
+
+async def test_expired_items_are_dropped_and_counted(
+        nats_server: NatsServer, make_link: LinkFactory, logs: list) -> None:
+    """With an expiry, items older than it are dropped (reason expired) before replay."""
+    link = await make_link([nats_server.url], nats_pending_operation_timeout_ms=200)
+    inbox = Inbox()
+    await link.subscribe("exp.x", inbox)
+    await _down(link, nats_server)
+    for i in range(3):
+        await link.publish("exp.x", b"old%d" % i)
+    await asyncio.sleep(0.3)
+    await link.publish("exp.x", b"fresh")
+    assert metric(link, "router_nats_pending_operations_dropped_total", reason="expired") == 3
+    expired = [e for e in logs if e.get("error_code") == "NATS_QUEUE_EXPIRED"]
+    assert expired[0]["count"] == 3
+    await nats_server.astart()
+    await wait_for(lambda: inbox.data == [b"fresh"], 5)
+
+
+async def test_partly_failing_replay_keeps_the_failures(
+        nats_server: NatsServer, make_link: LinkFactory) -> None:
+    """Items the server refuses stay queued; the rest are sent in order."""
+    await create_stream(nats_server.url, "REPLAY", ["ok.>"])
+    link = await make_link([nats_server.url], nats_max_reconnect_delay_ms=5000)
+    await _down(link, nats_server)
+    for i in range(6):
+        subject = "ok.x" if i % 2 == 0 else "nostream.x"  # no stream captures nostream.x
+        assert (await link.publish_with_ack(subject, b"%d" % i)).outcome is Outcome.QUEUED
+    await nats_server.astart()
+    await wait_for(lambda: metric(link, "router_nats_pending_operations_retry_total") == 6, 10)
+    assert metric(link, "router_nats_pending_operations_retry_success_total") == 3
+    assert metric(link, "router_nats_pending_operations_retry_failed_total") == 3
+    assert metric(link, "router_nats_publish_with_ack_failures_total",
+                  reason="no_responders") == 3
+    assert link.pending.count == 3
+    kept = []
+    cursor = 0
+    while (item := link.pending.oldest_after(cursor)) is not None:
+        kept.append((item.op.subject, item.op.payload, item.attempts))
+        cursor = item.id
+    assert kept == [("nostream.x", b"1", 1), ("nostream.x", b"3", 1), ("nostream.x", b"5", 1)]
+    stored = await stored_messages(nats_server.url, "REPLAY")
+    assert [m.data for m in stored] == [b"0", b"2", b"4"]
+    assert link.accounting.balanced(link.pending.count)
+
+
+async def test_jetstream_publishes_queued_in_an_outage_are_stored_in_order(
+        nats_server: NatsServer, make_link: LinkFactory) -> None:
+    """publish_with_ack during an outage: stored after restart, in order, once each."""
+    await create_stream(nats_server.url, "ORDERS", ["orders.>"])
+    link = await make_link([nats_server.url])
+    await _down(link, nats_server)
+    for i in range(50):
+        await link.publish_with_ack("orders.new", b"o%d" % i, {"Nats-Msg-Id": f"o-{i}"})
+    await nats_server.astart()
+    await wait_for(lambda: link.pending.count == 0, 10)
+    stored = await stored_messages(nats_server.url, "ORDERS")
+    assert [m.data for m in stored] == [b"o%d" % i for i in range(50)]
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [f"o-{i}" for i in range(50)]
+
+
+async def test_every_accepted_publish_is_accounted_for(
+        nats_server: NatsServer, make_link: LinkFactory) -> None:
+    """accepted = sent + pending + dropped + rejected + failed_open + failed, at every step."""
+    link = await make_link([nats_server.url], nats_max_pending_operations=4,
+                           nats_pending_overflow="reject_new", nats_fault_injection_enabled=True)
+    assert await link.wait_connected(5)
+    a = link.accounting
+    for i in range(3):
+        await link.publish("acc.x", b"%d" % i)
+    from natsrouter.link import Fault, FaultTarget
+
+    link.inject(FaultTarget.PUBLISH, Fault.error())
+    await link.publish("acc.x", b"fails")
+    link.clear_faults()
+    nats_server.kill()
+    await wait_for(lambda: not link.ready, 5)
+    for i in range(6):
+        await link.publish("acc.x", b"q%d" % i)
+    assert (a.accepted, a.sent, a.failed, a.rejected, link.pending.count) == (10, 3, 1, 2, 4)
+    assert a.balanced(link.pending.count)
+    await nats_server.astart()
+    await wait_for(lambda: link.pending.count == 0, 5)
+    assert (a.accepted, a.sent) == (10, 7)
+    assert a.balanced(link.pending.count)
