@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,13 @@ async def make_link() -> AsyncIterator[LinkFactory]:
     """Build started links with FAST timings plus overrides; all closed at teardown."""
     links: list[Link] = []
 
-    async def factory(servers: list[str], *, start: bool = True,
-                      rng: random.Random | None = None, **overrides: Any) -> Link:
+    async def factory(
+        servers: list[str],
+        *,
+        start: bool = True,
+        rng: random.Random | None = None,
+        **overrides: Any,
+    ) -> Link:
         settings = build_settings({**FAST, "nats_url": ",".join(servers), **overrides})
         link = Link(settings, LinkMetrics(CollectorRegistry()), rng=rng)
         links.append(link)

@@ -15,12 +15,14 @@ class Stored:
     headers: dict[str, str]
 
 
-async def create_stream(url: str, name: str, subjects: list[str],
-                        duplicate_window_s: float = 120.0) -> None:
+async def create_stream(
+    url: str, name: str, subjects: list[str], duplicate_window_s: float = 120.0
+) -> None:
     nc = await nats.connect(url)
     try:
         await nc.jetstream().add_stream(
-            StreamConfig(name=name, subjects=subjects, duplicate_window=duplicate_window_s))
+            StreamConfig(name=name, subjects=subjects, duplicate_window=duplicate_window_s)
+        )
     finally:
         await nc.close()
 

@@ -54,8 +54,9 @@ class Inbox:
 
 
 def fault_lines(logs: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(e["operation"], e["fault"]) for e in logs
-            if e.get("error_code") == "NATS_FAULT_INJECTED"]
+    return [
+        (e["operation"], e["fault"]) for e in logs if e.get("error_code") == "NATS_FAULT_INJECTED"
+    ]
 
 
 # -- publish -------------------------------------------------------------------------------
@@ -129,13 +130,13 @@ async def test_publish_with_ack_error_fails(link: Link, logs: list) -> None:
     link.inject(T.PUBLISH_WITH_ACK, Fault.error())
     result = await link.publish_with_ack("js.a", b"1")
     assert (result.outcome, result.pub_ack) == (Outcome.FAILED, None)
-    assert metric(link, "router_nats_publish_with_ack_failures_total",
-                  reason="fault_injected") == 1
+    assert metric(link, "router_nats_publish_with_ack_failures_total", reason="fault_injected") == 1
     assert codes(logs) == ["NATS_FAULT_INJECTED", "NATS_PUBLISH_WITH_ACK_ERROR"]
 
 
 async def test_publish_with_ack_timeout_queues_and_lands_once(
-        link: Link, nats_server: NatsServer, logs: list) -> None:
+    link: Link, nats_server: NatsServer, logs: list
+) -> None:
     """publish_with_ack x timeout: queued; after clearing it is stored exactly once."""
     link.inject(T.PUBLISH_WITH_ACK, Fault.timeout())
     result = await link.publish_with_ack("js.t", b"t1")
@@ -148,7 +149,8 @@ async def test_publish_with_ack_timeout_queues_and_lands_once(
 
 
 async def test_publish_with_ack_close_connection_is_replayed(
-        link: Link, nats_server: NatsServer) -> None:
+    link: Link, nats_server: NatsServer
+) -> None:
     """publish_with_ack x close_connection: queued, reconnect, stored."""
     link.inject(T.PUBLISH_WITH_ACK, Fault.close_connection())
     assert (await link.publish_with_ack("js.c", b"c1")).outcome is Outcome.QUEUED
@@ -270,18 +272,22 @@ async def test_connect_fault_holds_reconnection_until_cleared(link: Link) -> Non
     link.inject(T.PUBLISH, Fault.close_connection())
     await link.publish("core.x", b"drop-conn")
     link.clear_faults(T.PUBLISH)
-    await wait_for(lambda: metric(link, "router_nats_reconnect_failures_total",
-                                  reason="fault_injected") >= 2, 5)
+    await wait_for(
+        lambda: metric(link, "router_nats_reconnect_failures_total", reason="fault_injected") >= 2,
+        5,
+    )
     assert link.state is not ConnectionState.CONNECTED
     link.clear_faults(T.CONNECT)
     await wait_for(lambda: link.ready, 5)
 
 
 async def test_intermittent_fails_exactly_the_drawn_share(
-        nats_server: NatsServer, make_link: LinkFactory) -> None:
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
     """intermittent(0.3) with a seeded source fails exactly the draws below 0.3."""
-    link = await make_link([nats_server.url], nats_fault_injection_enabled=True,
-                           rng=random.Random(42))
+    link = await make_link(
+        [nats_server.url], nats_fault_injection_enabled=True, rng=random.Random(42)
+    )
     assert await link.wait_connected(5)
     link.inject(T.PUBLISH, Fault.intermittent(0.3))
     # The link used no randomness yet (no reconnect), so the same seed predicts every draw.
@@ -290,8 +296,7 @@ async def test_intermittent_fails_exactly_the_drawn_share(
     outcomes = [(await link.publish("core.i", b"x")).outcome for _ in range(200)]
     assert outcomes.count(Outcome.FAILED) == expected
     assert outcomes.count(Outcome.SENT) == 200 - expected
-    assert metric(link, "router_nats_publish_failures_total",
-                  reason="fault_injected") == expected
+    assert metric(link, "router_nats_publish_failures_total", reason="fault_injected") == expected
 
 
 async def test_clearing_all_faults_returns_full_health(link: Link) -> None:
@@ -314,8 +319,9 @@ async def test_clearing_all_faults_returns_full_health(link: Link) -> None:
     assert link.ready
 
 
-async def test_injection_refused_when_disabled(nats_server: NatsServer,
-                                               make_link: LinkFactory) -> None:
+async def test_injection_refused_when_disabled(
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
     """Without nats_fault_injection_enabled there is no seam to set."""
     link = await make_link([nats_server.url])
     assert link.faults is None

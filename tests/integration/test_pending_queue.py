@@ -31,8 +31,7 @@ async def _down(link: Link, server: NatsServer) -> None:
     await wait_for(lambda: link.state is not ConnectionState.CONNECTED, 5)
 
 
-async def test_replay_is_fifo(nats_server: NatsServer, make_link: LinkFactory,
-                              logs: list) -> None:
+async def test_replay_is_fifo(nats_server: NatsServer, make_link: LinkFactory, logs: list) -> None:
     """500 publishes queued during an outage arrive oldest first, each once."""
     link = await make_link([nats_server.url])
     inbox = Inbox()
@@ -50,12 +49,12 @@ async def test_replay_is_fifo(nats_server: NatsServer, make_link: LinkFactory,
     retry = [e for e in logs if e.get("error_code") == "NATS_RETRY_PENDING"]
     done = [e for e in logs if e.get("error_code") == "NATS_RETRY_COMPLETE"]
     assert retry[0]["pending_count"] == 500
-    assert (done[0]["success_count"], done[0]["failed_count"], done[0]["remaining"]) == (
-        500, 0, 0)
+    assert (done[0]["success_count"], done[0]["failed_count"], done[0]["remaining"]) == (500, 0, 0)
 
 
 async def test_publishes_during_replay_wait_their_turn(
-        nats_server: NatsServer, make_link: LinkFactory) -> None:
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
     """A publish made while a replay runs goes behind it: global order holds."""
     link = await make_link([nats_server.url], nats_max_pending_operations=5000)
     inbox = Inbox()
@@ -71,8 +70,9 @@ async def test_publishes_during_replay_wait_their_turn(
     assert inbox.data == [b"q%d" % i for i in range(2000)] + [b"late"]
 
 
-async def test_drop_oldest_at_the_limit(nats_server: NatsServer, make_link: LinkFactory,
-                                        logs: list) -> None:
+async def test_drop_oldest_at_the_limit(
+    nats_server: NatsServer, make_link: LinkFactory, logs: list
+) -> None:
     """drop_oldest: the 3 oldest of 8 are dropped and counted; the newest 5 arrive."""
     link = await make_link([nats_server.url], nats_max_pending_operations=5)
     inbox = Inbox()
@@ -82,8 +82,7 @@ async def test_drop_oldest_at_the_limit(nats_server: NatsServer, make_link: Link
     assert {r.outcome for r in results} == {Outcome.QUEUED}
     assert metric(link, "router_nats_pending_operations_dropped_total", reason="queue_full") == 3
     full = [e for e in logs if e.get("error_code") == "NATS_QUEUE_FULL"]
-    assert (full[0]["queue_size"], full[0]["max_size"], full[0]["policy"]) == (
-        5, 5, "drop_oldest")
+    assert (full[0]["queue_size"], full[0]["max_size"], full[0]["policy"]) == (5, 5, "drop_oldest")
     await nats_server.astart()
     await wait_for(lambda: len(inbox.data) == 5, 5)
     assert inbox.data == [b"3", b"4", b"5", b"6", b"7"]
@@ -93,8 +92,9 @@ async def test_drop_oldest_at_the_limit(nats_server: NatsServer, make_link: Link
 
 async def test_reject_new_at_the_limit(nats_server: NatsServer, make_link: LinkFactory) -> None:
     """reject_new: the 3 newest of 8 are rejected (back-pressure); the oldest 5 arrive."""
-    link = await make_link([nats_server.url], nats_max_pending_operations=5,
-                           nats_pending_overflow="reject_new")
+    link = await make_link(
+        [nats_server.url], nats_max_pending_operations=5, nats_pending_overflow="reject_new"
+    )
     inbox = Inbox()
     await link.subscribe("rej.x", inbox)
     await _down(link, nats_server)
@@ -121,7 +121,8 @@ async def test_byte_bound_applies(nats_server: NatsServer, make_link: LinkFactor
 
 
 async def test_expired_items_are_dropped_and_counted(
-        nats_server: NatsServer, make_link: LinkFactory, logs: list) -> None:
+    nats_server: NatsServer, make_link: LinkFactory, logs: list
+) -> None:
     """With an expiry, items older than it are dropped (reason expired) before replay."""
     link = await make_link([nats_server.url], nats_pending_operation_timeout_ms=200)
     inbox = Inbox()
@@ -139,7 +140,8 @@ async def test_expired_items_are_dropped_and_counted(
 
 
 async def test_partly_failing_replay_keeps_the_failures(
-        nats_server: NatsServer, make_link: LinkFactory) -> None:
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
     """Items the server refuses stay queued; the rest are sent in order."""
     await create_stream(nats_server.url, "REPLAY", ["ok.>"])
     link = await make_link([nats_server.url], nats_max_reconnect_delay_ms=5000)
@@ -151,8 +153,7 @@ async def test_partly_failing_replay_keeps_the_failures(
     await wait_for(lambda: metric(link, "router_nats_pending_operations_retry_total") == 6, 10)
     assert metric(link, "router_nats_pending_operations_retry_success_total") == 3
     assert metric(link, "router_nats_pending_operations_retry_failed_total") == 3
-    assert metric(link, "router_nats_publish_with_ack_failures_total",
-                  reason="no_responders") == 3
+    assert metric(link, "router_nats_publish_with_ack_failures_total", reason="no_responders") == 3
     assert link.pending.count == 3
     kept = []
     cursor = 0
@@ -166,7 +167,8 @@ async def test_partly_failing_replay_keeps_the_failures(
 
 
 async def test_jetstream_publishes_queued_in_an_outage_are_stored_in_order(
-        nats_server: NatsServer, make_link: LinkFactory) -> None:
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
     """publish_with_ack during an outage: stored after restart, in order, once each."""
     await create_stream(nats_server.url, "ORDERS", ["orders.>"])
     link = await make_link([nats_server.url])
@@ -181,10 +183,15 @@ async def test_jetstream_publishes_queued_in_an_outage_are_stored_in_order(
 
 
 async def test_every_accepted_publish_is_accounted_for(
-        nats_server: NatsServer, make_link: LinkFactory) -> None:
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
     """accepted = sent + pending + dropped + rejected + failed_open + failed, at every step."""
-    link = await make_link([nats_server.url], nats_max_pending_operations=4,
-                           nats_pending_overflow="reject_new", nats_fault_injection_enabled=True)
+    link = await make_link(
+        [nats_server.url],
+        nats_max_pending_operations=4,
+        nats_pending_overflow="reject_new",
+        nats_fault_injection_enabled=True,
+    )
     assert await link.wait_connected(5)
     a = link.accounting
     for i in range(3):

@@ -45,6 +45,7 @@ from natsrouter.link.transport import (
     InboundMessage,
     JsMessage,
     MessageHandler,
+    PullConsumer,
     Transport,
 )
 from natsrouter.observability.metrics import LinkMetrics
@@ -505,22 +506,32 @@ class Link:
             retry = 0
             consumer.bound_generation = generation
             self._t.succeeded(Operation.SUBSCRIBE, None)
-            while generation == self._generation:
+            try:
+                await self._pull(consumer, conn, generation, puller)
+            finally:
+                await puller.stop()
+
+    async def _pull(
+        self, consumer: Consumer, conn: Connection, generation: int, puller: PullConsumer
+    ) -> None:
+        """Fetch and hand out messages until the connection changes or fetching fails."""
+        while generation == self._generation:
+            try:
+                messages = await puller.fetch(consumer.batch, consumer.fetch_timeout_s)
+            except LinkError as err:
+                if err.connection_lost:
+                    self._on_lost(generation, conn, err)
+                    return
+                # e.g. the consumer was deleted: bind again after a pause
+                self._t.failed(Operation.SUBSCRIBE, err, consumer.spec.filter_subject)
+                await asyncio.sleep(self._backoff.delay_ms(0, self._rng) / 1000)
+                return
+            for message in messages:
+                consumer.delivered += 1
                 try:
-                    messages = await puller.fetch(consumer.batch, consumer.fetch_timeout_s)
-                except LinkError as err:
-                    if err.connection_lost:
-                        self._on_lost(generation, conn, err)
-                    else:  # e.g. the consumer was deleted: bind again after a pause
-                        self._t.failed(Operation.SUBSCRIBE, err, consumer.spec.filter_subject)
-                        await asyncio.sleep(self._backoff.delay_ms(0, self._rng) / 1000)
-                    break
-                for message in messages:
-                    consumer.delivered += 1
-                    try:
-                        await consumer.handler(message)
-                    except Exception as exc:  # noqa: BLE001 - a handler bug must not stop it
-                        self._t.handler_failed(message.subject, exc)
+                    await consumer.handler(message)
+                except Exception as exc:  # noqa: BLE001 - a handler bug must not stop it
+                    self._t.handler_failed(message.subject, exc)
 
     # -- publishing --------------------------------------------------------------------------
 

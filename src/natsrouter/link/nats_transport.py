@@ -176,11 +176,17 @@ class _PullConsumer:
     async def fetch(self, batch: int, timeout_s: float) -> list[JsMessage]:
         try:
             msgs = await self._psub.fetch(batch, timeout=timeout_s)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises both its own and the builtin class here
             return []
         except Exception as exc:
             raise translate(exc) from exc
         return [_to_js(m) for m in msgs]
+
+    async def stop(self) -> None:
+        # Unsubscribing the inbox also ends any pull request still open on the server, so
+        # it cannot capture messages for a reader that is gone.
+        with contextlib.suppress(Exception):
+            await self._psub.unsubscribe()
 
 
 class _AbortConnect(Exception):

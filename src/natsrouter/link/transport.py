@@ -74,6 +74,10 @@ class PullConsumer(Protocol):
         """Up to ``batch`` messages; an empty list when none arrive within ``timeout_s``."""
         ...
 
+    async def stop(self) -> None:
+        """Stop pulling on this connection (best effort; never raises)."""
+        ...
+
 
 class Connection(Protocol):
     @property
