@@ -73,6 +73,19 @@ class Accounting:
         )
 
 
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel tasks and wait for them, cancelling again if one swallowed the cancellation.
+
+    nats-py's ``Subscription.next_msg`` turns a cancellation into ``ConnectionClosedError``
+    when the connection is closed, so one ``cancel()`` is not always enough.
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+
+
 def _iso(wall: float | None) -> str | None:
     return None if wall is None else datetime.fromtimestamp(wall, UTC).isoformat()
 
@@ -171,13 +184,11 @@ class Link:
         if self._closed:
             return
         self._closed = True
+        self._generation += 1  # every loop bound to a connection ends
         tasks = [t for t in (self._supervisor, self._watchdog_task, self._replay_task) if t]
         tasks += [c.task for c in self._consumers if c.task]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_and_wait(tasks)
         conn, self._conn = self._conn, None
-        self._generation += 1
         if conn is not None:
             await conn.close()
         await self._close_dead()
@@ -281,7 +292,7 @@ class Link:
     # -- connecting --------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        while True:
+        while not self._closed:
             await self._close_dead()
             if self._state is ConnectionState.CONNECTED:
                 await self._lost.wait()
@@ -481,15 +492,15 @@ class Link:
         return consumer
 
     async def stop_consumer(self, consumer: Consumer) -> None:
+        consumer.stopping = True
         if consumer.task is not None:
-            consumer.task.cancel()
-            await asyncio.gather(consumer.task, return_exceptions=True)
+            await _cancel_and_wait([consumer.task])
         with contextlib.suppress(ValueError):
             self._consumers.remove(consumer)
 
     async def _consume(self, consumer: Consumer) -> None:
         retry = 0
-        while True:
+        while not (self._closed or consumer.stopping):
             await self._connected.wait()
             conn, generation = self._conn, self._generation
             if conn is None:
@@ -515,7 +526,7 @@ class Link:
         self, consumer: Consumer, conn: Connection, generation: int, puller: PullConsumer
     ) -> None:
         """Fetch and hand out messages until the connection changes or fetching fails."""
-        while generation == self._generation:
+        while generation == self._generation and not consumer.stopping:
             try:
                 messages = await puller.fetch(consumer.batch, consumer.fetch_timeout_s)
             except LinkError as err:

@@ -185,8 +185,8 @@ class _PullConsumer:
     async def stop(self) -> None:
         # Unsubscribing the inbox also ends any pull request still open on the server, so
         # it cannot capture messages for a reader that is gone.
-        with contextlib.suppress(Exception):
-            await self._psub.unsubscribe()
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(self._psub.unsubscribe(), _CLOSE_TIMEOUT_S)
 
 
 class _AbortConnect(Exception):

@@ -37,8 +37,9 @@ class Consumer:
     fetch_timeout_s: float
     bound_generation: int = 0
     delivered: int = 0
+    stopping: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def cancelled(self) -> bool:
-        return self.task is not None and self.task.done()
+        return self.stopping or (self.task is not None and self.task.done())

@@ -1,0 +1,234 @@
+"""`natsrouter` as a user runs it: a real process, real signals, JSON on stderr, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from natsrouter.embedded import NatsServer, free_port
+
+pytestmark = pytest.mark.integration
+NATSROUTER = str(Path(sys.executable).parent / "natsrouter")
+FAST_ENV = {
+    "ROUTER_NATS_RECONNECT_DELAY_MS": "50",
+    "ROUTER_NATS_MAX_RECONNECT_DELAY_MS": "100",
+    "ROUTER_NATS_CONNECT_TIMEOUT_MS": "500",
+}
+
+
+class Router:
+    """A `natsrouter run` process with its stderr collected line by line."""
+
+    def __init__(self, env: dict[str, str], tmp: Path) -> None:
+        self.metrics_port = free_port()
+        self.stderr_path = tmp / "stderr.log"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+        self.env = {
+            **base,
+            "ROUTER_METRICS_HOST": "127.0.0.1",
+            "ROUTER_METRICS_PORT": str(self.metrics_port),
+            **env,
+        }
+        with self.stderr_path.open("wb") as err:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [NATSROUTER, "run"],
+                env=self.env,
+                cwd=tmp,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stderr_path.read_text().splitlines()]
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def wait(self, condition: Any, timeout_s: float = 15, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if condition():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(
+            f"timed out waiting for {what}; stderr:\n" + self.stderr_path.read_text()[-3000:]
+        )
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def routers(tmp_path: Path) -> Iterator[list[Router]]:
+    started: list[Router] = []
+    try:
+        yield started
+    finally:
+        for router in started:
+            if router.proc.poll() is None:
+                router.proc.kill()
+                router.proc.wait(timeout=10)
+
+
+def test_run_with_embedded_server_serves_and_stops_cleanly(
+    tmp_path: Path, routers: list[Router]
+) -> None:
+    """No nats_url: starts its own nats-server, becomes ready, exits 0 on SIGTERM."""
+    nats_port = free_port()
+    router = Router(
+        {
+            "ROUTER_EMBEDDED_NATS_PORT": str(nats_port),
+            "ROUTER_EMBEDDED_NATS_STORE_DIR": str(tmp_path / "store"),
+        },
+        tmp_path,
+    )
+    routers.append(router)
+    router.wait(lambda: router.get("/health/ready")[0] == 200, what="ready")
+    status, text = router.get("/metrics")
+    assert status == 200
+    assert "router_nats_connection_status 1.0" in text
+    assert json.loads(router.get("/status")[1])["server"] == f"nats://127.0.0.1:{nats_port}"
+    assert router.stop() == 0
+    lines = router.lines()
+    assert all({"ts", "level", "message", "logger"} <= line.keys() for line in lines)
+    assert "NATS_CONNECTION_ESTABLISHED" in [line.get("error_code") for line in lines]
+    assert (tmp_path / "store" / "jetstream").is_dir()
+    with pytest.raises(ConnectionRefusedError):  # the embedded server is gone with the router
+        socket.create_connection(("127.0.0.1", nats_port), timeout=1).close()
+
+
+def test_starts_without_nats_and_becomes_ready_when_it_appears(
+    tmp_path: Path, routers: list[Router]
+) -> None:
+    """Configured server down at start: alive and not ready, then ready once it is up."""
+    server = NatsServer(store_dir=tmp_path / "js")
+    router = Router({"ROUTER_NATS_URL": server.url, **FAST_ENV}, tmp_path)
+    routers.append(router)
+    router.wait(lambda: router.get("/health/live")[0] == 200, what="live")
+    assert router.get("/health/ready")[0] == 503
+    assert "router_nats_connection_status 0.5" in router.get("/metrics")[1]
+    try:
+        server.start()
+        router.wait(lambda: router.get("/health/ready")[0] == 200, what="ready")
+    finally:
+        server.kill()
+    assert router.stop() == 0
+
+
+def test_exit_policy_exits_non_zero_after_exhaustion(tmp_path: Path, routers: list[Router]) -> None:
+    """nats_on_reconnect_exhausted=exit: exit code 3 once the attempts are used up."""
+    router = Router(
+        {
+            "ROUTER_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+            "ROUTER_NATS_RECONNECT_ATTEMPTS": "2",
+            "ROUTER_NATS_ON_RECONNECT_EXHAUSTED": "exit",
+            **FAST_ENV,
+        },
+        tmp_path,
+    )
+    routers.append(router)
+    assert router.proc.wait(timeout=20) == 3
+    codes = [line.get("error_code") for line in router.lines()]
+    assert codes.count("NATS_RECONNECTION_EXHAUSTED") == 1
+
+
+def test_wrong_password_is_logged_as_auth_and_never_printed(
+    tmp_path: Path, routers: list[Router]
+) -> None:
+    """A rejected credential: reason=auth in JSON lines; the password appears nowhere."""
+    server = NatsServer(
+        store_dir=tmp_path / "js", extra_args=["--user", "router", "--pass", "server-side-pw"]
+    )
+    server.start()
+    try:
+        router = Router(
+            {
+                "ROUTER_NATS_URL": f"nats://router:Wr0ng-s3cret@127.0.0.1:{server.port}",
+                "ROUTER_NATS_TOKEN": "T0ken-s3cret",
+                **FAST_ENV,
+            },
+            tmp_path,
+        )
+        routers.append(router)
+        router.wait(
+            lambda: (
+                sum(
+                    1
+                    for line in router.lines()
+                    if line.get("error_code") == "NATS_RECONNECT_FAILED"
+                )
+                >= 2
+            ),
+            what="two failed reconnects",
+        )
+        assert router.stop() == 0
+    finally:
+        server.kill()
+    text = router.stderr_path.read_text()
+    assert "Wr0ng-s3cret" not in text
+    assert "T0ken-s3cret" not in text
+    failed = [line for line in router.lines() if line.get("error_code") == "NATS_CONNECTION_FAILED"]
+    assert failed[0]["reason"] == "auth"
+    assert failed[0]["server"] == f"nats://***@127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"ROUTER_NATS_RECONNECT_ATTEMPTS": "many"}, "nats_reconnect_attempts"),
+        ({"ROUTER_NATS_PENDING_OVERFLOW": "drop_all"}, "nats_pending_overflow"),
+        ({"ROUTER_NO_SUCH_THING": "1"}, "ROUTER_NO_SUCH_THING"),
+    ],
+)
+def test_bad_configuration_exits_2_naming_the_key(env: dict[str, str], key: str) -> None:
+    """run and check-config refuse bad configuration with exit 2 and the key's name."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    for command in ("run", "check-config"):
+        done = subprocess.run(
+            [NATSROUTER, command],
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 2
+        assert f"configuration error: {key}: " in done.stderr
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    """check-config with a valid TOML file exits 0."""
+    cfg = tmp_path / "natsrouter.toml"
+    cfg.write_text('nats_url = "nats://127.0.0.1:4222"\nnats_reconnect_attempts = 10\n')
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    done = subprocess.run(
+        [NATSROUTER, "check-config", "--config", str(cfg)],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "configuration OK")
