@@ -54,6 +54,8 @@ from natsrouter.observability.metrics import LinkMetrics
 _REPLAY_BATCH = 100
 # A watchdog ping that fails this many times in a row means the link is dead.
 _MISSED_PINGS_LOST = 2
+# Results are immutable: the common one is shared.
+_SENT = Result(Outcome.SENT)
 
 
 @dataclass
@@ -119,6 +121,7 @@ class Link:
         self._wall = wall_clock
         self._t = LinkTelemetry(metrics, clock=clock)
         self.metrics = metrics
+        self._publish_total = metrics.operation_total[Operation.PUBLISH]
 
         base = transport or NatsTransport(ConnectOptions.from_settings(settings))
         self.faults: FaultRegistry | None = None
@@ -140,6 +143,7 @@ class Link:
         self._connected = asyncio.Event()
         self._lost = asyncio.Event()
         self._conn: Connection | None = None
+        self._direct: Connection | None = None  # see _refresh_direct
         self._dead: list[Connection] = []
         self._generation = 0
         self._server_index = 0
@@ -249,6 +253,7 @@ class Link:
             self._connected.set()
         else:
             self._connected.clear()
+        self._refresh_direct()
         self._t.log.debug("connection state changed", old=old.value, new=new.value, why=why)
 
     def status(self) -> dict[str, Any]:
@@ -330,6 +335,10 @@ class Link:
                 await conn.close()
             self._attempt_failed(err, server, attempt)
             return
+        except asyncio.CancelledError:  # closing while binding: leave no connection open
+            if conn is not None:
+                await conn.close()
+            raise
         self._connected_to(conn, server)
 
     def _attempt_failed(self, err: LinkError, server: str, attempt: int) -> None:
@@ -453,7 +462,7 @@ class Link:
             raise
         sub.bound_generation = generation
         sub.error = None
-        self._t.succeeded(Operation.SUBSCRIBE, None)
+        self._t.succeeded(Operation.SUBSCRIBE)
 
     async def _bind_subscriptions(self, conn: Connection, generation: int) -> None:
         """Bind every registered subscription to a new connection before calling it connected.
@@ -516,7 +525,7 @@ class Link:
                 continue
             retry = 0
             consumer.bound_generation = generation
-            self._t.succeeded(Operation.SUBSCRIBE, None)
+            self._t.succeeded(Operation.SUBSCRIBE)
             try:
                 await self._pull(consumer, conn, generation, puller)
             finally:
@@ -550,54 +559,69 @@ class Link:
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Result:
         """Core NATS publish (at most once on the wire); queued while not connected."""
-        return await self._publish(PendingOp(Operation.PUBLISH, subject, payload, headers))
+        self.accounting.accepted += 1
+        conn = self._direct
+        if conn is None:
+            return self._not_sendable(PendingOp(Operation.PUBLISH, subject, payload, headers))
+        try:
+            await conn.publish(subject, payload, headers)
+        except LinkError as err:
+            op = PendingOp(Operation.PUBLISH, subject, payload, headers)
+            return self._send_failed(op, err, conn)
+        # The hot path: plain integer counters, no allocation (see metrics.FastCounter).
+        self._publish_total.value += 1
+        self.accounting.sent += 1
+        return _SENT
 
     async def publish_with_ack(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Result:
         """JetStream publish; ``sent`` carries the server's PubAck."""
-        return await self._publish(PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers))
-
-    def _sendable(self) -> tuple[Connection, int] | None:
-        """The connection to send on now, or None when the operation must be held.
-
-        While a replay runs, new publishes go behind it, so order is oldest first overall.
-        """
-        if self._conn is None or self._state is not ConnectionState.CONNECTED:
-            return None
-        if self._replay_task is not None and not self._replay_task.done():
-            return None
-        return self._conn, self._generation
-
-    async def _publish(self, op: PendingOp) -> Result:
         self.accounting.accepted += 1
-        target = self._sendable()
-        if target is None:
-            if self._state is not ConnectionState.CONNECTED:
-                # Counted, not logged per call: the rate-limited "queued" line speaks for it.
-                self._t.failed(op.operation, NotConnectedError(), op.subject, log=False)
-            return self._hold(op, Reason.NOT_CONNECTED)
-        conn, generation = target
+        conn = self._direct
+        op = PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers)
+        if conn is None:
+            return self._not_sendable(op)
         try:
             result = await self._send(conn, op)
         except LinkError as err:
-            self._t.failed(op.operation, err, op.subject)
-            if err.connection_lost:
-                self._on_lost(generation, conn, err)
-            if err.retriable:
-                return self._hold(op, err.reason)
-            self.accounting.failed += 1
-            return Result(Outcome.FAILED, reason=err.reason, error=err)
+            return self._send_failed(op, err, conn)
         self.accounting.sent += 1
         return result
 
+    def _refresh_direct(self) -> None:
+        """Recompute ``_direct``: the connection publishes go straight to, or None to hold.
+
+        Derived from the state and the replay task, and cached because it is read on every
+        publish. While a replay runs, new publishes go behind it (oldest first overall).
+        Called wherever either input changes: ``_transition``, replay start and end.
+        """
+        replaying = self._replay_task is not None and not self._replay_task.done()
+        connected = self._state is ConnectionState.CONNECTED
+        self._direct = self._conn if connected and not replaying else None
+
+    def _not_sendable(self, op: PendingOp) -> Result:
+        if self._state is not ConnectionState.CONNECTED:
+            # Counted, not logged per call: the rate-limited "queued" line speaks for it.
+            self._t.failed(op.operation, NotConnectedError(), op.subject, log=False)
+        return self._hold(op, Reason.NOT_CONNECTED)
+
+    def _send_failed(self, op: PendingOp, err: LinkError, conn: Connection) -> Result:
+        self._t.failed(op.operation, err, op.subject)
+        if err.connection_lost and conn is self._conn:
+            self._on_lost(self._generation, conn, err)
+        if err.retriable:
+            return self._hold(op, err.reason)
+        self.accounting.failed += 1
+        return Result(Outcome.FAILED, reason=err.reason, error=err)
+
     async def _send(self, conn: Connection, op: PendingOp) -> Result:
         """Send one operation; counts its success. Raises ``LinkError`` uncounted."""
-        started = self._clock()
         if op.operation is Operation.PUBLISH:
             await conn.publish(op.subject, op.payload, op.headers)
-            self._t.succeeded(op.operation, self._clock() - started)
-            return Result(Outcome.SENT)
+            self._t.succeeded(op.operation)
+            return _SENT
+        started = self._clock()
         ack = await conn.publish_with_ack(
             op.subject, op.payload, op.headers, self._settings.nats_request_timeout_ms / 1000
         )
@@ -644,6 +668,7 @@ class Link:
         self._expire()
         if self._pending.count:
             self._replay_task = self._own(self._replay(conn, generation), "replay")
+            self._refresh_direct()
 
     def _maybe_replay_again(self, conn: Connection, generation: int) -> None:
         """Items a replay left behind (refused by the server) are retried now and then."""
@@ -682,6 +707,8 @@ class Link:
                     self._t.pending_gauges(self._pending.count, self._pending.size_bytes)
                     await asyncio.sleep(0)
         finally:
+            self._replay_task = None
+            self._refresh_direct()
             self._last_replay = self._clock()
             self._t.pending_gauges(self._pending.count, self._pending.size_bytes)
             self._t.replay_complete(success, failed, self._pending.count)
@@ -737,7 +764,6 @@ class Link:
                 self._t.fail_open(op, None, err.reason)
                 return Result(Outcome.FAILED_OPEN, reason=err.reason)
             return Result(Outcome.FAILED, reason=err.reason, error=err)
-        started = self._clock()
         try:
             await conn.acknowledge(message.reply, kind, delay_ms)
         except LinkError as err:
@@ -745,8 +771,8 @@ class Link:
             if err.connection_lost:
                 self._on_lost(generation, conn, err)
             return Result(Outcome.FAILED, reason=err.reason, error=err)
-        self._t.succeeded(op, self._clock() - started)
-        return Result(Outcome.SENT)
+        self._t.succeeded(op)
+        return _SENT
 
     # -- faults ------------------------------------------------------------------------------
 

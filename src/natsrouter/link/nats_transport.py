@@ -239,6 +239,10 @@ class NatsConnection:
             self._closing = True
             await self._close_client()
             raise translate(exc) from exc
+        except asyncio.CancelledError:  # the link is closing: leave no socket behind
+            self._closing = True
+            await self._close_client()
+            raise
         finally:
             self._opening = False
         self._js = self._nc.jetstream()

@@ -131,10 +131,11 @@ class LinkTelemetry:
 
     # -- operations ------------------------------------------------------------------------
 
-    def succeeded(self, op: Operation, duration_s: float | None) -> None:
-        self.metrics.operation_total[op].inc()
+    def succeeded(self, op: Operation, duration_s: float | None = None) -> None:
+        """Count a success; ``duration_s`` only for operations that wait on the server."""
+        self.metrics.operation_total[op].value += 1
         if duration_s is not None:
-            self.metrics.operation_duration.labels(op.value).observe(duration_s)
+            self.metrics.duration_of[op].observe(duration_s)
 
     def failed(
         self, op: Operation, err: LinkError, subject: str | None = None, *, log: bool = True

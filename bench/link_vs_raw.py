@@ -1,0 +1,279 @@
+"""Benchmark: the link beside raw nats-py, same server, same machine, one run; prints ratios.
+
+    .venv/bin/python bench/link_vs_raw.py [--quick]
+
+Measures (each figure is the median of --rounds runs, raw and link alternating):
+- core publish throughput (msgs/s), 128-byte payloads, flushed at the end;
+- JetStream publish with PubAck at 100 in flight (msgs/s);
+- replay rate of 10,000 queued messages after reconnect (core and JetStream);
+- time from a server restart to the first successful JetStream publish;
+- memory per queued message (tracemalloc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import nats
+from nats.js.api import StreamConfig
+from prometheus_client import CollectorRegistry
+
+from natsrouter.config import build_settings
+from natsrouter.embedded import NatsServer
+from natsrouter.link import Link, Outcome
+from natsrouter.observability.metrics import LinkMetrics
+
+PAYLOAD = b"x" * 128
+STREAM, SUBJECT = "BENCH", "bench.js"
+
+
+def make_link(url: str, **overrides: object) -> Link:
+    settings = build_settings(
+        {
+            "nats_url": url,
+            "nats_reconnect_delay_ms": 20,
+            "nats_max_reconnect_delay_ms": 100,
+            "nats_max_pending_operations": 100_000,
+            "nats_max_pending_bytes": 1 << 30,
+            **overrides,
+        }
+    )
+    return Link(settings, LinkMetrics(CollectorRegistry()))
+
+
+async def reset_stream(url: str) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    try:
+        await js.delete_stream(STREAM)
+    except Exception:
+        pass
+    await js.add_stream(StreamConfig(name=STREAM, subjects=["bench.>"]))
+    await nc.close()
+
+
+async def raw_core(url: str, n: int) -> float:
+    nc = await nats.connect(url)
+    started = time.perf_counter()
+    for _ in range(n):
+        await nc.publish("bench.core", PAYLOAD)
+    await nc.flush()
+    took = time.perf_counter() - started
+    await nc.close()
+    return n / took
+
+
+async def link_core(url: str, n: int) -> float:
+    link = make_link(url)
+    await link.start()
+    assert await link.wait_connected(5)
+    started = time.perf_counter()
+    for _ in range(n):
+        await link.publish("bench.core", PAYLOAD)
+    await link._conn.ping(10)  # type: ignore[union-attr]  # flush, as raw does
+    took = time.perf_counter() - started
+    await link.close()
+    return n / took
+
+
+async def in_flight(n: int, window: int, one: Callable[[], Awaitable[object]]) -> float:
+    sem = asyncio.Semaphore(window)
+
+    async def task() -> None:
+        async with sem:
+            await one()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(task() for _ in range(n)))
+    return n / (time.perf_counter() - started)
+
+
+async def raw_js(url: str, n: int) -> float:
+    await reset_stream(url)
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    rate = await in_flight(n, 100, lambda: js.publish(SUBJECT, PAYLOAD))
+    await nc.close()
+    return rate
+
+
+async def link_js(url: str, n: int) -> float:
+    await reset_stream(url)
+    link = make_link(url)
+    await link.start()
+    assert await link.wait_connected(5)
+
+    async def one() -> None:
+        result = await link.publish_with_ack(SUBJECT, PAYLOAD)
+        assert result.outcome is Outcome.SENT, result
+
+    rate = await in_flight(n, 100, one)
+    await link.close()
+    return rate
+
+
+async def replay_rate(server: NatsServer, n: int, jetstream: bool) -> float:
+    await reset_stream(server.url)
+    link = make_link(server.url, nats_reconnect_attempts=0)
+    await link.start()
+    assert await link.wait_connected(5)
+    server.kill()
+    while link.ready:
+        await asyncio.sleep(0.005)
+    for _ in range(n):
+        if jetstream:
+            await link.publish_with_ack(SUBJECT, PAYLOAD)
+        else:
+            await link.publish("bench.core", PAYLOAD)
+    assert link.pending.count == n
+    await server.astart()
+    assert await link.wait_connected(10)
+    started = time.perf_counter()
+    while link.pending.count:
+        await asyncio.sleep(0.001)
+    took = time.perf_counter() - started
+    await link.close()
+    return n / took
+
+
+async def restart_to_publish(server: NatsServer, use_link: bool) -> float:
+    """Seconds from the restarted server accepting clients to the first stored message."""
+    await reset_stream(server.url)
+    if use_link:
+        link = make_link(server.url, nats_reconnect_attempts=0)
+        await link.start()
+        assert await link.wait_connected(5)
+
+        async def publish() -> bool:
+            return (
+                link.ready
+                and (await link.publish_with_ack(SUBJECT, PAYLOAD)).outcome is Outcome.SENT
+            )
+    else:
+        # nats-py's own reconnection, with its wait lowered to the link's backoff base.
+        nc = await nats.connect(server.url, reconnect_time_wait=0.02, max_reconnect_attempts=-1)
+        js = nc.jetstream()
+
+        async def publish() -> bool:
+            try:
+                await js.publish(SUBJECT, PAYLOAD, timeout=0.5)
+            except Exception:
+                return False
+            return True
+
+    server.kill()
+    await asyncio.sleep(0.3)
+    await server.astart()
+    started = time.perf_counter()
+    while not await publish():
+        await asyncio.sleep(0.001)
+    took = time.perf_counter() - started
+    if use_link:
+        await link.close()
+    else:
+        await nc.close()
+    return took
+
+
+async def memory_per_queued(server: NatsServer, n: int) -> float:
+    link = make_link(server.url, nats_reconnect_attempts=0)
+    await link.start()
+    assert await link.wait_connected(5)
+    server.kill()
+    while link.ready:
+        await asyncio.sleep(0.005)
+    payloads = [bytes([i % 256]) * 128 for i in range(n)]  # caller-owned, not counted
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for p in payloads:
+        await link.publish_with_ack(SUBJECT, p)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    await link.close()
+    await server.astart()
+    return grown / n
+
+
+def median_pair(raw: list[float], ours: list[float]) -> tuple[float, float, float]:
+    r, o = statistics.median(raw), statistics.median(ours)
+    return r, o, o / r
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    core_n, js_n, replay_n = (20_000, 2_000, 1_000) if args.quick else (200_000, 20_000, 10_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(store_dir=Path(tmp) / "js")
+        server.start()
+        try:
+            rows = []
+            raw, ours = [], []
+            for _ in range(args.rounds):
+                raw.append(await raw_core(server.url, core_n))
+                ours.append(await link_core(server.url, core_n))
+            rows.append(("core publish (msgs/s)", *median_pair(raw, ours), ">= 0.9"))
+            raw, ours = [], []
+            for _ in range(args.rounds):
+                raw.append(await raw_js(server.url, js_n))
+                ours.append(await link_js(server.url, js_n))
+            rows.append(
+                ("JetStream publish, 100 in flight (msgs/s)", *median_pair(raw, ours), ">= 0.9")
+            )
+            replay_core = statistics.median(
+                [await replay_rate(server, replay_n, False) for _ in range(args.rounds)]
+            )
+            replay_js = statistics.median(
+                [await replay_rate(server, replay_n, True) for _ in range(args.rounds)]
+            )
+            raw_restart, link_restart = [], []
+            for _ in range(args.rounds):
+                raw_restart.append(await restart_to_publish(server, use_link=False))
+                link_restart.append(await restart_to_publish(server, use_link=True))
+            per_msg = await memory_per_queued(server, replay_n)
+        finally:
+            server.kill()
+
+    print(
+        f"natsrouter link vs raw nats-py; median of {args.rounds} rounds; "
+        f"{core_n} core, {js_n} JetStream, {replay_n} replayed messages of 128 B\n"
+    )
+    print("| measure | raw nats-py | link | link / raw | target |")
+    print("|---|---:|---:|---:|---|")
+    failed = False
+    for name, r, o, ratio, target in rows:
+        ok = ratio >= 0.9
+        failed |= not ok
+        print(
+            f"| {name} | {r:,.0f} | {o:,.0f} | {ratio:.2f} | {target} {'ok' if ok else 'MISSED'} |"
+        )
+    print(
+        f"| replay of {replay_n} queued core publishes (msgs/s) | n/a (no queue) | "
+        f"{replay_core:,.0f} | | |"
+    )
+    print(
+        f"| replay of {replay_n} queued JetStream publishes (msgs/s) | n/a (no queue) | "
+        f"{replay_js:,.0f} | | |"
+    )
+    print(
+        f"| server restart to first stored message (ms) | "
+        f"{statistics.median(raw_restart) * 1000:.0f} | "
+        f"{statistics.median(link_restart) * 1000:.0f} | | |"
+    )
+    print(f"| memory per queued message, 128 B payload (bytes) | n/a | {per_msg:.0f} | | |")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
