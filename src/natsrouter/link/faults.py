@@ -34,6 +34,7 @@ from natsrouter.link.transport import (
     AckKind,
     Connection,
     ConsumerSpec,
+    FastPublish,
     InboundMessage,
     LostCallback,
     MessageHandler,
@@ -209,6 +210,22 @@ class FaultInjectingConnection:
     @property
     def server(self) -> str:
         return self._inner.server
+
+    @property
+    def fast_publish(self) -> FastPublish:
+        return self._publish_kw
+
+    def translate(self, exc: BaseException) -> LinkError:
+        return exc if isinstance(exc, LinkError) else self._inner.translate(exc)
+
+    async def _publish_kw(
+        self,
+        subject: str,
+        payload: bytes,
+        _reply: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        await self.publish(subject, payload, headers)
 
     async def publish(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None

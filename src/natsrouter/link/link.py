@@ -23,7 +23,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -42,12 +42,14 @@ from natsrouter.link.transport import (
     AckKind,
     Connection,
     ConsumerSpec,
+    FastPublish,
     InboundMessage,
     JsMessage,
     MessageHandler,
     PullConsumer,
     Transport,
 )
+from natsrouter.observability.fast import FastCounter
 from natsrouter.observability.metrics import LinkMetrics
 
 # Replay yields to the event loop after this many items, so intake keeps flowing.
@@ -60,19 +62,41 @@ _SENT = Result(Outcome.SENT)
 
 @dataclass
 class Accounting:
-    """Where every accepted publish ended; ``balanced`` is the no-silent-loss invariant."""
+    """Where every accepted publish ended; ``balanced`` is the no-silent-loss invariant.
 
+    ``sent`` is read from the success counters (``router_nats_publish_total`` plus
+    ``router_nats_publish_with_ack_total``), which count direct sends and replays alike.
+    """
+
+    sent_counters: tuple[FastCounter, ...] = field(repr=False)
     accepted: int = 0
-    sent: int = 0
     dropped: int = 0
     rejected: int = 0
     failed_open: int = 0
     failed: int = 0
 
+    @property
+    def sent(self) -> int:
+        return sum(c.value for c in self.sent_counters)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "accepted": self.accepted,
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "rejected": self.rejected,
+            "failed_open": self.failed_open,
+            "failed": self.failed,
+        }
+
     def balanced(self, pending: int) -> bool:
         return self.accepted == (
             self.sent + pending + self.dropped + self.rejected + self.failed_open + self.failed
         )
+
+
+async def _not_connected(*_: object, **__: object) -> None:
+    raise NotConnectedError()
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
@@ -121,7 +145,11 @@ class Link:
         self._wall = wall_clock
         self._t = LinkTelemetry(metrics, clock=clock)
         self.metrics = metrics
+        # Hot-path handles, resolved once.
         self._publish_total = metrics.operation_total[Operation.PUBLISH]
+        self._pwa_total = metrics.operation_total[Operation.PUBLISH_WITH_ACK]
+        self._pwa_duration = metrics.duration_of[Operation.PUBLISH_WITH_ACK]
+        self._request_timeout_s = settings.nats_request_timeout_ms / 1000
 
         base = transport or NatsTransport(ConnectOptions.from_settings(settings))
         self.faults: FaultRegistry | None = None
@@ -136,7 +164,12 @@ class Link:
                 settings.nats_pending_overflow,
             )
         )
-        self.accounting = Accounting()
+        self.accounting = Accounting(
+            (
+                metrics.operation_total[Operation.PUBLISH],
+                metrics.operation_total[Operation.PUBLISH_WITH_ACK],
+            )
+        )
 
         self._state = ConnectionState.CONNECTING
         metrics.connection_status.set(self._state.gauge)
@@ -144,6 +177,7 @@ class Link:
         self._lost = asyncio.Event()
         self._conn: Connection | None = None
         self._direct: Connection | None = None  # see _refresh_direct
+        self._fast_publish: FastPublish = _not_connected
         self._dead: list[Connection] = []
         self._generation = 0
         self._server_index = 0
@@ -286,7 +320,7 @@ class Link:
                 "max_bytes": limits.max_bytes,
                 "overflow": limits.overflow.value,
             },
-            "accounting": asdict(self.accounting),
+            "accounting": self.accounting.as_dict(),
             "subscriptions": sum(1 for s in self._subscriptions if not s.cancelled),
             "consumers": sum(1 for c in self._consumers if not c.cancelled),
             "faults": {t.value: f.to_dict() for t, f in self.faults.active().items()}
@@ -564,13 +598,12 @@ class Link:
         if conn is None:
             return self._not_sendable(PendingOp(Operation.PUBLISH, subject, payload, headers))
         try:
-            await conn.publish(subject, payload, headers)
-        except LinkError as err:
+            await self._fast_publish(subject, payload, "", headers)
+        except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
             op = PendingOp(Operation.PUBLISH, subject, payload, headers)
-            return self._send_failed(op, err, conn)
-        # The hot path: plain integer counters, no allocation (see metrics.FastCounter).
+            return self._send_failed(op, conn.translate(exc), conn)
+        # The hot path: a plain integer counter, no allocation (observability/fast.py).
         self._publish_total.value += 1
-        self.accounting.sent += 1
         return _SENT
 
     async def publish_with_ack(
@@ -579,15 +612,19 @@ class Link:
         """JetStream publish; ``sent`` carries the server's PubAck."""
         self.accounting.accepted += 1
         conn = self._direct
-        op = PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers)
         if conn is None:
+            op = PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers)
             return self._not_sendable(op)
+        # Inlined rather than through _send: this is the JetStream hot path.
+        started = self._clock()
         try:
-            result = await self._send(conn, op)
+            ack = await conn.publish_with_ack(subject, payload, headers, self._request_timeout_s)
         except LinkError as err:
+            op = PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers)
             return self._send_failed(op, err, conn)
-        self.accounting.sent += 1
-        return result
+        self._pwa_duration.observe(self._clock() - started)
+        self._pwa_total.value += 1
+        return Result(Outcome.SENT, ack)
 
     def _refresh_direct(self) -> None:
         """Recompute ``_direct``: the connection publishes go straight to, or None to hold.
@@ -599,6 +636,7 @@ class Link:
         replaying = self._replay_task is not None and not self._replay_task.done()
         connected = self._state is ConnectionState.CONNECTED
         self._direct = self._conn if connected and not replaying else None
+        self._fast_publish = self._direct.fast_publish if self._direct else _not_connected
 
     def _not_sendable(self, op: PendingOp) -> Result:
         if self._state is not ConnectionState.CONNECTED:
@@ -623,7 +661,7 @@ class Link:
             return _SENT
         started = self._clock()
         ack = await conn.publish_with_ack(
-            op.subject, op.payload, op.headers, self._settings.nats_request_timeout_ms / 1000
+            op.subject, op.payload, op.headers, self._request_timeout_s
         )
         self._t.succeeded(op.operation, self._clock() - started)
         return Result(Outcome.SENT, pub_ack=ack)
@@ -700,7 +738,6 @@ class Link:
                         break
                     continue
                 self._pending.remove(item.id)
-                self.accounting.sent += 1
                 success += 1
                 self._t.replay_item(sent=True)
                 if success % _REPLAY_BATCH == 0:

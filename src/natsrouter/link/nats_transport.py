@@ -37,6 +37,7 @@ from natsrouter.link.outcome import PubAck
 from natsrouter.link.transport import (
     AckKind,
     ConsumerSpec,
+    FastPublish,
     InboundMessage,
     JsMessage,
     JsMetadata,
@@ -271,6 +272,14 @@ class NatsConnection:
     async def _close_client(self) -> None:
         with contextlib.suppress(Exception, asyncio.TimeoutError):
             await asyncio.wait_for(self._nc.close(), _CLOSE_TIMEOUT_S)
+
+    @property
+    def fast_publish(self) -> FastPublish:
+        publish: FastPublish = self._nc.publish
+        return publish
+
+    def translate(self, exc: BaseException) -> LinkError:
+        return translate(exc)
 
     async def publish(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None

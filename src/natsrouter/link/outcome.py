@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from natsrouter.errors import LinkError, Reason
 
@@ -34,8 +34,11 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class PubAck:
+# Immutable value types are NamedTuples: built on every operation, and a frozen dataclass's
+# __init__ (object.__setattr__ per field) costs several times more.
+
+
+class PubAck(NamedTuple):
     """The JetStream server's acknowledgement of a stored message."""
 
     stream: str
@@ -43,8 +46,7 @@ class PubAck:
     duplicate: bool = False
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     outcome: Outcome
     pub_ack: PubAck | None = None
     pending_id: int | None = None

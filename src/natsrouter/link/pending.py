@@ -12,15 +12,14 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from natsrouter.config import OverflowPolicy
 from natsrouter.link.outcome import Operation
 
 
-@dataclass(frozen=True)
-class PendingOp:
-    """One publish to be made later."""
+class PendingOp(NamedTuple):
+    """One publish to be made later (a NamedTuple: one is built per JetStream publish)."""
 
     operation: Operation
     subject: str
