@@ -133,8 +133,9 @@ async def test_expired_items_are_dropped_and_counted(
     await asyncio.sleep(0.3)
     await link.publish("exp.x", b"fresh")
     assert metric(link, "router_nats_pending_operations_dropped_total", reason="expired") == 3
-    expired = [e for e in logs if e.get("error_code") == "NATS_QUEUE_EXPIRED"]
-    assert expired[0]["count"] == 3
+    # Expiry runs on each publish and each reconnect attempt, so it may come in batches.
+    expired = [e["count"] for e in logs if e.get("error_code") == "NATS_QUEUE_EXPIRED"]
+    assert sum(expired) == 3
     await nats_server.astart()
     await wait_for(lambda: inbox.data == [b"fresh"], 5)
 

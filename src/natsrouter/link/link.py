@@ -64,12 +64,20 @@ _SENT = Result(Outcome.SENT)
 class Accounting:
     """Where every accepted publish ended; ``balanced`` is the no-silent-loss invariant.
 
-    ``sent`` is read from the success counters (``router_nats_publish_total`` plus
-    ``router_nats_publish_with_ack_total``), which count direct sends and replays alike.
+    accepted = sent + pending + dropped + rejected + failed_open + failed
+
+    Counted so that the publish hot path pays for one integer increment, not three: a
+    publish either succeeds at once (counted only by the success counters,
+    ``router_nats_publish_total`` and ``router_nats_publish_with_ack_total``) or takes the
+    slow path (``slow``: held, refused or failed), where every outcome is counted and where
+    loss could happen. Replays that succeed are counted by the success counters too, and in
+    ``replayed``. Hence ``sent`` = the success counters, and
+    ``accepted`` = ``slow`` + (``sent`` - ``replayed``).
     """
 
     sent_counters: tuple[FastCounter, ...] = field(repr=False)
-    accepted: int = 0
+    slow: int = 0
+    replayed: int = 0
     dropped: int = 0
     rejected: int = 0
     failed_open: int = 0
@@ -78,6 +86,15 @@ class Accounting:
     @property
     def sent(self) -> int:
         return sum(c.value for c in self.sent_counters)
+
+    @property
+    def accepted(self) -> int:
+        return self.slow + self.sent - self.replayed
+
+    def balanced(self, pending: int) -> bool:
+        return self.accepted == (
+            self.sent + pending + self.dropped + self.rejected + self.failed_open + self.failed
+        )
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -88,11 +105,6 @@ class Accounting:
             "failed_open": self.failed_open,
             "failed": self.failed,
         }
-
-    def balanced(self, pending: int) -> bool:
-        return self.accepted == (
-            self.sent + pending + self.dropped + self.rejected + self.failed_open + self.failed
-        )
 
 
 async def _not_connected(*_: object, **__: object) -> None:
@@ -593,16 +605,16 @@ class Link:
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Result:
         """Core NATS publish (at most once on the wire); queued while not connected."""
-        self.accounting.accepted += 1
+        # The hot path: no branch, no allocation, one integer increment. While publishes
+        # must be held, _fast_publish is _not_connected, which raises (see _refresh_direct).
         conn = self._direct
-        if conn is None:
-            return self._not_sendable(PendingOp(Operation.PUBLISH, subject, payload, headers))
         try:
             await self._fast_publish(subject, payload, "", headers)
         except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
             op = PendingOp(Operation.PUBLISH, subject, payload, headers)
+            if conn is None:
+                return self._not_sendable(op)
             return self._send_failed(op, conn.translate(exc), conn)
-        # The hot path: a plain integer counter, no allocation (observability/fast.py).
         self._publish_total.value += 1
         return _SENT
 
@@ -610,7 +622,6 @@ class Link:
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Result:
         """JetStream publish; ``sent`` carries the server's PubAck."""
-        self.accounting.accepted += 1
         conn = self._direct
         if conn is None:
             op = PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers)
@@ -639,12 +650,14 @@ class Link:
         self._fast_publish = self._direct.fast_publish if self._direct else _not_connected
 
     def _not_sendable(self, op: PendingOp) -> Result:
+        self.accounting.slow += 1
         if self._state is not ConnectionState.CONNECTED:
             # Counted, not logged per call: the rate-limited "queued" line speaks for it.
             self._t.failed(op.operation, NotConnectedError(), op.subject, log=False)
         return self._hold(op, Reason.NOT_CONNECTED)
 
     def _send_failed(self, op: PendingOp, err: LinkError, conn: Connection) -> Result:
+        self.accounting.slow += 1
         self._t.failed(op.operation, err, op.subject)
         if err.connection_lost and conn is self._conn:
             self._on_lost(self._generation, conn, err)
@@ -738,6 +751,7 @@ class Link:
                         break
                     continue
                 self._pending.remove(item.id)
+                self.accounting.replayed += 1
                 success += 1
                 self._t.replay_item(sent=True)
                 if success % _REPLAY_BATCH == 0:
