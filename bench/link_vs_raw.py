@@ -265,7 +265,7 @@ async def main() -> int:
         ok = ratio >= 0.9
         failed |= not ok
         print(
-            f"| {name} | {r:,.0f} | {o:,.0f} | {ratio:.2f} | {target} {'ok' if ok else 'MISSED'} |"
+            f"| {name} | {r:,.0f} | {o:,.0f} | {ratio:.3f} | {target} {'ok' if ok else 'MISSED'} |"
         )
     print(
         f"| replay of {replay_n} queued core publishes (msgs/s) | n/a (no queue) | "

@@ -1,0 +1,78 @@
+"""Every metric, log code and setting that docs/ names is one the code has, and vice versa."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from natsrouter.config import KEYS
+from natsrouter.observability.metrics import LinkMetrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+SRC = ROOT / "src" / "natsrouter"
+
+
+def all_docs() -> str:
+    return "\n".join(p.read_text() for p in [*DOCS.glob("*.md"), ROOT / "README.md"])
+
+
+def exported_metric_names() -> set[str]:
+    """Names as documented: counters with _total, histograms and gauges by family."""
+    names = set()
+    for family in LinkMetrics(CollectorRegistry()).registry.collect():
+        names.add(f"{family.name}_total" if family.type == "counter" else family.name)
+    return names
+
+
+def test_metrics_doc_lists_exactly_the_exported_metrics() -> None:
+    """docs/metrics.md names every link metric the code exports, and no other."""
+    documented = set(re.findall(r"`(router_nats_[a-z_]+)`", (DOCS / "metrics.md").read_text()))
+    assert documented == exported_metric_names()
+
+
+def test_no_doc_names_a_metric_the_code_lacks() -> None:
+    """No doc anywhere names a router_nats_ metric that is not exported."""
+    mentioned = set(re.findall(r"router_nats_[a-z_]+[a-z]", all_docs()))
+    exported = exported_metric_names()
+    series_suffixes = ("_bucket", "_count", "_sum")
+    unknown = {
+        m
+        for m in mentioned
+        if m not in exported
+        and not any(m.endswith(s) and m.removesuffix(s) in exported for s in series_suffixes)
+    }
+    assert unknown == set()
+
+
+def code_error_codes() -> set[str]:
+    text = (SRC / "link" / "telemetry.py").read_text()
+    return set(re.findall(r'"(NATS_[A-Z_]+)"', text))
+
+
+def test_logging_doc_lists_exactly_the_codes_the_code_emits() -> None:
+    """docs/logging.md's table holds every error_code in telemetry.py, and no other."""
+    table = re.findall(r"^\| `(NATS_[A-Z_]+)` \|", (DOCS / "logging.md").read_text(), re.M)
+    assert set(table) == code_error_codes()
+    assert len(table) == len(set(table))
+
+
+def test_no_doc_names_an_unknown_code() -> None:
+    """Every NATS_* code mentioned anywhere in the docs is emitted by the code."""
+    assert set(re.findall(r"\bNATS_[A-Z_]+[A-Z]\b", all_docs())) <= code_error_codes()
+
+
+def test_configuration_doc_covers_every_key_and_only_keys() -> None:
+    """docs/configuration.md documents every key; every key-like name in docs exists."""
+    conf = (DOCS / "configuration.md").read_text()
+    table_keys = set()
+    for row in re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", conf, re.M):
+        table_keys |= set(re.findall(r"`([a-z_]+)`", row))
+    assert table_keys == set(KEYS)
+    key_like = set(re.findall(r"`((?:nats|embedded|metrics|log)_[a-z_]+)`", all_docs()))
+    error_tags = set(
+        re.findall(r'error_tag="([a-z_]+)"', (SRC / "link" / "telemetry.py").read_text())
+    )
+    assert key_like - set(KEYS) - error_tags == set()
