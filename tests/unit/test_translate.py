@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import nats.errors
 import nats.js.errors
 import pytest
@@ -24,6 +26,7 @@ from natsrouter.link.nats_transport import translate
         (nats.errors.Error("nats: 'Authorization Violation'"), Reason.AUTH, False),
         (nats.js.errors.APIError(code=503, description="x"), Reason.SERVER_ERROR, False),
         (nats.errors.Error("nats: 'Maximum Payload Violation'"), Reason.SERVER_ERROR, False),
+        (ssl.SSLCertVerificationError("certificate verify failed"), Reason.AUTH, False),
         (ValueError("odd"), Reason.OTHER, False),
     ],
 )

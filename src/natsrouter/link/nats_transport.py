@@ -71,6 +71,10 @@ def translate(exc: BaseException) -> LinkError:
         or "user authentication expired" in lowered
     ):
         return AuthenticationError(message)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # The server's identity could not be verified: an authentication failure, not a
+        # network one (it will not pass by itself).
+        return AuthenticationError(message)
     if isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.NoStreamResponseError):
         return NoRespondersError(message)
     if isinstance(exc, asyncio.TimeoutError | TimeoutError | nats.errors.TimeoutError):
