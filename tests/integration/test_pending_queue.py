@@ -167,6 +167,52 @@ async def test_partly_failing_replay_keeps_the_failures(
     assert link.accounting.balanced(link.pending.count)
 
 
+async def test_refused_items_are_retried_while_connected(
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
+    """Once the server would take them, items a replay left behind are sent, in order."""
+    link = await make_link([nats_server.url])
+    await _down(link, nats_server)
+    for i in range(3):
+        await link.publish_with_ack("later.x", b"%d" % i)
+    await nats_server.astart()
+    await wait_for(lambda: metric(link, "router_nats_pending_operations_retry_failed_total") == 3)
+    assert link.pending.count == 3
+    await create_stream(nats_server.url, "LATER", ["later.>"])  # now a stream captures them
+    await wait_for(lambda: link.pending.count == 0, 5, "periodic replay")
+    stored = await stored_messages(nats_server.url, "LATER")
+    assert [m.data for m in stored] == [b"0", b"1", b"2"]
+    assert link.accounting.balanced(0)
+
+
+async def test_fail_open_mode_never_queues(
+    nats_server: NatsServer, make_link: LinkFactory, logs: list
+) -> None:
+    """nats_fail_open_mode: sent while connected; while down refused at once, nothing kept."""
+    link = await make_link([nats_server.url], nats_fail_open_mode=True)
+    assert await link.wait_connected(5)
+    inbox = Inbox()
+    await link.subscribe("open.x", inbox)
+    assert (await link.publish("open.x", b"up")).outcome is Outcome.SENT
+    await _down(link, nats_server)
+    results = [
+        await link.publish("open.x", b"down"),
+        await link.publish_with_ack("open.y", b"down"),
+    ]
+    assert [r.outcome for r in results] == [Outcome.FAILED_OPEN, Outcome.FAILED_OPEN]
+    assert [(r.pub_ack, r.pending_id) for r in results] == [(None, None), (None, None)]
+    assert link.pending.count == 0
+    assert metric(link, "router_nats_fail_open_total", operation="publish") == 1
+    assert metric(link, "router_nats_fail_open_total", operation="publish_with_ack") == 1
+    assert codes(logs).count("NATS_PUBLISH_FAIL_OPEN") == 2
+    assert link.accounting.failed_open == 2
+    assert link.accounting.balanced(0)
+    await nats_server.astart()
+    await wait_for(lambda: link.ready, 5)
+    assert (await link.publish("open.x", b"back")).outcome is Outcome.SENT
+    await wait_for(lambda: inbox.data == [b"up", b"back"], 5)
+
+
 async def test_jetstream_publishes_queued_in_an_outage_are_stored_in_order(
     nats_server: NatsServer, make_link: LinkFactory
 ) -> None:
