@@ -194,6 +194,7 @@ async def test_fail_open_mode_never_queues(
     inbox = Inbox()
     await link.subscribe("open.x", inbox)
     assert (await link.publish("open.x", b"up")).outcome is Outcome.SENT
+    await wait_for(lambda: inbox.data == [b"up"], 5)  # core NATS: delivered before the kill
     await _down(link, nats_server)
     results = [
         await link.publish("open.x", b"down"),
