@@ -23,13 +23,13 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from natsrouter.config import ExhaustedPolicy, Settings, redact_url
 from natsrouter.errors import ConnectionClosedError, LinkError, NotConnectedError, Reason
+from natsrouter.link.accounting import Accounting
 from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.faults import Fault, FaultInjectingTransport, FaultRegistry, FaultTarget
 from natsrouter.link.nats_transport import ConnectOptions, NatsTransport
@@ -49,7 +49,6 @@ from natsrouter.link.transport import (
     PullConsumer,
     Transport,
 )
-from natsrouter.observability.fast import FastCounter
 from natsrouter.observability.metrics import LinkMetrics
 
 # Replay yields to the event loop after this many items, so intake keeps flowing.
@@ -58,53 +57,6 @@ _REPLAY_BATCH = 100
 _MISSED_PINGS_LOST = 2
 # Results are immutable: the common one is shared.
 _SENT = Result(Outcome.SENT)
-
-
-@dataclass
-class Accounting:
-    """Where every accepted publish ended; ``balanced`` is the no-silent-loss invariant.
-
-    accepted = sent + pending + dropped + rejected + failed_open + failed
-
-    Counted so that the publish hot path pays for one integer increment, not three: a
-    publish either succeeds at once (counted only by the success counters,
-    ``router_nats_publish_total`` and ``router_nats_publish_with_ack_total``) or takes the
-    slow path (``slow``: held, refused or failed), where every outcome is counted and where
-    loss could happen. Replays that succeed are counted by the success counters too, and in
-    ``replayed``. Hence ``sent`` = the success counters, and
-    ``accepted`` = ``slow`` + (``sent`` - ``replayed``).
-    """
-
-    sent_counters: tuple[FastCounter, ...] = field(repr=False)
-    slow: int = 0
-    replayed: int = 0
-    dropped: int = 0
-    rejected: int = 0
-    failed_open: int = 0
-    failed: int = 0
-
-    @property
-    def sent(self) -> int:
-        return sum(c.value for c in self.sent_counters)
-
-    @property
-    def accepted(self) -> int:
-        return self.slow + self.sent - self.replayed
-
-    def balanced(self, pending: int) -> bool:
-        return self.accepted == (
-            self.sent + pending + self.dropped + self.rejected + self.failed_open + self.failed
-        )
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "accepted": self.accepted,
-            "sent": self.sent,
-            "dropped": self.dropped,
-            "rejected": self.rejected,
-            "failed_open": self.failed_open,
-            "failed": self.failed,
-        }
 
 
 async def _not_connected(*_: object, **__: object) -> None:
@@ -368,6 +320,7 @@ class Link:
             self._t.reconnect_attempt(attempt, self._settings.nats_reconnect_attempts, delay_ms)
             await asyncio.sleep(delay_ms / 1000)
         self._had_initial_attempt = True
+        # Round robin: after a loss, the first attempt goes to the next server in the pool.
         server = self._servers[self._server_index % len(self._servers)]
         self._server_index += 1
         self._generation += 1
@@ -406,7 +359,6 @@ class Link:
         self._conn = conn
         self._current_server = server
         self._last_connected_at = self._wall()
-        # The next lost connection starts with the server after this one.
         self._t.established(redact_url(server))
         if self._outage_started is not None:
             self._t.restored(self._attempts, self._clock() - self._outage_started)
