@@ -13,6 +13,7 @@ import trustme
 from natsrouter.embedded import NatsServer
 from natsrouter.link import ConnectionState, Outcome
 from tests.conftest import LinkFactory
+from tests.helpers.jwt_auth import JwtAuth
 from tests.helpers.observe import metric
 from tests.helpers.waiting import wait_for
 
@@ -124,6 +125,24 @@ async def test_nkey_seed_file_authenticates(
     good = await make_link([server.url], nats_nkey_seed_file=str(tmp_path / "user.nk"))
     assert await good.wait_connected(5)
     bad = await make_link([server.url], nats_nkey_seed_file=str(tmp_path / "other.nk"))
+    await wait_for(
+        lambda: metric(bad, "router_nats_connection_failures_total", reason="auth") >= 1, 5
+    )
+    assert not bad.ready
+
+
+async def test_creds_file_authenticates(
+    tmp_path: Path, make_link: LinkFactory, running: list[NatsServer]
+) -> None:
+    """A JWT creds file signed by a trusted account connects; an unknown account's is auth."""
+    auth = JwtAuth(tmp_path)
+    server = NatsServer(jetstream=False, extra_args=["-c", str(auth.server_conf)])
+    running.append(server)
+    server.start()
+    good = await make_link([server.url], nats_creds_file=str(auth.user_creds))
+    assert await good.wait_connected(5)
+    assert (await good.publish("creds.x", b"hi")).outcome is Outcome.SENT
+    bad = await make_link([server.url], nats_creds_file=str(auth.stranger_creds))
     await wait_for(
         lambda: metric(bad, "router_nats_connection_failures_total", reason="auth") >= 1, 5
     )
