@@ -120,14 +120,20 @@ async def link_js(url: str, n: int) -> float:
     return rate
 
 
-async def replay_rate(server: NatsServer, n: int, jetstream: bool) -> float:
-    await reset_stream(server.url)
+async def queueing_link(server: NatsServer) -> Link:
+    """A link that was connected and now queues: its server has just been killed."""
     link = make_link(server.url, nats_reconnect_attempts=0)
     await link.start()
     assert await link.wait_connected(5)
     server.kill()
     while link.ready:
         await asyncio.sleep(0.005)
+    return link
+
+
+async def replay_rate(server: NatsServer, n: int, jetstream: bool) -> float:
+    await reset_stream(server.url)
+    link = await queueing_link(server)
     for _ in range(n):
         if jetstream:
             await link.publish_with_ack(SUBJECT, PAYLOAD)
@@ -186,12 +192,7 @@ async def restart_to_publish(server: NatsServer, use_link: bool) -> float:
 
 
 async def memory_per_queued(server: NatsServer, n: int) -> float:
-    link = make_link(server.url, nats_reconnect_attempts=0)
-    await link.start()
-    assert await link.wait_connected(5)
-    server.kill()
-    while link.ready:
-        await asyncio.sleep(0.005)
+    link = await queueing_link(server)
     payloads = [bytes([i % 256]) * 128 for i in range(n)]  # caller-owned, not counted
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
