@@ -124,6 +124,7 @@ async def test_health_and_status_follow_the_connection(
     assert (await api.get("/health/live"))[0] == 200
     _, doc = await api.get("/status")
     assert doc["state"] in ("reconnecting", "disconnected")
+    assert (doc["server"], doc["last_server"]) == (None, nats_server.url)
     assert doc["pending"]["count"] == 1
     assert doc["pending"]["bytes"] == len("s.x") + 5
     assert doc["last_failure_reason"] == "connection_closed"

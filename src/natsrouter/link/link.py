@@ -264,7 +264,10 @@ class Link:
             "state": self._state.value,
             "ready": self.ready,
             "alive": self.alive,
-            "server": redact_url(self._current_server) if self._current_server else None,
+            "server": redact_url(self._current_server)
+            if self.ready and self._current_server
+            else None,
+            "last_server": redact_url(self._current_server) if self._current_server else None,
             "servers": [redact_url(s) for s in self._servers],
             "reconnect_attempts": self._attempts,
             "max_reconnect_attempts": self._settings.nats_reconnect_attempts,
