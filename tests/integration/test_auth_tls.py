@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nkeys
@@ -48,34 +48,37 @@ def tls_server(tmp: Path, pki: Pki, *, mutual: bool) -> NatsServer:
 
 
 @pytest.fixture
-def running(request: pytest.FixtureRequest) -> Iterator[list[NatsServer]]:
-    servers: list[NatsServer] = []
+def start() -> Iterator[Callable[[NatsServer], NatsServer]]:
+    """Start a server for this test; every one started is killed at teardown."""
+    started: list[NatsServer] = []
+
+    def run(server: NatsServer) -> NatsServer:
+        started.append(server)
+        server.start()
+        return server
+
     try:
-        yield servers
+        yield run
     finally:
-        for s in servers:
-            s.kill()
+        for server in started:
+            server.kill()
 
 
 async def test_tls_with_the_ca_connects_and_publishes(
-    tmp_path: Path, pki: Pki, make_link: LinkFactory, running: list[NatsServer]
+    tmp_path: Path, pki: Pki, make_link: LinkFactory, start: Callable[[NatsServer], NatsServer]
 ) -> None:
     """tls:// with the server's CA: connected, and a JetStream publish is stored."""
-    server = tls_server(tmp_path, pki, mutual=False)
-    running.append(server)
-    server.start()
+    server = start(tls_server(tmp_path, pki, mutual=False))
     link = await make_link([f"tls://127.0.0.1:{server.port}"], nats_tls_ca_file=str(pki.ca_file))
     assert await link.wait_connected(5)
     assert (await link.publish("tls.x", b"over tls")).outcome is Outcome.SENT
 
 
 async def test_tls_without_the_ca_is_refused_and_retried(
-    tmp_path: Path, pki: Pki, make_link: LinkFactory, running: list[NatsServer]
+    tmp_path: Path, pki: Pki, make_link: LinkFactory, start: Callable[[NatsServer], NatsServer]
 ) -> None:
     """An untrusted server certificate fails each attempt; the link keeps backing off."""
-    server = tls_server(tmp_path, pki, mutual=False)
-    running.append(server)
-    server.start()
+    server = start(tls_server(tmp_path, pki, mutual=False))
     link = await make_link([f"tls://127.0.0.1:{server.port}"], nats_reconnect_attempts=0)
     await wait_for(
         lambda: metric(link, "router_nats_reconnect_failures_total", reason="auth") >= 2, 5
@@ -85,12 +88,10 @@ async def test_tls_without_the_ca_is_refused_and_retried(
 
 
 async def test_mutual_tls_needs_the_client_certificate(
-    tmp_path: Path, pki: Pki, make_link: LinkFactory, running: list[NatsServer]
+    tmp_path: Path, pki: Pki, make_link: LinkFactory, start: Callable[[NatsServer], NatsServer]
 ) -> None:
     """--tlsverify: with the client certificate it connects; without, it does not."""
-    server = tls_server(tmp_path, pki, mutual=True)
-    running.append(server)
-    server.start()
+    server = start(tls_server(tmp_path, pki, mutual=True))
     url = f"tls://127.0.0.1:{server.port}"
     good = await make_link(
         [url],
@@ -105,7 +106,7 @@ async def test_mutual_tls_needs_the_client_certificate(
 
 
 async def test_nkey_seed_file_authenticates(
-    tmp_path: Path, make_link: LinkFactory, running: list[NatsServer]
+    tmp_path: Path, make_link: LinkFactory, start: Callable[[NatsServer], NatsServer]
 ) -> None:
     """A user NKey: the right seed connects, another seed is reason=auth."""
 
@@ -119,9 +120,7 @@ async def test_nkey_seed_file_authenticates(
     conf.write_text(f"authorization {{ users = [ {{ nkey: {public} }} ] }}\n")
     (tmp_path / "user.nk").write_bytes(seed)
     (tmp_path / "other.nk").write_bytes(other_seed)
-    server = NatsServer(store_dir=tmp_path / "js", extra_args=["-c", str(conf)])
-    running.append(server)
-    server.start()
+    server = start(NatsServer(store_dir=tmp_path / "js", extra_args=["-c", str(conf)]))
     good = await make_link([server.url], nats_nkey_seed_file=str(tmp_path / "user.nk"))
     assert await good.wait_connected(5)
     bad = await make_link([server.url], nats_nkey_seed_file=str(tmp_path / "other.nk"))
@@ -132,13 +131,11 @@ async def test_nkey_seed_file_authenticates(
 
 
 async def test_creds_file_authenticates(
-    tmp_path: Path, make_link: LinkFactory, running: list[NatsServer]
+    tmp_path: Path, make_link: LinkFactory, start: Callable[[NatsServer], NatsServer]
 ) -> None:
     """A JWT creds file signed by a trusted account connects; an unknown account's is auth."""
     auth = JwtAuth(tmp_path)
-    server = NatsServer(jetstream=False, extra_args=["-c", str(auth.server_conf)])
-    running.append(server)
-    server.start()
+    server = start(NatsServer(jetstream=False, extra_args=["-c", str(auth.server_conf)]))
     good = await make_link([server.url], nats_creds_file=str(auth.user_creds))
     assert await good.wait_connected(5)
     assert (await good.publish("creds.x", b"hi")).outcome is Outcome.SENT

@@ -25,6 +25,14 @@ class Inbox:
         self.data.append(msg.data)
 
 
+async def _listening_then_down(link: Link, server: NatsServer, subject: str) -> Inbox:
+    """Subscribe to ``subject``, then kill the server: what is published next is queued."""
+    inbox = Inbox()
+    await link.subscribe(subject, inbox)
+    await _down(link, server)
+    return inbox
+
+
 async def _down(link: Link, server: NatsServer) -> None:
     assert await link.wait_connected(5)
     server.kill()
@@ -34,9 +42,7 @@ async def _down(link: Link, server: NatsServer) -> None:
 async def test_replay_is_fifo(nats_server: NatsServer, make_link: LinkFactory, logs: list) -> None:
     """500 publishes queued during an outage arrive oldest first, each once."""
     link = await make_link([nats_server.url])
-    inbox = Inbox()
-    await link.subscribe("fifo.x", inbox)
-    await _down(link, nats_server)
+    inbox = await _listening_then_down(link, nats_server, "fifo.x")
     sent = [str(i).encode() for i in range(500)]
     results = [await link.publish("fifo.x", d) for d in sent]
     assert {r.outcome for r in results} == {Outcome.QUEUED}
@@ -57,9 +63,7 @@ async def test_publishes_during_replay_wait_their_turn(
 ) -> None:
     """A publish made while a replay runs goes behind it: global order holds."""
     link = await make_link([nats_server.url], nats_max_pending_operations=5000)
-    inbox = Inbox()
-    await link.subscribe("order.x", inbox)
-    await _down(link, nats_server)
+    inbox = await _listening_then_down(link, nats_server, "order.x")
     for i in range(2000):
         await link.publish("order.x", b"q%d" % i)
     await nats_server.astart()
@@ -75,9 +79,7 @@ async def test_drop_oldest_at_the_limit(
 ) -> None:
     """drop_oldest: the 3 oldest of 8 are dropped and counted; the newest 5 arrive."""
     link = await make_link([nats_server.url], nats_max_pending_operations=5)
-    inbox = Inbox()
-    await link.subscribe("drop.x", inbox)
-    await _down(link, nats_server)
+    inbox = await _listening_then_down(link, nats_server, "drop.x")
     results = [await link.publish("drop.x", b"%d" % i) for i in range(8)]
     assert {r.outcome for r in results} == {Outcome.QUEUED}
     assert metric(link, "router_nats_pending_operations_dropped_total", reason="queue_full") == 3
@@ -95,9 +97,7 @@ async def test_reject_new_at_the_limit(nats_server: NatsServer, make_link: LinkF
     link = await make_link(
         [nats_server.url], nats_max_pending_operations=5, nats_pending_overflow="reject_new"
     )
-    inbox = Inbox()
-    await link.subscribe("rej.x", inbox)
-    await _down(link, nats_server)
+    inbox = await _listening_then_down(link, nats_server, "rej.x")
     results = [await link.publish("rej.x", b"%d" % i) for i in range(8)]
     assert [r.outcome for r in results] == [Outcome.QUEUED] * 5 + [Outcome.REJECTED] * 3
     assert {r.reason for r in results[5:]} == {Reason.QUEUE_FULL}
@@ -125,9 +125,7 @@ async def test_expired_items_are_dropped_and_counted(
 ) -> None:
     """With an expiry, items older than it are dropped (reason expired) before replay."""
     link = await make_link([nats_server.url], nats_pending_operation_timeout_ms=200)
-    inbox = Inbox()
-    await link.subscribe("exp.x", inbox)
-    await _down(link, nats_server)
+    inbox = await _listening_then_down(link, nats_server, "exp.x")
     for i in range(3):
         await link.publish("exp.x", b"old%d" % i)
     await asyncio.sleep(0.3)
