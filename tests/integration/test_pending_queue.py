@@ -124,11 +124,13 @@ async def test_expired_items_are_dropped_and_counted(
     nats_server: NatsServer, make_link: LinkFactory, logs: list
 ) -> None:
     """With an expiry, items older than it are dropped (reason expired) before replay."""
-    link = await make_link([nats_server.url], nats_pending_operation_timeout_ms=200)
+    link = await make_link([nats_server.url], nats_pending_operation_timeout_ms=1000)
     inbox = await _listening_then_down(link, nats_server, "exp.x")
     for i in range(3):
         await link.publish("exp.x", b"old%d" % i)
-    await asyncio.sleep(0.3)
+    # Old enough to expire; "fresh" then has a full second to be replayed (a restart and
+    # at most one capped backoff take a few hundred milliseconds).
+    await asyncio.sleep(1.1)
     await link.publish("exp.x", b"fresh")
     assert metric(link, "router_nats_pending_operations_dropped_total", reason="expired") == 3
     # Expiry runs on each publish and each reconnect attempt, so it may come in batches.
