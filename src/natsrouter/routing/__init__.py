@@ -1,0 +1,1 @@
+"""Routing decisions: policies per tenant and the per-provider circuit breaker."""

@@ -1,0 +1,158 @@
+"""Routing policies: the model, the shipped JSON Schema, and loading a directory of them.
+
+One file per ``<policies_path>/<tenant>/<policy_id>.json``. A file is checked against
+``policy.schema.json`` (shipped in the package) and a few rules a schema cannot say
+(provider names unique). ``PolicyStore.reload`` replaces the whole set only when every file
+is valid: a bad file is refused with the file and the field named, and the last valid set
+stays in force.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from natsrouter.errors import NatsRouterError
+from natsrouter.routing.breaker import BreakerConfig
+
+DEFAULT_POLICY_ID = "default"
+
+Scalar = str | int | float | bool
+
+
+class PolicyError(NatsRouterError):
+    """A policy file is invalid; says which file and which field."""
+
+    def __init__(self, path: Path, field_path: str, message: str) -> None:
+        super().__init__(f"{path}: {field_path}: {message}")
+        self.path = path
+        self.field = field_path
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class Fallback:
+    #: Request field (dotted path) -> accepted values; every key must match.
+    when: Mapping[str, tuple[Scalar, ...]]
+    to: str
+    retry: int = 0
+
+
+@dataclass(frozen=True)
+class Sticky:
+    enabled: bool = False
+    session_key: str = "session_id"
+    ttl_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class Policy:
+    tenant_id: str
+    policy_id: str
+    providers: tuple[Provider, ...]
+    fallbacks: tuple[Fallback, ...] = ()
+    sticky: Sticky = field(default_factory=Sticky)
+    circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+
+def _schema() -> dict[str, Any]:
+    text = resources.files("natsrouter.routing").joinpath("policy.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+_VALIDATOR = Draft202012Validator(_schema())
+
+
+def _field_path(error: ValidationError) -> str:
+    parts = ""
+    for part in error.absolute_path:
+        parts += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return parts.lstrip(".") or "(document)"
+
+
+def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> Policy:
+    """Check one parsed document and build the policy; raises ``PolicyError``."""
+    error = best_match(_VALIDATOR.iter_errors(document))
+    if error is not None:
+        return _raise(path, _field_path(error), error.message)
+    names = [p["name"] for p in document["providers"]]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            _raise(path, f"providers[{index}].name", f"duplicate provider {name!r}")
+    sticky = document.get("sticky", {})
+    fallbacks = tuple(
+        Fallback(
+            when={k: tuple(v) if isinstance(v, list) else (v,) for k, v in f["when"].items()},
+            to=f["to"],
+            retry=f.get("retry", 0),
+        )
+        for f in document.get("fallbacks", [])
+    )
+    return Policy(
+        tenant_id=tenant_id,
+        policy_id=policy_id,
+        providers=tuple(Provider(p["name"], float(p["weight"])) for p in document["providers"]),
+        fallbacks=fallbacks,
+        sticky=Sticky(**sticky),
+        circuit_breaker=BreakerConfig(**document.get("circuit_breaker", {})),
+    )
+
+
+def _raise(path: Path, field_path: str, message: str) -> Policy:
+    raise PolicyError(path, field_path, message)
+
+
+def load_policy_file(path: Path, root: Path) -> Policy:
+    """Read ``<root>/<tenant>/<policy_id>.json``."""
+    relative = path.relative_to(root)
+    if len(relative.parts) != 2:
+        raise PolicyError(path, "(path)", "expected <tenant>/<policy_id>.json")
+    tenant_id, policy_id = relative.parts[0], relative.stem
+    try:
+        document = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PolicyError(path, "(document)", f"not valid JSON: {exc}") from None
+    return parse_policy(path, tenant_id, policy_id, document)
+
+
+def load_policies(root: Path) -> dict[tuple[str, str], Policy]:
+    """Every policy under ``root``; the first invalid file raises ``PolicyError``."""
+    if not root.is_dir():
+        raise PolicyError(root, "(path)", "policies directory not found")
+    policies: dict[tuple[str, str], Policy] = {}
+    for path in sorted(root.rglob("*.json")):
+        policy = load_policy_file(path, root)
+        policies[(policy.tenant_id, policy.policy_id)] = policy
+    return policies
+
+
+class PolicyStore:
+    """The policies in force; a reload takes effect only if every file is valid."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._policies: dict[tuple[str, str], Policy] = {}
+
+    def reload(self) -> int:
+        """Load the directory again; on ``PolicyError`` the previous set stays in force."""
+        self._policies = load_policies(self.root)
+        return len(self._policies)
+
+    def get(self, tenant_id: str, policy_id: str = DEFAULT_POLICY_ID) -> Policy | None:
+        return self._policies.get((tenant_id, policy_id))
+
+    def __len__(self) -> int:
+        return len(self._policies)
