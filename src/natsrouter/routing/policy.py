@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
-
 from natsrouter.errors import NatsRouterError
 from natsrouter.routing.breaker import BreakerConfig
+from natsrouter.schemas import field_path, first_error, validator
 
 DEFAULT_POLICY_ID = "default"
 
@@ -67,27 +64,14 @@ class Policy:
     circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
 
-def _schema() -> dict[str, Any]:
-    text = resources.files("natsrouter.routing").joinpath("policy.schema.json").read_text()
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-_VALIDATOR = Draft202012Validator(_schema())
-
-
-def _field_path(error: ValidationError) -> str:
-    parts = ""
-    for part in error.absolute_path:
-        parts += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return parts.lstrip(".") or "(document)"
+_VALIDATOR = validator("natsrouter.routing", "policy.schema.json")
 
 
 def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> Policy:
     """Check one parsed document and build the policy; raises ``PolicyError``."""
-    error = best_match(_VALIDATOR.iter_errors(document))
+    error = first_error(_VALIDATOR, document)
     if error is not None:
-        return _raise(path, _field_path(error), error.message)
+        return _raise(path, field_path(error), error.message)
     names = [p["name"] for p in document["providers"]]
     for index, name in enumerate(names):
         if name in names[:index]:
