@@ -128,12 +128,7 @@ class Link:
                 settings.nats_pending_overflow,
             )
         )
-        self.accounting = Accounting(
-            (
-                metrics.operation_total[Operation.PUBLISH],
-                metrics.operation_total[Operation.PUBLISH_WITH_ACK],
-            )
-        )
+        self.accounting = Accounting((self._publish_total, self._pwa_total))
 
         self._state = ConnectionState.CONNECTING
         metrics.connection_status.set(self._state.gauge)
@@ -581,7 +576,8 @@ class Link:
         if conn is None:
             op = PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers)
             return self._not_sendable(op)
-        # Inlined rather than through _send: this is the JetStream hot path.
+        # The JetStream branch of _send, inlined: with 100 publishes in flight the event loop
+        # is the bottleneck, and going through _send measured 0.85 of raw instead of 0.91-0.95.
         started = self._clock()
         try:
             ack = await conn.publish_with_ack(subject, payload, headers, self._request_timeout_s)

@@ -71,11 +71,11 @@ def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> P
     """Check one parsed document and build the policy; raises ``PolicyError``."""
     error = first_error(_VALIDATOR, document)
     if error is not None:
-        return _raise(path, field_path(error), error.message)
+        raise PolicyError(path, field_path(error), error.message)
     names = [p["name"] for p in document["providers"]]
     for index, name in enumerate(names):
         if name in names[:index]:
-            _raise(path, f"providers[{index}].name", f"duplicate provider {name!r}")
+            raise PolicyError(path, f"providers[{index}].name", f"duplicate provider {name!r}")
     sticky = document.get("sticky", {})
     fallbacks = tuple(
         Fallback(
@@ -93,10 +93,6 @@ def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> P
         sticky=Sticky(**sticky),
         circuit_breaker=BreakerConfig(**document.get("circuit_breaker", {})),
     )
-
-
-def _raise(path: Path, field_path: str, message: str) -> Policy:
-    raise PolicyError(path, field_path, message)
 
 
 def load_policy_file(path: Path, root: Path) -> Policy:
