@@ -60,6 +60,18 @@ def _port(v: int) -> str | None:
     return None if 0 <= v <= 65535 else f"must be a TCP port (0-65535), got {v}"
 
 
+def _subject(v: str) -> str | None:
+    """A subject the Router publishes or listens on: tokens, no wildcards, no spaces."""
+    tokens = v.split(".")
+    if not v or any(not t or t in ("*", ">") or any(c.isspace() for c in t) for t in tokens):
+        return f"must be a NATS subject without wildcards (a.b.c), got {v!r}"
+    return None
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
 def _key(default: Any, check: Callable[[Any], str | None] | None = None) -> Any:
     return field(default=default, metadata={"check": check})
 
@@ -90,7 +102,25 @@ class Settings:
     nats_pending_overflow: OverflowPolicy = _key(OverflowPolicy.DROP_OLDEST)
     nats_pending_operation_timeout_ms: int = _key(0, _min(0))
     nats_request_timeout_ms: int = _key(5000, _min(1))
+    nats_max_payload_size: int = _key(1024 * 1024, _min(1))
     nats_fault_injection_enabled: bool = _key(False)
+    decide_subject: str = _key("beamline.router.v1.decide", _subject)
+    decide_queue_group: str = _key("router-decide-group", _non_empty)
+    assignment_subject: str = _key("caf.exec.assign.v1", _subject)
+    ack_subject: str = _key("caf.exec.assign.v1.ack", _subject)
+    result_subject: str = _key("caf.exec.result.v1", _subject)
+    usage_subject: str = _key("beamline.usage.v1.metered", _subject)
+    jetstream_manage_streams: bool = _key(True)
+    js_max_deliver: int = _key(5, _min(1))
+    js_ack_wait_ms: int = _key(30_000, _min(1))
+    js_nak_delay_ms: int = _key(1000, _min(0))
+    idempotency_ttl_seconds: int = _key(3600, _min(1))
+    policies_path: str = _key("policies", _non_empty)
+    policies_reload_interval_ms: int = _key(2000, _min(0))
+    allowed_tenants: frozenset[str] = _key(frozenset())
+    http_host: str = _key("127.0.0.1")
+    http_port: int = _key(8080, _port)
+    shutdown_timeout_ms: int = _key(10_000, _min(0))
     embedded_nats_port: int = _key(4222, _port)
     embedded_nats_store_dir: str = _key("data/nats")
     metrics_host: str = _key("0.0.0.0")
@@ -112,6 +142,13 @@ class Settings:
         if bool(self.nats_tls_cert_file) != bool(self.nats_tls_key_file):
             missing = "nats_tls_key_file" if self.nats_tls_cert_file else "nats_tls_cert_file"
             raise ConfigError(missing, "nats_tls_cert_file and nats_tls_key_file go together")
+        subjects = ("decide_subject", "assignment_subject", "ack_subject", "result_subject")
+        seen: dict[str, str] = {}
+        for name in (*subjects, "usage_subject"):
+            value = getattr(self, name)
+            if value in seen:
+                raise ConfigError(name, f"must differ from {seen[value]} ({value!r})")
+            seen[value] = name
         if self.nats_password and not self.nats_user:
             raise ConfigError("nats_user", "required when nats_password is set")
         for name in (
@@ -174,6 +211,11 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
     from_env = isinstance(value, str)
     if annotation == "tuple[str, ...]":
         return parse_server_list(key, value)
+    if annotation == "frozenset[str]":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(key, f"expected a comma-separated string or a list, got {value!r}")
+        return frozenset(i.strip() for i in items if i.strip())
     if annotation == "bool":
         if isinstance(value, bool):
             return value

@@ -40,6 +40,7 @@ from natsrouter.link.transport import (
     MessageHandler,
     NativeSubscription,
     PullConsumer,
+    StreamSpec,
     Transport,
 )
 
@@ -254,6 +255,10 @@ class FaultInjectingConnection:
     async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer:
         await self._faults.apply(FaultTarget.SUBSCRIBE, self._inner)
         return await self._inner.pull_subscribe(spec)
+
+    async def ensure_stream(self, spec: StreamSpec) -> bool:
+        # Stream management is set-up, not traffic: no fault target of its own.
+        return await self._inner.ensure_stream(spec)
 
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         target = FaultTarget.NAK if kind is AckKind.NAK else FaultTarget.ACK

@@ -47,6 +47,7 @@ from natsrouter.link.transport import (
     JsMessage,
     MessageHandler,
     PullConsumer,
+    StreamSpec,
     Transport,
 )
 from natsrouter.observability.metrics import LinkMetrics
@@ -149,6 +150,7 @@ class Link:
         self._last_connected_at: float | None = None
         self._last_failure_at: float | None = None
         self._last_failure_reason: Reason | None = None
+        self._streams: list[StreamSpec] = []
         self._subscriptions: list[Subscription] = []
         self._consumers: list[Consumer] = []
         self._supervisor: asyncio.Task[None] | None = None
@@ -326,6 +328,8 @@ class Link:
         conn: Connection | None = None
         try:
             conn = await self._transport.connect(server, partial(self._on_lost, generation))
+            for spec in self._streams:
+                await self._ensure_stream(conn, spec, raise_retriable=True)
             await self._bind_subscriptions(conn, generation)
         except LinkError as err:
             if conn is not None:
@@ -417,6 +421,32 @@ class Link:
                 continue
             missed = 0
             self._maybe_replay_again(conn, generation)
+
+    # -- streams -----------------------------------------------------------------------------
+
+    async def declare_stream(self, spec: StreamSpec) -> None:
+        """Create ``spec`` when missing: now if connected, and on every later connection.
+
+        Never raises: a failure is logged (``NATS_STREAM_ERROR``) and tried again on the next
+        connection. Streams are ensured before subscriptions and consumers are bound.
+        """
+        self._streams.append(spec)
+        conn = self._conn
+        if conn is not None and self._state is ConnectionState.CONNECTED:
+            await self._ensure_stream(conn, spec, raise_retriable=False)
+
+    async def _ensure_stream(
+        self, conn: Connection, spec: StreamSpec, *, raise_retriable: bool
+    ) -> None:
+        try:
+            created = await conn.ensure_stream(spec)
+        except LinkError as err:
+            self._t.stream_failed(spec.name, err)
+            if raise_retriable and err.retriable:
+                raise
+            return
+        if created:
+            self._t.stream_created(spec.name, spec.subjects)
 
     # -- subscriptions -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from natsrouter.config import Settings
 from natsrouter.errors import (
@@ -45,6 +45,7 @@ from natsrouter.link.transport import (
     MessageHandler,
     NativeSubscription,
     PullConsumer,
+    StreamSpec,
 )
 from natsrouter.observability.logging import get_logger
 
@@ -344,6 +345,27 @@ class NatsConnection:
         except Exception as exc:
             raise translate(exc) from exc
         return _PullConsumer(psub)
+
+    async def ensure_stream(self, spec: StreamSpec) -> bool:
+        try:
+            await self._js.stream_info(spec.name)
+        except nats.js.errors.NotFoundError:
+            pass
+        except Exception as exc:
+            raise translate(exc) from exc
+        else:
+            return False
+        config = StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            duplicate_window=spec.duplicate_window_s,
+            max_age=spec.max_age_s or None,
+        )
+        try:
+            await self._js.add_stream(config)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return True
 
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         # Sent on the current connection, not the one that delivered the message: the

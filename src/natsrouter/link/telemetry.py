@@ -232,5 +232,17 @@ class LinkTelemetry:
             "fault injected", error_code="NATS_FAULT_INJECTED", operation=operation, fault=fault
         )
 
+    def stream_created(self, name: str, subjects: tuple[str, ...]) -> None:
+        self.log.info("stream created", stream=name, subjects=list(subjects))
+
+    def stream_failed(self, name: str, err: LinkError) -> None:
+        self.log.error(
+            "stream could not be checked or created",
+            error_code="NATS_STREAM_ERROR",
+            stream=name,
+            reason=err.reason.value,
+            error=str(err),
+        )
+
     def handler_failed(self, subject: str, exc: BaseException) -> None:
         self.log.error("message handler raised", subject=subject, error=exc, exc_info=exc)

@@ -53,6 +53,21 @@ class ConsumerSpec:
     ack_wait_ms: int = 30_000
 
 
+@dataclass(frozen=True)
+class StreamSpec:
+    """A stream the link creates when it is missing, on every connection.
+
+    An existing stream is left as it is (an operator may have tuned it); only its absence
+    is repaired. ``duplicate_window_s`` is the window in which the server drops a publish
+    whose ``Nats-Msg-Id`` it has already stored.
+    """
+
+    name: str
+    subjects: tuple[str, ...]
+    duplicate_window_s: float = 120.0
+    max_age_s: float = 0.0  # 0 = keep until limits
+
+
 class AckKind(StrEnum):
     """JetStream acknowledgements; ``TERM`` counts as an ``ack`` operation in metrics."""
 
@@ -116,6 +131,10 @@ class Connection(Protocol):
         self, subject: str, queue: str | None, handler: MessageHandler
     ) -> NativeSubscription: ...
     async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer: ...
+    async def ensure_stream(self, spec: StreamSpec) -> bool:
+        """Create the stream unless it exists; True when it was created."""
+        ...
+
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         """Send a JetStream acknowledgement for the message whose reply subject is ``reply``."""
         ...
