@@ -122,3 +122,120 @@ class LinkMetrics:
             self.pending_dropped.labels(r.value)
         for op in Operation:
             self.fail_open.labels(op.value)
+
+
+# Decide latency: an in-process decision takes microseconds; with an assignment it waits for
+# a PubAck (milliseconds), and a slow NATS pushes it toward the request timeout.
+_DECIDE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1,
+    5,
+)
+
+#: Bounded label values of the Router's metrics (docs/metrics.md).
+DECIDE_OUTCOMES = (
+    "ok",
+    "invalid_request",
+    "unauthorized",
+    "policy_not_found",
+    "decision_failed",
+    "internal",
+)
+DECIDE_TRANSPORTS = ("nats", "http")
+ASSIGNMENT_OUTCOMES = ("sent", "queued", "dropped", "rejected", "failed_open", "failed")
+RESULT_STATUSES = ("success", "error", "timeout", "cancelled")
+ACK_STATUSES = ("accepted", "rejected", "error")
+CONSUMERS = ("results", "acks")
+DLQ_REASONS = ("invalid", "unauthorized", "max_deliver")
+
+
+class RouterMetrics:
+    """The Router's own metrics (CONTRACT §3, "Router"), in the same registry as the link's."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(f"router_{name}", doc, labels, registry=registry)
+
+        self.decide = counter("decide", "Decide requests answered, by outcome", ("outcome",))
+        self.decide_duration = Histogram(
+            "router_decide_duration_seconds",
+            "Time from a decide request received to its answer sent",
+            ("transport",),
+            buckets=_DECIDE_BUCKETS,
+            registry=registry,
+        )
+        self.assignments = counter(
+            "assignments", "ExecAssignments pushed, by link outcome", ("outcome",)
+        )
+        self.results = counter("results", "ExecResults processed, by status", ("status",))
+        self.acks = counter("acks", "ExecAssignmentAcks processed, by status", ("status",))
+        self.results_duplicate = counter(
+            "results_duplicate", "ExecResults acked without effect: seen within the TTL"
+        )
+        self.acks_duplicate = counter(
+            "acks_duplicate", "ExecAssignmentAcks acked without effect: seen within the TTL"
+        )
+        self.messages_invalid = counter(
+            "messages_invalid", "Consumed messages that failed validation", ("consumer",)
+        )
+        self.tenant_rejected = counter(
+            "tenant_rejected", "Messages or requests from a tenant not allowed", ("consumer",)
+        )
+        self.usage_emitted = counter("usage_emitted", "UsageEvents confirmed by a PubAck")
+        self.usage_emit_failures = counter(
+            "usage_emit_failures", "UsageEvents not confirmed (the result is nak'd)"
+        )
+        self.redelivery = counter(
+            "jetstream_redelivery", "Messages delivered more than once", ("consumer",)
+        )
+        self.maxdeliver_exhausted = counter(
+            "jetstream_maxdeliver_exhausted",
+            "Messages that failed on their last allowed delivery",
+            ("consumer",),
+        )
+        self.dlq = counter("dlq", "Messages dead-lettered", ("consumer", "reason"))
+        self.breaker_state = Gauge(
+            "router_circuit_breaker_state",
+            "0 closed, 0.5 half-open, 1 open",
+            ("provider",),
+            registry=registry,
+        )
+        self.policies_loaded = Gauge(
+            "router_policies_loaded", "Policies in force", registry=registry
+        )
+        self.policy_reload_failures = counter(
+            "policy_reload_failures", "Reloads refused (the previous set stays in force)"
+        )
+        self._prime()
+
+    def _prime(self) -> None:
+        for outcome in DECIDE_OUTCOMES:
+            self.decide.labels(outcome)
+        for transport in DECIDE_TRANSPORTS:
+            self.decide_duration.labels(transport)
+        for outcome in ASSIGNMENT_OUTCOMES:
+            self.assignments.labels(outcome)
+        for status in RESULT_STATUSES:
+            self.results.labels(status)
+        for status in ACK_STATUSES:
+            self.acks.labels(status)
+        for consumer in CONSUMERS:
+            self.messages_invalid.labels(consumer)
+            self.redelivery.labels(consumer)
+            self.maxdeliver_exhausted.labels(consumer)
+            for reason in DLQ_REASONS:
+                self.dlq.labels(consumer, reason)
+        for consumer in ("decide", *CONSUMERS):
+            self.tenant_rejected.labels(consumer)

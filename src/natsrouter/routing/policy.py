@@ -37,6 +37,11 @@ class PolicyError(NatsRouterError):
 class Provider:
     name: str
     weight: float
+    #: Copied into the decision and the assignment's options.
+    priority: int = 0
+    #: Estimates used until results of the provider have been seen.
+    expected_latency_ms: float | None = None
+    expected_cost: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,16 @@ def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> P
     return Policy(
         tenant_id=tenant_id,
         policy_id=policy_id,
-        providers=tuple(Provider(p["name"], float(p["weight"])) for p in document["providers"]),
+        providers=tuple(
+            Provider(
+                p["name"],
+                float(p["weight"]),
+                p.get("priority", 0),
+                p.get("expected_latency_ms"),
+                p.get("expected_cost"),
+            )
+            for p in document["providers"]
+        ),
         fallbacks=fallbacks,
         sticky=Sticky(**sticky),
         circuit_breaker=BreakerConfig(**document.get("circuit_breaker", {})),
@@ -133,6 +147,9 @@ class PolicyStore:
 
     def get(self, tenant_id: str, policy_id: str = DEFAULT_POLICY_ID) -> Policy | None:
         return self._policies.get((tenant_id, policy_id))
+
+    def all(self) -> list[Policy]:
+        return list(self._policies.values())
 
     def __len__(self) -> int:
         return len(self._policies)

@@ -1,0 +1,274 @@
+"""Which provider runs this task: fallback rules, sticky sessions, then a weighted pick.
+
+The order, for the policy of (tenant_id, policy_id):
+
+1. **fallback**: the first rule whose ``when`` matches the request and whose ``to`` provider is
+   usable wins (``fallback_used``). A key of ``when`` is a dotted path into the request
+   (``task.type``, ``metadata.region``); a bare key that is not a request field is looked up
+   in ``metadata`` (``{"status": "timeout"}`` matches ``metadata.status``).
+2. **sticky**: with ``sticky.enabled`` and the session key in ``metadata``, the provider this
+   session got before, within ``ttl_seconds``, if it is still in the policy and usable.
+3. **weighted**: a random pick among providers with weight > 0 that meet the request's
+   constraints, in proportion to their weights, leaving out those whose circuit breaker is
+   open. When a breaker left one out the reason is ``circuit_breaker_fallback``.
+
+"Usable" means: the circuit breaker lets it be picked, and its expected latency and cost
+(when known) are within the request's constraints. The random source and the clock are
+injected, so tests assert exact picks.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from natsrouter.routing.health import ProviderHealth
+from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
+from natsrouter.routing.policy import Policy, PolicyStore, Provider, Scalar
+
+# Sessions remembered for sticky routing, at most; the least recently used go first.
+_MAX_STICKY_SESSIONS = 100_000
+
+
+class DecisionReason(StrEnum):
+    WEIGHTED = "weighted"
+    STICKY = "sticky"
+    FALLBACK = "fallback"
+    CIRCUIT_BREAKER_FALLBACK = "circuit_breaker_fallback"
+
+
+@dataclass(frozen=True)
+class Decision:
+    provider_id: str
+    reason: DecisionReason
+    policy_id: str
+    priority: int
+    expected_latency_ms: float | None
+    expected_cost: float | None
+    fallback_used: bool = False
+    #: Retries the worker may make (a fallback rule's ``retry``; 0 otherwise).
+    retry: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider_id": self.provider_id,
+            "priority": self.priority,
+            "expected_latency_ms": self.expected_latency_ms,
+            "expected_cost": self.expected_cost,
+            "reason": self.reason.value,
+            "policy_id": self.policy_id,
+            "fallback_used": self.fallback_used,
+        }
+
+
+def request_value(request: DecideRequest, key: str) -> Any:
+    """The value ``when`` key ``key`` refers to, or ``_MISSING``."""
+    document: dict[str, Any] = {
+        "request_id": request.request_id,
+        "tenant_id": request.tenant_id,
+        "policy_id": request.policy_id,
+        "trace_id": request.trace_id,
+        "task": {
+            "type": request.task.type,
+            "payload_ref": request.task.payload_ref,
+            "payload": request.task.payload,
+        },
+        "constraints": {
+            "max_latency_ms": request.constraints.max_latency_ms,
+            "max_cost": request.constraints.max_cost,
+        },
+        "metadata": request.metadata,
+    }
+    if "." not in key and key not in document:
+        document = dict(request.metadata)
+    value: Any = document
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+_MISSING = object()
+
+
+def _same(a: Any, b: Scalar) -> bool:
+    # Strict: True must not match 1, nor "1" match 1.
+    return (type(a) is type(b) and a == b) or (
+        isinstance(a, int | float)
+        and isinstance(b, int | float)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+        and a == b
+    )
+
+
+def matches(when: Mapping[str, tuple[Scalar, ...]], request: DecideRequest) -> bool:
+    """Every key of ``when`` has one of its accepted values in the request."""
+    for key, accepted in when.items():
+        value = request_value(request, key)
+        if value is _MISSING or not any(_same(value, v) for v in accepted):
+            return False
+    return True
+
+
+class StickySessions:
+    """Session -> provider, each entry valid for its policy's TTL; bounded, LRU."""
+
+    def __init__(self, clock: Callable[[], float], max_sessions: int = _MAX_STICKY_SESSIONS):
+        self._clock = clock
+        self._max = max_sessions
+        self._entries: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str]) -> str | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        provider, expires = entry
+        if self._clock() >= expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return provider
+
+    def put(self, key: tuple[str, str, str], provider: str, ttl_seconds: int) -> None:
+        self._entries[key] = (provider, self._clock() + ttl_seconds)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Decider:
+    """Decides for one request; raises ``RequestError`` (policy_not_found, decision_failed)."""
+
+    def __init__(
+        self,
+        policies: PolicyStore,
+        health: ProviderHealth,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policies = policies
+        self.health = health
+        self._rng = rng or random.Random()
+        self.sticky = StickySessions(clock)
+
+    def decide(self, request: DecideRequest) -> Decision:
+        policy = self.policies.get(request.tenant_id, request.policy_id)
+        if policy is None:
+            raise RequestError(
+                ErrorCode.POLICY_NOT_FOUND,
+                f"no policy {request.policy_id!r} for tenant {request.tenant_id!r}",
+                {"tenant_id": request.tenant_id, "policy_id": request.policy_id},
+            )
+        for rule in policy.fallbacks:
+            if matches(rule.when, request) and self._usable(policy, rule.to, request):
+                return self._decision(
+                    policy, rule.to, DecisionReason.FALLBACK, fallback_used=True, retry=rule.retry
+                )
+        session = self._session(policy, request)
+        if session is not None:
+            stuck = self.sticky.get(session)
+            if (
+                stuck is not None
+                and self._in_policy(policy, stuck)
+                and self._usable(policy, stuck, request)
+            ):
+                return self._decision(policy, stuck, DecisionReason.STICKY)
+        provider, reason = self._weighted(policy, request)
+        if session is not None:
+            self.sticky.put(session, provider, policy.sticky.ttl_seconds)
+        return self._decision(policy, provider, reason)
+
+    def _weighted(self, policy: Policy, request: DecideRequest) -> tuple[str, DecisionReason]:
+        candidates = [
+            p for p in policy.providers if p.weight > 0 and self._within(policy, p.name, request)
+        ]
+        available = [p for p in candidates if self.health.available(p.name, policy)]
+        if not available:
+            raise RequestError(
+                ErrorCode.DECISION_FAILED,
+                "no provider available: "
+                + ("circuit breakers open" if candidates else "none meets weight and constraints"),
+                {"policy_id": policy.policy_id, "providers": [p.name for p in policy.providers]},
+            )
+        point = self._rng.random() * sum(p.weight for p in available)
+        chosen = available[-1]
+        for provider in available:
+            point -= provider.weight
+            if point < 0:
+                chosen = provider
+                break
+        self.health.picked(chosen.name, policy)
+        reason = (
+            DecisionReason.CIRCUIT_BREAKER_FALLBACK
+            if len(available) < len(candidates)
+            else DecisionReason.WEIGHTED
+        )
+        return chosen.name, reason
+
+    def _usable(self, policy: Policy, name: str, request: DecideRequest) -> bool:
+        if not (self.health.available(name, policy) and self._within(policy, name, request)):
+            return False
+        self.health.picked(name, policy)
+        return True
+
+    def _within(self, policy: Policy, name: str, request: DecideRequest) -> bool:
+        """Known estimates within the request's constraints (unknown ones do not exclude)."""
+        latency, cost = self.health.expected(name, self._provider(policy, name))
+        limits = request.constraints
+        if (
+            limits.max_latency_ms is not None
+            and latency is not None
+            and latency > limits.max_latency_ms
+        ):
+            return False
+        return not (limits.max_cost is not None and cost is not None and cost > limits.max_cost)
+
+    @staticmethod
+    def _in_policy(policy: Policy, name: str) -> bool:
+        return any(p.name == name for p in policy.providers)
+
+    @staticmethod
+    def _provider(policy: Policy, name: str) -> Provider | None:
+        return next((p for p in policy.providers if p.name == name), None)
+
+    @staticmethod
+    def _session(policy: Policy, request: DecideRequest) -> tuple[str, str, str] | None:
+        if not policy.sticky.enabled:
+            return None
+        value = request.metadata.get(policy.sticky.session_key)
+        if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+            return None
+        return (policy.tenant_id, policy.policy_id, str(value))
+
+    def _decision(
+        self,
+        policy: Policy,
+        name: str,
+        reason: DecisionReason,
+        *,
+        fallback_used: bool = False,
+        retry: int = 0,
+    ) -> Decision:
+        provider = self._provider(policy, name)
+        latency, cost = self.health.expected(name, provider)
+        return Decision(
+            provider_id=name,
+            reason=reason,
+            policy_id=policy.policy_id,
+            priority=provider.priority if provider else 0,
+            expected_latency_ms=latency,
+            expected_cost=cost,
+            fallback_used=fallback_used,
+            retry=retry,
+        )
