@@ -1,9 +1,10 @@
 """The command line: ``natsrouter run`` and ``natsrouter check-config``.
 
 The only module that reads argv, the environment and signals. ``run`` starts an embedded
-nats-server when ``nats_url`` is empty, the link, and the HTTP endpoints; it exits 0 on
-SIGTERM/SIGINT, 2 on bad configuration, and 3 when reconnection is exhausted under the
-``exit`` policy (for a supervisor to restart it).
+nats-server when ``nats_url`` is empty, the link, the operator endpoints and the Router; it
+reloads the policies on SIGHUP; it exits 0 on SIGTERM/SIGINT (after a graceful stop), 2 on
+bad configuration or policies, 3 when reconnection is exhausted under the ``exit`` policy
+(for a supervisor to restart it), and 4 when the embedded server or a port cannot be had.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from natsrouter.errors import ConfigError
 from natsrouter.link.link import Link
 from natsrouter.observability.http import HttpServer, build_app
 from natsrouter.observability.logging import configure_logging, get_logger
-from natsrouter.observability.metrics import LinkMetrics
+from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
+from natsrouter.routing.policy import PolicyError, load_policies
+from natsrouter.service.router import Router
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -70,7 +73,9 @@ async def serve(settings: Settings) -> int:
             store_dir=settings.embedded_nats_store_dir,
         )
 
-    link = Link(settings, LinkMetrics(CollectorRegistry()), servers=servers)
+    registry = CollectorRegistry()
+    link = Link(settings, LinkMetrics(registry), servers=servers)
+    router = Router(settings, link, RouterMetrics(registry))
     http = HttpServer(
         build_app(link, fault_admin=settings.nats_fault_injection_enabled),
         settings.metrics_host,
@@ -80,11 +85,30 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, router.reload_policies)
     code = EXIT_OK
+    started = False
     try:
-        await http.start()
-        await link.start()
-        log.info("natsrouter running", metrics_port=http.port, servers=list(servers))
+        try:
+            await http.start()
+            await link.start()
+            await router.start()
+        except PolicyError as err:
+            log.error("invalid policies", error=str(err), file=str(err.path), field=err.field)  # noqa: TRY400
+            code = EXIT_CONFIG
+            return code
+        except OSError as err:
+            log.error("cannot listen", error=str(err))  # noqa: TRY400
+            code = EXIT_EMBEDDED
+            return code
+        started = True
+        log.info(
+            "natsrouter running",
+            metrics_port=http.port,
+            http_port=router.http.port,
+            servers=list(servers),
+            policies=len(router.policies),
+        )
         stopping = asyncio.create_task(stop.wait())
         exiting = asyncio.create_task(link.exit_requested.wait())
         done, pending = await asyncio.wait({stopping, exiting}, return_when=asyncio.FIRST_COMPLETED)
@@ -96,7 +120,7 @@ async def serve(settings: Settings) -> int:
             )
             code = EXIT_EXHAUSTED
     finally:
-        pending_count = link.pending.count
+        pending_count = await router.stop() if started else link.pending.count
         await link.close()
         if pending_count:
             # The queue is in memory: what is still in it is gone with the process.
@@ -116,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"natsrouter: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
-        print("configuration OK")
+        try:
+            policies = load_policies(Path(settings.policies_path))
+        except PolicyError as exc:
+            print(f"natsrouter: policy error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"configuration OK: {len(policies)} policies in {settings.policies_path}")
         return EXIT_OK
     configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(serve(settings))

@@ -27,17 +27,26 @@ FAST_ENV = {
 }
 
 
+DEMO_POLICY = {"providers": [{"name": "p1", "weight": 1}]}
+
+
 class Router:
     """A `natsrouter run` process with its stderr collected line by line."""
 
     def __init__(self, env: dict[str, str], tmp: Path) -> None:
         self.metrics_port = free_port()
+        self.http_port = free_port()
         self.stderr_path = tmp / "stderr.log"
+        policy = tmp / "policies" / "acme" / "default.json"
+        if not policy.exists():
+            policy.parent.mkdir(parents=True)
+            policy.write_text(json.dumps(DEMO_POLICY))
         base = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
         self.env = {
             **base,
             "ROUTER_METRICS_HOST": "127.0.0.1",
             "ROUTER_METRICS_PORT": str(self.metrics_port),
+            "ROUTER_HTTP_PORT": str(self.http_port),
             **env,
         }
         with self.stderr_path.open("wb") as err:  # the child keeps its own descriptor
@@ -222,13 +231,16 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     """check-config with a valid TOML file exits 0."""
     cfg = tmp_path / "natsrouter.toml"
     cfg.write_text('nats_url = "nats://127.0.0.1:4222"\nnats_reconnect_attempts = 10\n')
+    (tmp_path / "policies" / "acme").mkdir(parents=True)
+    (tmp_path / "policies" / "acme" / "default.json").write_text(json.dumps(DEMO_POLICY))
     base = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
     done = subprocess.run(
         [NATSROUTER, "check-config", "--config", str(cfg)],
         env=base,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    assert (done.returncode, done.stdout.strip()) == (0, "configuration OK")
+    assert (done.returncode, done.stdout.strip()) == (0, "configuration OK: 1 policies in policies")

@@ -526,9 +526,16 @@ class Link:
         self._consumers.append(consumer)
         return consumer
 
-    async def stop_consumer(self, consumer: Consumer) -> None:
+    async def stop_consumer(self, consumer: Consumer, grace_s: float = 0.0) -> None:
+        """Stop fetching; the batch in hand gets up to ``grace_s`` to finish, then is cancelled.
+
+        A message whose handler is cancelled is not acknowledged: the server delivers it
+        again after the ack wait.
+        """
         consumer.stopping = True
         if consumer.task is not None:
+            if grace_s > 0 and consumer.busy:  # an idle consumer is only waiting to fetch
+                await asyncio.wait({consumer.task}, timeout=grace_s)
             await _cancel_and_wait([consumer.task])
         with contextlib.suppress(ValueError):
             self._consumers.remove(consumer)
@@ -572,12 +579,18 @@ class Link:
                 self._t.failed(Operation.SUBSCRIBE, err, consumer.spec.filter_subject)
                 await asyncio.sleep(self._backoff.delay_ms(0, self._rng) / 1000)
                 return
-            for message in messages:
-                consumer.delivered += 1
-                try:
-                    await consumer.handler(message)
-                except Exception as exc:  # noqa: BLE001 - a handler bug must not stop it
-                    self._t.handler_failed(message.subject, exc)
+            consumer.busy = True
+            try:
+                for message in messages:
+                    if consumer.stopping:
+                        return  # the rest of the batch is redelivered after the ack wait
+                    consumer.delivered += 1
+                    try:
+                        await consumer.handler(message)
+                    except Exception as exc:  # noqa: BLE001 - a handler bug must not stop it
+                        self._t.handler_failed(message.subject, exc)
+            finally:
+                consumer.busy = False
 
     # -- publishing --------------------------------------------------------------------------
 

@@ -340,7 +340,11 @@ class NatsConnection:
         )
         try:
             psub = await self._js.pull_subscribe(
-                spec.filter_subject, durable=spec.durable, stream=spec.stream, config=config
+                spec.filter_subject,
+                durable=spec.durable,
+                # Empty: nats-py finds the stream that holds the subject.
+                stream=spec.stream or None,
+                config=config,
             )
         except Exception as exc:
             raise translate(exc) from exc

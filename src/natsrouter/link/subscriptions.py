@@ -38,6 +38,7 @@ class Consumer:
     bound_generation: int = 0
     delivered: int = 0
     stopping: bool = False
+    busy: bool = False  # handing out a fetched batch
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property

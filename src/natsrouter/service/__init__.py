@@ -1,0 +1,1 @@
+"""The Router service: decide intake, assignments, consumers of acks and results."""

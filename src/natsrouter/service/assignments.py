@@ -1,0 +1,64 @@
+"""Pushing an ExecAssignment to the workers' JetStream subject, through the link.
+
+``Nats-Msg-Id`` is the assignment id, fixed before the first attempt, so a replay of a queued
+assignment, or a retry after an uncertain send, is stored once by the server (within the
+stream's duplicate window). The caller gets the link's typed outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from natsrouter.link.link import Link
+from natsrouter.link.outcome import Result
+from natsrouter.routing.decider import Decision
+from natsrouter.routing.messages import DecideRequest
+from natsrouter.routing.worker_messages import exec_assignment
+from natsrouter.service.envelope import headers_for
+from natsrouter.service.events import RouterEvents
+
+
+@dataclass(frozen=True)
+class Pushed:
+    assignment_id: str
+    subject: str
+    result: Result
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the DecideResponse says about the assignment."""
+        doc: dict[str, Any] = {
+            "assignment_id": self.assignment_id,
+            "subject": self.subject,
+            "outcome": self.result.outcome.value,
+        }
+        if self.result.pub_ack is not None:
+            doc["stream"] = self.result.pub_ack.stream
+            doc["seq"] = self.result.pub_ack.seq
+        if self.result.pending_id is not None:
+            doc["pending_id"] = self.result.pending_id
+        if self.result.reason is not None:
+            doc["reason"] = self.result.reason.value
+        return doc
+
+
+class AssignmentPusher:
+    def __init__(self, link: Link, default_subject: str, events: RouterEvents) -> None:
+        self._link = link
+        self._default_subject = default_subject
+        self._events = events
+
+    async def push(self, request: DecideRequest, decision: Decision, trace_id: str) -> Pushed:
+        assignment_id = str(uuid.uuid4())
+        subject = request.assignment_subject or self._default_subject
+        document = exec_assignment(assignment_id, request, decision, trace_id)
+        result = await self._link.publish_with_ack(
+            subject,
+            json.dumps(document, separators=(",", ":")).encode(),
+            headers_for(trace_id, request.tenant_id, msg_id=assignment_id),
+        )
+        reason = result.reason.value if result.reason is not None else None
+        self._events.assignment(result.outcome.value, reason, subject)
+        return Pushed(assignment_id, subject, result)

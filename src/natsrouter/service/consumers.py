@@ -1,0 +1,203 @@
+"""The durable consumers of worker acks (``router-acks``) and results (``router-results``).
+
+For each message (CONTRACT §2, consumer rules):
+
+1. validate (headers win over payload fields); an invalid message is dead-lettered to
+   ``<subject>.dlq`` and terminated;
+2. check the tenant against ``allowed_tenants``; a refused one is dead-lettered too;
+3. a duplicate (same key within ``idempotency_ttl_seconds``) is acked without side effects;
+4. results only: publish the UsageEvent (``Nats-Msg-Id`` = ``usage-<key>``) and wait for its
+   PubAck, then feed the provider's health (circuit breaker, estimates);
+5. record the key, then ack.
+
+A transient failure naks with ``js_nak_delay_ms``, unless this was the last delivery the
+server allows (its ``num_delivered`` has reached ``js_max_deliver``): then the message is
+dead-lettered and counted, because a nak would not bring it back. A dead letter is
+terminated only once the DLQ has stored it; until then the message is nak'd, never lost.
+"""
+
+from __future__ import annotations
+
+import json
+
+from natsrouter.config import Settings
+from natsrouter.link.link import Link
+from natsrouter.link.outcome import Outcome
+from natsrouter.link.transport import ConsumerSpec, JsMessage
+from natsrouter.routing.health import ProviderHealth
+from natsrouter.routing.worker_messages import (
+    InvalidMessage,
+    parse_exec_ack,
+    parse_exec_result,
+    usage_event,
+)
+from natsrouter.service.envelope import headers_for, new_trace_id
+from natsrouter.service.events import RouterEvents
+from natsrouter.service.idempotency import IdempotencyWindow
+
+RESULTS_DURABLE = "router-results"
+ACKS_DURABLE = "router-acks"
+
+
+class _Consumer:
+    """What both consumers share: delivery counting, dead letters, naks."""
+
+    name: str
+
+    def __init__(
+        self,
+        link: Link,
+        settings: Settings,
+        events: RouterEvents,
+        idempotency: IdempotencyWindow,
+    ) -> None:
+        self._link = link
+        self._settings = settings
+        self._events = events
+        self._idempotency = idempotency
+
+    def spec(self, stream: str, subject: str, durable: str) -> ConsumerSpec:
+        return ConsumerSpec(
+            stream=stream,
+            durable=durable,
+            filter_subject=subject,
+            max_deliver=self._settings.js_max_deliver,
+            ack_wait_ms=self._settings.js_ack_wait_ms,
+        )
+
+    async def __call__(self, msg: JsMessage) -> None:
+        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        if delivered > 1:
+            self._events.metrics.redelivery.labels(self.name).inc()
+        try:
+            await self.process(msg, delivered)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the consumer
+            self._events.internal_error(self.name, exc, stream_seq=self._seq(msg))
+            await self.retry_later(msg, delivered)
+
+    async def process(self, msg: JsMessage, delivered: int) -> None:
+        raise NotImplementedError
+
+    def allowed(self, tenant_id: str) -> bool:
+        allowed = self._settings.allowed_tenants
+        return not allowed or tenant_id in allowed
+
+    @staticmethod
+    def _seq(msg: JsMessage) -> int | None:
+        return msg.metadata.stream_seq if msg.metadata else None
+
+    async def invalid(self, msg: JsMessage, err: InvalidMessage) -> None:
+        self._events.invalid(self.name, err.field, err.message, self._seq(msg))
+        await self.dead_letter(msg, "invalid", f"{err.field}: {err.message}")
+
+    async def refuse_tenant(self, msg: JsMessage, tenant_id: str) -> None:
+        self._events.tenant_rejected(self.name, tenant_id)
+        await self.dead_letter(msg, "unauthorized", f"tenant {tenant_id!r} is not allowed")
+
+    async def dead_letter(self, msg: JsMessage, reason: str, error: str) -> None:
+        """Store the message on ``<subject>.dlq``, then terminate it; nak if not stored."""
+        subject = f"{msg.subject}.dlq"
+        headers = dict(msg.headers or {})
+        meta = msg.metadata
+        headers.update(
+            {
+                # One dead letter per stored message, however often this runs.
+                "Nats-Msg-Id": f"dlq-{meta.stream}-{meta.stream_seq}" if meta else new_trace_id(),
+                "dlq_reason": reason,
+                "dlq_error": error[:512],
+                "dlq_original_subject": msg.subject,
+                "dlq_num_delivered": str(meta.num_delivered if meta else 1),
+            }
+        )
+        result = await self._link.publish_with_ack(subject, msg.data, headers)
+        if result.outcome is not Outcome.SENT:
+            self._events.dead_letter_failed(self.name, reason, result.outcome.value)
+            await self._link.nak(msg, self._settings.js_nak_delay_ms)
+            return
+        self._events.dead_lettered(self.name, reason, subject, self._seq(msg))
+        await self._link.term(msg)
+
+    async def retry_later(self, msg: JsMessage, delivered: int) -> None:
+        if delivered >= self._settings.js_max_deliver:
+            self._events.maxdeliver_exhausted(self.name, delivered)
+            await self.dead_letter(msg, "max_deliver", f"failed on delivery {delivered}")
+            return
+        await self._link.nak(msg, self._settings.js_nak_delay_ms)
+
+
+class AcksConsumer(_Consumer):
+    """ExecAssignmentAcks: counted by status; no other side effect."""
+
+    name = "acks"
+
+    async def process(self, msg: JsMessage, delivered: int) -> None:
+        try:
+            ack = parse_exec_ack(msg.data, msg.headers, self._settings.nats_max_payload_size)
+        except InvalidMessage as err:
+            await self.invalid(msg, err)
+            return
+        if not self.allowed(ack.tenant_id):
+            await self.refuse_tenant(msg, ack.tenant_id)
+            return
+        if self._idempotency.seen(ack.idempotency_key):
+            self._events.metrics.acks_duplicate.inc()
+            await self._link.ack(msg)
+            return
+        self._idempotency.record(ack.idempotency_key)
+        self._events.metrics.acks.labels(ack.status).inc()
+        await self._link.ack(msg)
+
+
+class ResultsConsumer(_Consumer):
+    """ExecResults: a confirmed UsageEvent and provider health, then the ack."""
+
+    name = "results"
+
+    def __init__(
+        self,
+        link: Link,
+        settings: Settings,
+        events: RouterEvents,
+        idempotency: IdempotencyWindow,
+        health: ProviderHealth,
+    ) -> None:
+        super().__init__(link, settings, events, idempotency)
+        self._health = health
+
+    async def process(self, msg: JsMessage, delivered: int) -> None:
+        try:
+            result = parse_exec_result(msg.data, msg.headers, self._settings.nats_max_payload_size)
+        except InvalidMessage as err:
+            await self.invalid(msg, err)
+            return
+        if not self.allowed(result.tenant_id):
+            await self.refuse_tenant(msg, result.tenant_id)
+            return
+        if self._idempotency.seen(result.idempotency_key):
+            self._events.metrics.results_duplicate.inc()
+            await self._link.ack(msg)
+            return
+        trace_id = result.trace_id or new_trace_id()
+        published = await self._link.publish_with_ack(
+            self._settings.usage_subject,
+            json.dumps(usage_event(result), separators=(",", ":")).encode(),
+            headers_for(trace_id, result.tenant_id, msg_id=f"usage-{result.key}"),
+        )
+        if published.outcome is not Outcome.SENT or published.pub_ack is None:
+            # Queued counts as not confirmed: the replay stores it under the same id, and the
+            # redelivered result then finds it a duplicate.
+            reason = published.reason.value if published.reason else None
+            self._events.usage_failed(published.outcome.value, reason)
+            await self.retry_later(msg, delivered)
+            return
+        self._events.metrics.usage_emitted.inc()
+        if published.pub_ack.duplicate:
+            # Stored before, by an earlier delivery or another Router process: no new effect.
+            self._events.metrics.results_duplicate.inc()
+        else:
+            self._events.metrics.results.labels(result.status).inc()
+            if result.status != "cancelled":
+                success = result.status == "success"
+                self._health.record(result.provider_id, success, result.latency_ms, result.cost)
+        self._idempotency.record(result.idempotency_key)
+        await self._link.ack(msg)

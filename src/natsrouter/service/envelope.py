@@ -1,0 +1,50 @@
+"""Headers on everything the Router publishes (CONTRACT §1): trace, tenant, version.
+
+``trace_id``, ``tenant_id``, ``version: 1`` and a W3C ``traceparent`` whose trace id is the
+request's ``trace_id`` when that is already 32 hex digits, and a digest of it otherwise (so
+one request keeps one trace across every message it causes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from collections.abc import Mapping
+
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def new_trace_id() -> str:
+    return uuid.uuid4().hex
+
+
+def trace_from_headers(headers: Mapping[str, str] | None) -> str | None:
+    """``trace_id`` header, else the trace id of a valid ``traceparent``."""
+    if not headers:
+        return None
+    if headers.get("trace_id"):
+        return headers["trace_id"]
+    match = _TRACEPARENT.match(headers.get("traceparent", ""))
+    return match.group(1) if match else None
+
+
+def traceparent(trace_id: str) -> str:
+    hex_id = (
+        trace_id if _HEX32.match(trace_id) else hashlib.sha256(trace_id.encode()).hexdigest()[:32]
+    )
+    return f"00-{hex_id}-{secrets.token_hex(8)}-01"
+
+
+def headers_for(trace_id: str, tenant_id: str, msg_id: str | None = None) -> dict[str, str]:
+    headers = {
+        "trace_id": trace_id,
+        "tenant_id": tenant_id,
+        "version": "1",
+        "traceparent": traceparent(trace_id),
+    }
+    if msg_id is not None:
+        headers["Nats-Msg-Id"] = msg_id
+    return headers

@@ -1,0 +1,152 @@
+"""What the Router reports: each of its events as one log line (with a stable code) and metrics.
+
+The Router decides; this module says. Every ``ROUTER_*`` error code lives here, so
+docs/logging.md can be checked against it (tests/unit/test_docs_match_code.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from natsrouter.observability.logging import get_logger
+from natsrouter.observability.metrics import RouterMetrics
+from natsrouter.routing.breaker import BreakerState
+
+
+class RouterEvents:
+    def __init__(self, metrics: RouterMetrics) -> None:
+        self.metrics = metrics
+        self.log = get_logger("natsrouter.router")
+        self._breaker_states: dict[str, BreakerState] = {}
+
+    # -- decide ----------------------------------------------------------------------------
+
+    def decided(self, outcome: str, transport: str, duration_s: float) -> None:
+        self.metrics.decide.labels(outcome).inc()
+        self.metrics.decide_duration.labels(transport).observe(duration_s)
+
+    def decide_refused(self, code: str, message: str, transport: str, **fields: Any) -> None:
+        self.log.warning(
+            "decide request refused",
+            error_code="ROUTER_DECIDE_REFUSED",
+            code=code,
+            error=message,
+            transport=transport,
+            **fields,
+        )
+
+    def internal_error(self, where: str, exc: BaseException, **fields: Any) -> None:
+        self.log.error(
+            "unexpected error; the process keeps serving",
+            error_code="ROUTER_INTERNAL_ERROR",
+            where=where,
+            error=repr(exc),
+            exc_info=exc,
+            **fields,
+        )
+
+    def assignment(self, outcome: str, reason: str | None, subject: str) -> None:
+        self.metrics.assignments.labels(outcome).inc()
+        if outcome not in ("sent", "queued"):
+            self.log.warning(
+                "assignment not sent nor kept",
+                error_code="ROUTER_ASSIGNMENT_NOT_SENT",
+                outcome=outcome,
+                reason=reason,
+                subject=subject,
+            )
+
+    # -- consumers -------------------------------------------------------------------------
+
+    def invalid(self, consumer: str, field: str, error: str, stream_seq: int | None) -> None:
+        self.metrics.messages_invalid.labels(consumer).inc()
+        self.log.warning(
+            "invalid message",
+            error_code="ROUTER_MESSAGE_INVALID",
+            consumer=consumer,
+            field=field,
+            error=error,
+            stream_seq=stream_seq,
+        )
+
+    def tenant_rejected(self, consumer: str, tenant_id: str) -> None:
+        self.metrics.tenant_rejected.labels(consumer).inc()
+        self.log.warning(
+            "tenant not allowed",
+            error_code="ROUTER_TENANT_REJECTED",
+            consumer=consumer,
+            tenant_id=tenant_id,
+        )
+
+    def dead_lettered(
+        self, consumer: str, reason: str, subject: str, stream_seq: int | None
+    ) -> None:
+        self.metrics.dlq.labels(consumer, reason).inc()
+        self.log.warning(
+            "message dead-lettered",
+            error_code="ROUTER_DEAD_LETTERED",
+            consumer=consumer,
+            reason=reason,
+            dlq_subject=subject,
+            stream_seq=stream_seq,
+        )
+
+    def dead_letter_failed(self, consumer: str, reason: str, outcome: str) -> None:
+        self.log.error(
+            "dead letter not stored; the message is nak'd and tried again",
+            error_code="ROUTER_DLQ_FAILED",
+            consumer=consumer,
+            reason=reason,
+            outcome=outcome,
+        )
+
+    def maxdeliver_exhausted(self, consumer: str, num_delivered: int) -> None:
+        self.metrics.maxdeliver_exhausted.labels(consumer).inc()
+        self.log.error(
+            "last allowed delivery failed",
+            error_code="ROUTER_MAXDELIVER_EXHAUSTED",
+            consumer=consumer,
+            num_delivered=num_delivered,
+        )
+
+    def usage_failed(self, outcome: str, reason: str | None) -> None:
+        self.metrics.usage_emit_failures.inc()
+        self.log.warning(
+            "usage event not confirmed; the result will be processed again",
+            error_code="ROUTER_USAGE_EMIT_FAILED",
+            outcome=outcome,
+            reason=reason,
+        )
+
+    # -- policies and breakers -------------------------------------------------------------
+
+    def policies_loaded(self, count: int, path: str) -> None:
+        self.metrics.policies_loaded.set(count)
+        self.log.info(
+            "policies loaded", error_code="ROUTER_POLICIES_LOADED", count=count, path=path
+        )
+
+    def policy_reload_failed(self, error: str, file: str | None, field: str | None) -> None:
+        self.metrics.policy_reload_failures.inc()
+        self.log.error(
+            "policies not reloaded; the previous set stays in force",
+            error_code="ROUTER_POLICY_RELOAD_FAILED",
+            error=error,
+            file=file,
+            field=field,
+        )
+
+    def breaker_state(self, provider: str, state: BreakerState) -> None:
+        """Set the gauge; log only a change (the state is reported periodically too)."""
+        self.metrics.breaker_state.labels(provider).set(state.gauge)
+        before = self._breaker_states.get(provider, BreakerState.CLOSED)
+        self._breaker_states[provider] = state
+        if state is before:
+            return
+        log = self.log.warning if state is BreakerState.OPEN else self.log.info
+        log(
+            "circuit breaker changed state",
+            error_code="ROUTER_CIRCUIT_BREAKER_STATE",
+            provider=provider,
+            state=state.value,
+        )
