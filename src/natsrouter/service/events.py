@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from natsrouter.observability.logging import get_logger
-from natsrouter.observability.metrics import RouterMetrics
+from natsrouter.observability.metrics import DECIDE_OUTCOMES, DECIDE_TRANSPORTS, RouterMetrics
 from natsrouter.routing.breaker import BreakerState
 
 
@@ -18,12 +18,15 @@ class RouterEvents:
         self.metrics = metrics
         self.log = get_logger("natsrouter.router")
         self._breaker_states: dict[str, BreakerState] = {}
+        # Resolved once: labels() costs a lock and a dict lookup per request.
+        self._decide = {o: metrics.decide.labels(o) for o in DECIDE_OUTCOMES}
+        self._decide_duration = {t: metrics.decide_duration.labels(t) for t in DECIDE_TRANSPORTS}
 
     # -- decide ----------------------------------------------------------------------------
 
     def decided(self, outcome: str, transport: str, duration_s: float) -> None:
-        self.metrics.decide.labels(outcome).inc()
-        self.metrics.decide_duration.labels(transport).observe(duration_s)
+        self._decide[outcome].inc()
+        self._decide_duration[transport].observe(duration_s)
 
     def decide_refused(self, code: str, message: str, transport: str, **fields: Any) -> None:
         self.log.warning(
