@@ -244,3 +244,64 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
         check=False,
     )
     assert (done.returncode, done.stdout.strip()) == (0, "configuration OK: 1 policies in policies")
+
+
+def test_run_decides_over_http_out_of_the_box_and_reloads_on_sighup(
+    tmp_path: Path, routers: list[Router]
+) -> None:
+    """Embedded server, shipped-style policy, decide over HTTP; SIGHUP loads a new policy."""
+    router = Router(
+        {
+            **FAST_ENV,
+            "ROUTER_EMBEDDED_NATS_PORT": str(free_port()),
+            "ROUTER_POLICIES_RELOAD_INTERVAL_MS": "0",
+        },
+        tmp_path,
+    )
+    routers.append(router)
+    router.wait(lambda: router.get("/health/ready")[0] == 200, what="readiness")
+
+    def decide(policy_id: str) -> tuple[int, dict[str, Any]]:
+        body = json.dumps(
+            {
+                "version": "1",
+                "request_id": "r",
+                "tenant_id": "acme",
+                "policy_id": policy_id,
+                "task": {"type": "t", "payload": {}},
+                "push_assignment": True,
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{router.http_port}/v1/decide", data=body, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    status, answer = decide("default")
+    assert (status, answer["decision"]["provider_id"]) == (200, "p1")
+    assert answer["assignment"]["outcome"] == "sent"
+    assert decide("gold")[0] == 404
+    (tmp_path / "policies" / "acme" / "gold.json").write_text(
+        json.dumps({"providers": [{"name": "g", "weight": 1}]})
+    )
+    router.proc.send_signal(signal.SIGHUP)
+    router.wait(lambda: decide("gold")[0] == 200, what="the reload")
+    assert router.stop() == 0
+    assert "natsrouter stopped" in [line["message"] for line in router.lines()]
+
+
+def test_run_refuses_an_invalid_policy_with_exit_2(tmp_path: Path, routers: list[Router]) -> None:
+    """A broken policy file stops start-up: exit 2, the file and field in the log."""
+    policy = tmp_path / "policies" / "acme" / "default.json"
+    policy.parent.mkdir(parents=True)
+    policy.write_text(json.dumps({"providers": [{"name": "p1", "weight": 500}]}))
+    router = Router({**FAST_ENV, "ROUTER_EMBEDDED_NATS_PORT": str(free_port())}, tmp_path)
+    routers.append(router)
+    assert router.proc.wait(timeout=30) == 2
+    [line] = [entry for entry in router.lines() if entry["message"] == "invalid policies"]
+    assert line["field"] == "providers[0].weight"
+    assert line["file"].endswith("acme/default.json")

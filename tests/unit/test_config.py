@@ -125,3 +125,55 @@ def test_password_is_not_in_repr() -> None:
 def test_redact_url(url: str, shown: str) -> None:
     """URL userinfo is hidden, the rest kept."""
     assert redact_url(url) == shown
+
+
+def test_router_defaults_are_the_contract_defaults() -> None:
+    """Subjects, consumer settings, policies and HTTP defaults of CONTRACT §1 and §5."""
+    s = build_settings({})
+    assert (s.decide_subject, s.decide_queue_group) == (
+        "beamline.router.v1.decide",
+        "router-decide-group",
+    )
+    assert (s.assignment_subject, s.ack_subject, s.result_subject, s.usage_subject) == (
+        "caf.exec.assign.v1",
+        "caf.exec.assign.v1.ack",
+        "caf.exec.result.v1",
+        "beamline.usage.v1.metered",
+    )
+    assert (s.js_max_deliver, s.js_ack_wait_ms, s.js_nak_delay_ms) == (5, 30000, 1000)
+    assert (s.idempotency_ttl_seconds, s.nats_max_payload_size) == (3600, 1048576)
+    assert (s.policies_path, s.allowed_tenants, s.jetstream_manage_streams) == (
+        "policies",
+        frozenset(),
+        True,
+    )
+    assert (s.http_host, s.http_port) == ("127.0.0.1", 8080)
+
+
+def test_allowed_tenants_from_a_string_or_a_list() -> None:
+    """Comma-separated in the environment, a list in TOML; blanks ignored."""
+    from_env = load_settings(None, {"ROUTER_ALLOWED_TENANTS": " acme, globex ,,"})
+    assert from_env.allowed_tenants == frozenset({"acme", "globex"})
+    assert build_settings({"allowed_tenants": ["a"]}).allowed_tenants == frozenset({"a"})
+    with pytest.raises(ConfigError) as caught:
+        build_settings({"allowed_tenants": [1]})
+    assert caught.value.key == "allowed_tenants"
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"decide_subject": "a.*"}, "decide_subject"),
+        ({"usage_subject": "has space"}, "usage_subject"),
+        ({"result_subject": "a..b"}, "result_subject"),
+        ({"ack_subject": "caf.exec.result.v1"}, "result_subject"),
+        ({"js_max_deliver": 0}, "js_max_deliver"),
+        ({"http_port": 70000}, "http_port"),
+        ({"policies_path": " "}, "policies_path"),
+    ],
+)
+def test_bad_router_values_name_the_key(values: dict[str, object], key: str) -> None:
+    """Wildcards, blanks, equal subjects and out-of-range numbers are refused by key."""
+    with pytest.raises(ConfigError) as caught:
+        build_settings(values)
+    assert caught.value.key == key
