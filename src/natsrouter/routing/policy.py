@@ -117,6 +117,8 @@ def load_policy_file(path: Path, root: Path) -> Policy:
     tenant_id, policy_id = relative.parts[0], relative.stem
     try:
         document = json.loads(path.read_bytes())
+    except OSError as exc:  # removed or unreadable between listing and reading
+        raise PolicyError(path, "(document)", f"cannot be read: {exc.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PolicyError(path, "(document)", f"not valid JSON: {exc}") from None
     return parse_policy(path, tenant_id, policy_id, document)

@@ -19,6 +19,7 @@ terminated only once the DLQ has stored it; until then the message is nak'd, nev
 from __future__ import annotations
 
 import json
+from typing import Generic, Protocol, TypeVar
 
 from natsrouter.config import Settings
 from natsrouter.link.link import Link
@@ -26,6 +27,8 @@ from natsrouter.link.outcome import Outcome
 from natsrouter.link.transport import ConsumerSpec, JsMessage
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.worker_messages import (
+    ExecAck,
+    ExecResult,
     InvalidMessage,
     parse_exec_ack,
     parse_exec_result,
@@ -39,8 +42,18 @@ RESULTS_DURABLE = "router-results"
 ACKS_DURABLE = "router-acks"
 
 
-class _Consumer:
-    """What both consumers share: delivery counting, dead letters, naks."""
+class _Message(Protocol):
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def idempotency_key(self) -> str: ...
+
+
+M = TypeVar("M", bound=_Message)
+
+
+class _Consumer(Generic[M]):
+    """What both consumers share: steps 1-3, delivery counting, dead letters, naks."""
 
     name: str
 
@@ -76,6 +89,28 @@ class _Consumer:
             await self.retry_later(msg, delivered)
 
     async def process(self, msg: JsMessage, delivered: int) -> None:
+        try:
+            parsed = self.parse(msg)
+        except InvalidMessage as err:
+            await self.invalid(msg, err)
+            return
+        if not self.allowed(parsed.tenant_id):
+            await self.refuse_tenant(msg, parsed.tenant_id)
+            return
+        if self._idempotency.seen(parsed.idempotency_key):
+            self.duplicate()
+            await self._link.ack(msg)
+            return
+        await self.apply(msg, parsed, delivered)
+
+    def parse(self, msg: JsMessage) -> M:
+        raise NotImplementedError
+
+    def duplicate(self) -> None:
+        raise NotImplementedError
+
+    async def apply(self, msg: JsMessage, parsed: M, delivered: int) -> None:
+        """Steps 4-5: the message's effects, then the key and the ack."""
         raise NotImplementedError
 
     def allowed(self, tenant_id: str) -> bool:
@@ -125,30 +160,24 @@ class _Consumer:
         await self._link.nak(msg, self._settings.js_nak_delay_ms)
 
 
-class AcksConsumer(_Consumer):
+class AcksConsumer(_Consumer[ExecAck]):
     """ExecAssignmentAcks: counted by status; no other side effect."""
 
     name = "acks"
 
-    async def process(self, msg: JsMessage, delivered: int) -> None:
-        try:
-            ack = parse_exec_ack(msg.data, msg.headers, self._settings.nats_max_payload_size)
-        except InvalidMessage as err:
-            await self.invalid(msg, err)
-            return
-        if not self.allowed(ack.tenant_id):
-            await self.refuse_tenant(msg, ack.tenant_id)
-            return
-        if self._idempotency.seen(ack.idempotency_key):
-            self._events.metrics.acks_duplicate.inc()
-            await self._link.ack(msg)
-            return
-        self._idempotency.record(ack.idempotency_key)
-        self._events.metrics.acks.labels(ack.status).inc()
+    def parse(self, msg: JsMessage) -> ExecAck:
+        return parse_exec_ack(msg.data, msg.headers, self._settings.nats_max_payload_size)
+
+    def duplicate(self) -> None:
+        self._events.metrics.acks_duplicate.inc()
+
+    async def apply(self, msg: JsMessage, parsed: ExecAck, delivered: int) -> None:
+        self._idempotency.record(parsed.idempotency_key)
+        self._events.metrics.acks.labels(parsed.status).inc()
         await self._link.ack(msg)
 
 
-class ResultsConsumer(_Consumer):
+class ResultsConsumer(_Consumer[ExecResult]):
     """ExecResults: a confirmed UsageEvent and provider health, then the ack."""
 
     name = "results"
@@ -164,19 +193,13 @@ class ResultsConsumer(_Consumer):
         super().__init__(link, settings, events, idempotency)
         self._health = health
 
-    async def process(self, msg: JsMessage, delivered: int) -> None:
-        try:
-            result = parse_exec_result(msg.data, msg.headers, self._settings.nats_max_payload_size)
-        except InvalidMessage as err:
-            await self.invalid(msg, err)
-            return
-        if not self.allowed(result.tenant_id):
-            await self.refuse_tenant(msg, result.tenant_id)
-            return
-        if self._idempotency.seen(result.idempotency_key):
-            self._events.metrics.results_duplicate.inc()
-            await self._link.ack(msg)
-            return
+    def parse(self, msg: JsMessage) -> ExecResult:
+        return parse_exec_result(msg.data, msg.headers, self._settings.nats_max_payload_size)
+
+    def duplicate(self) -> None:
+        self._events.metrics.results_duplicate.inc()
+
+    async def apply(self, msg: JsMessage, result: ExecResult, delivered: int) -> None:
         trace_id = result.trace_id or new_trace_id()
         published = await self._link.publish_with_ack(
             self._settings.usage_subject,
@@ -193,7 +216,7 @@ class ResultsConsumer(_Consumer):
         self._events.metrics.usage_emitted.inc()
         if published.pub_ack.duplicate:
             # Stored before, by an earlier delivery or another Router process: no new effect.
-            self._events.metrics.results_duplicate.inc()
+            self.duplicate()
         else:
             self._events.metrics.results.labels(result.status).inc()
             if result.status != "cancelled":

@@ -73,7 +73,7 @@ class DecideService:
         self._settings = settings
         self._decider = decider
         self._assignments = assignments
-        self._events = events
+        self.events = events
 
     async def handle(
         self, raw: bytes, headers: Mapping[str, str] | None, transport: str
@@ -104,22 +104,22 @@ class DecideService:
             trace_id = trace_id or (_context_of(raw)[1] if request is None else None)
             body = error_response(err, request_id, trace_id)
             outcome, status = err.code.value, err.code.http_status
-            self._events.decide_refused(
+            self.events.decide_refused(
                 err.code.value, err.message, transport, request_id=request_id, **err.details
             )
         except Exception as exc:  # noqa: BLE001 - the contract's `internal`: answer, keep serving
             request_id = request.request_id if request else None
-            self._events.internal_error("decide", exc, request_id=request_id)
+            self.events.internal_error("decide", exc, request_id=request_id)
             error = RequestError(ErrorCode.INTERNAL, "internal error")
             body = error_response(error, request_id, trace_id)
             outcome, status = ErrorCode.INTERNAL.value, 500
-        self._events.decided(outcome, transport, time.perf_counter() - started)
+        self.events.decided(outcome, transport, time.perf_counter() - started)
         return status, body
 
     def _check_tenant(self, tenant_id: str) -> None:
         allowed = self._settings.allowed_tenants
         if allowed and tenant_id not in allowed:
-            self._events.tenant_rejected("decide", tenant_id)
+            self.events.tenant_rejected("decide", tenant_id)
             raise RequestError(
                 ErrorCode.UNAUTHORIZED,
                 f"tenant {tenant_id!r} is not allowed",
@@ -128,8 +128,8 @@ class DecideService:
 
     def refuse(self, error: RequestError, transport: str) -> tuple[int, dict[str, Any]]:
         """Answer a request refused before it could be read (counted and logged the same)."""
-        self._events.decide_refused(error.code.value, error.message, transport, **error.details)
-        self._events.decided(error.code.value, transport, 0.0)
+        self.events.decide_refused(error.code.value, error.message, transport, **error.details)
+        self.events.decided(error.code.value, transport, 0.0)
         return error.code.http_status, error_response(error)
 
     @staticmethod
@@ -174,7 +174,10 @@ class NatsDecideIntake:
     async def _answer(self, msg: InboundMessage) -> None:
         _, body = await self._service.handle(msg.data, msg.headers, "nats")
         # A request without a reply inbox is answered on <subject>.reply (CONTRACT §1).
-        await self._link.publish(msg.reply or f"{self._subject}.reply", _dumps(body))
+        try:
+            await self._link.publish(msg.reply or f"{self._subject}.reply", _dumps(body))
+        except Exception as exc:  # noqa: BLE001 - nobody awaits this task: say it here
+            self._service.events.internal_error("decide reply", exc)
 
     async def stop(self) -> None:
         """Stop taking requests (other Router processes in the group get them)."""

@@ -137,11 +137,14 @@ class Router:
         last_check = time.monotonic()
         while True:
             await asyncio.sleep(_TICK_S if not interval_ms else min(_TICK_S, interval_ms / 1000))
-            self.health.publish_states()
-            if interval_ms and time.monotonic() - last_check >= interval_ms / 1000:
-                last_check = time.monotonic()
-                if _policy_files(self.policies.root) != self._seen_files:
-                    self.reload_policies()
+            try:
+                self.health.publish_states()
+                if interval_ms and time.monotonic() - last_check >= interval_ms / 1000:
+                    last_check = time.monotonic()
+                    if _policy_files(self.policies.root) != self._seen_files:
+                        self.reload_policies()
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive a bad tick
+                self.events.internal_error("policy watcher", exc)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
