@@ -100,8 +100,11 @@ class DecideService:
                 body["assignment"] = pushed.to_dict()
             outcome, status = "ok", 200
         except RequestError as err:
-            request_id = request.request_id if request else _context_of(raw)[0]
-            trace_id = trace_id or (_context_of(raw)[1] if request is None else None)
+            if request is None:  # refused while parsing: echo what can be read
+                request_id, payload_trace_id = _context_of(raw)
+                trace_id = trace_id or payload_trace_id
+            else:
+                request_id = request.request_id
             body = error_response(err, request_id, trace_id)
             outcome, status = err.code.value, err.code.http_status
             self.events.decide_refused(
