@@ -198,7 +198,6 @@ async def test_http_decide_answers_while_nats_is_down_and_says_queued(
     try:
         router = await make_router([server.url])
         assert await router.link.wait_connected(5)
-        port = server.port
     finally:
         server.kill()
     await wait_for(lambda: router.link.state.value != "connected", 5, "the loss to be seen")
@@ -206,15 +205,14 @@ async def test_http_decide_answers_while_nats_is_down_and_says_queued(
     status, answer = await http_decide(router.http.port, body)
     assert status == 200
     assert answer["assignment"]["outcome"] == "queued"
-    restarted = NatsServer(port=port, store_dir=tmp_path / "js")
-    restarted.start()
+    server.start()  # same port, same store
     try:
         await wait_for(lambda: router.link.pending.count == 0, 10, "the replay")
-        stored = await stored_messages(restarted.url, "ROUTER_ASSIGNMENTS")
+        stored = await stored_messages(server.url, "ROUTER_ASSIGNMENTS")
         assert [m.headers["Nats-Msg-Id"] for m in stored] == [answer["decision"]["assignment_id"]]
         assert rmetric(router, "router_assignments_total", outcome="queued") == 1
     finally:
-        restarted.kill()
+        server.kill()
 
 
 async def test_policy_change_on_disk_is_reloaded_and_a_bad_file_is_refused(

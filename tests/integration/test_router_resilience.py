@@ -28,7 +28,6 @@ async def test_server_killed_twice_mid_flow_loses_and_duplicates_nothing(
     try:
         router = await make_router([server.url])
         assert await router.link.wait_connected(5)
-        port = server.port
         assignment_ids: list[str] = []
 
         async def decide(n: int, prefix: str) -> None:
@@ -44,8 +43,7 @@ async def test_server_killed_twice_mid_flow_loses_and_duplicates_nothing(
         await decide(10, "during-")
         assert rmetric(router, "router_assignments_total", outcome="queued") == 10
 
-        server = NatsServer(port=port, store_dir=tmp_path / "js")
-        server.start()
+        server.start()  # same port, same store
         await wait_for(lambda: router.link.pending.count == 0, 10, "the replay")
         stored = await stored_messages(server.url, "ROUTER_ASSIGNMENTS")
         assert sorted(m.headers["Nats-Msg-Id"] for m in stored) == sorted(assignment_ids)
@@ -59,9 +57,7 @@ async def test_server_killed_twice_mid_flow_loses_and_duplicates_nothing(
             await worker.close()
         # Kill again while the results consumer is working through them.
         await wait_for(lambda: rmetric(router, "router_usage_emitted_total") >= 3, 10, "a few")
-        server.kill()
-        server = NatsServer(port=port, store_dir=tmp_path / "js")
-        server.start()
+        server.restart()
         await wait_settled(server.url, "ROUTER_RESULTS", "router-results", timeout_s=20)
         usage = await stored_messages(server.url, "ROUTER_USAGE")
         assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == sorted(
