@@ -53,8 +53,3 @@ def field_path(error: ValidationError) -> str:
     for part in error.absolute_path:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path.lstrip(".") or "(document)"
-
-
-def first_error(schema: Schema, document: Any) -> ValidationError | None:
-    """The most relevant violation, or None when the document is valid."""
-    return schema.error(document)

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from natsrouter.routing.breaker import BreakerState
-from natsrouter.routing.decider import Decider, DecisionReason, StickySessions, matches
+from natsrouter.routing.decider import (
+    Decider,
+    DecisionReason,
+    StickySessions,
+    matches,
+    request_document,
+)
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError, parse_decide_request
 from natsrouter.routing.policy import PolicyStore
@@ -148,14 +154,14 @@ def test_fallback_rule_matching_the_request_wins(tmp_path: Path) -> None:
 
 def test_bare_when_key_reads_metadata() -> None:
     """{"status": "timeout"} matches metadata.status; types are compared strictly."""
-    req = request(metadata={"status": "timeout", "n": 1, "flag": True})
-    assert matches({"status": ("timeout", "5xx")}, req)
-    assert not matches({"status": ("ok",)}, req)
-    assert matches({"metadata.n": (1,)}, req)
-    assert not matches({"metadata.n": (True,)}, req)
-    assert not matches({"flag": (1,)}, req)
-    assert not matches({"missing.path": ("x",)}, req)
-    assert matches({"tenant_id": ("acme",), "task.type": ("text",)}, req)
+    doc = request_document(request(metadata={"status": "timeout", "n": 1, "flag": True}))
+    assert matches({"status": ("timeout", "5xx")}, doc)
+    assert not matches({"status": ("ok",)}, doc)
+    assert matches({"metadata.n": (1,)}, doc)
+    assert not matches({"metadata.n": (True,)}, doc)
+    assert not matches({"flag": (1,)}, doc)
+    assert not matches({"missing.path": ("x",)}, doc)
+    assert matches({"tenant_id": ("acme",), "task.type": ("text",)}, doc)
 
 
 def test_sticky_session_keeps_its_provider_until_the_ttl(tmp_path: Path) -> None:

@@ -66,9 +66,9 @@ class Decision:
         }
 
 
-def request_value(request: DecideRequest, key: str) -> Any:
-    """The value ``when`` key ``key`` refers to, or ``_MISSING``."""
-    document: dict[str, Any] = {
+def request_document(request: DecideRequest) -> dict[str, Any]:
+    """The request as the nested mapping ``when`` keys are paths into (built once per decide)."""
+    return {
         "request_id": request.request_id,
         "tenant_id": request.tenant_id,
         "policy_id": request.policy_id,
@@ -84,9 +84,13 @@ def request_value(request: DecideRequest, key: str) -> Any:
         },
         "metadata": request.metadata,
     }
-    if "." not in key and key not in document:
-        document = dict(request.metadata)
+
+
+def request_value(document: Mapping[str, Any], key: str) -> Any:
+    """The value ``when`` key ``key`` refers to, or ``_MISSING``."""
     value: Any = document
+    if "." not in key and key not in document:
+        value = document["metadata"]
     for part in key.split("."):
         if not isinstance(value, Mapping) or part not in value:
             return _MISSING
@@ -108,10 +112,10 @@ def _same(a: Any, b: Scalar) -> bool:
     )
 
 
-def matches(when: Mapping[str, tuple[Scalar, ...]], request: DecideRequest) -> bool:
-    """Every key of ``when`` has one of its accepted values in the request."""
+def matches(when: Mapping[str, tuple[Scalar, ...]], document: Mapping[str, Any]) -> bool:
+    """Every key of ``when`` has one of its accepted values in the request document."""
     for key, accepted in when.items():
-        value = request_value(request, key)
+        value = request_value(document, key)
         if value is _MISSING or not any(_same(value, v) for v in accepted):
             return False
     return True
@@ -170,8 +174,9 @@ class Decider:
                 f"no policy {request.policy_id!r} for tenant {request.tenant_id!r}",
                 {"tenant_id": request.tenant_id, "policy_id": request.policy_id},
             )
+        document = request_document(request) if policy.fallbacks else {}
         for rule in policy.fallbacks:
-            if matches(rule.when, request) and self._usable(policy, rule.to, request):
+            if matches(rule.when, document) and self._usable(policy, rule.to, request):
                 return self._decision(
                     policy, rule.to, DecisionReason.FALLBACK, fallback_used=True, retry=rule.retry
                 )

@@ -16,7 +16,7 @@ from typing import Any
 
 from natsrouter.errors import NatsRouterError
 from natsrouter.routing.policy import DEFAULT_POLICY_ID
-from natsrouter.schemas import field_path, first_error, validator
+from natsrouter.schemas import field_path, validator
 
 
 class ErrorCode(StrEnum):
@@ -100,7 +100,7 @@ def parse_decide_request(raw: bytes, max_payload_size: int) -> DecideRequest:
         raise _invalid("payload is not UTF-8") from None
     except (json.JSONDecodeError, RecursionError):
         raise _invalid("payload is not valid JSON") from None
-    error = first_error(_VALIDATOR, document)
+    error = _VALIDATOR.error(document)
     if error is not None:
         where = field_path(error)
         if where == "version":

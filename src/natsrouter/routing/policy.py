@@ -17,7 +17,7 @@ from typing import Any
 
 from natsrouter.errors import NatsRouterError
 from natsrouter.routing.breaker import BreakerConfig
-from natsrouter.schemas import field_path, first_error, validator
+from natsrouter.schemas import field_path, validator
 
 DEFAULT_POLICY_ID = "default"
 
@@ -74,7 +74,7 @@ _VALIDATOR = validator("natsrouter.routing", "policy.schema.json")
 
 def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> Policy:
     """Check one parsed document and build the policy; raises ``PolicyError``."""
-    error = first_error(_VALIDATOR, document)
+    error = _VALIDATOR.error(document)
     if error is not None:
         raise PolicyError(path, field_path(error), error.message)
     names = [p["name"] for p in document["providers"]]

@@ -17,7 +17,7 @@ from typing import Any
 from natsrouter.errors import NatsRouterError
 from natsrouter.routing.decider import Decision
 from natsrouter.routing.messages import DecideRequest
-from natsrouter.schemas import field_path, first_error, validator
+from natsrouter.schemas import Schema, field_path, validator
 
 #: Payload fields a header of the same name replaces.
 HEADER_FIELDS = ("tenant_id", "trace_id")
@@ -90,8 +90,8 @@ def _document(raw: bytes, headers: Mapping[str, str] | None, max_size: int) -> d
     return document
 
 
-def _check(checker: Any, document: dict[str, Any]) -> None:
-    error = first_error(checker, document)
+def _check(schema: Schema, document: dict[str, Any]) -> None:
+    error = schema.error(document)
     if error is not None:
         raise InvalidMessage(field_path(error), error.message)
 

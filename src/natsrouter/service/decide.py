@@ -84,9 +84,11 @@ class DecideService:
         trace_id = trace_from_headers(headers)
         try:
             request = self._apply_headers(
-                parse_decide_request(raw, self._settings.nats_max_payload_size), headers
+                parse_decide_request(raw, self._settings.nats_max_payload_size),
+                trace_id,
+                headers,
             )
-            trace_id = request.trace_id or trace_id or new_trace_id()
+            trace_id = request.trace_id or new_trace_id()
             self._check_tenant(request.tenant_id)
             decision = self._decider.decide(request)
             body: dict[str, Any] = {
@@ -136,11 +138,13 @@ class DecideService:
         return error.code.http_status, error_response(error)
 
     @staticmethod
-    def _apply_headers(request: DecideRequest, headers: Mapping[str, str] | None) -> DecideRequest:
+    def _apply_headers(
+        request: DecideRequest, header_trace_id: str | None, headers: Mapping[str, str] | None
+    ) -> DecideRequest:
         """Headers win over payload fields (CONTRACT §1)."""
         if not headers:
             return request
-        trace_id = trace_from_headers(headers) or request.trace_id
+        trace_id = header_trace_id or request.trace_id
         tenant_id = headers.get("tenant_id") or request.tenant_id
         if (trace_id, tenant_id) == (request.trace_id, request.tenant_id):
             return request

@@ -122,14 +122,11 @@ class Router:
 
     def reload_policies(self) -> bool:
         """Load the directory again; on an invalid file the previous set stays in force."""
-        self._seen_files = _policy_files(self.policies.root)
         try:
-            count = self.policies.reload()
+            self.load_policies()
         except PolicyError as err:
             self.events.policy_reload_failed(str(err), str(err.path), err.field)
             return False
-        self.health.configure(self.policies.all())
-        self.events.policies_loaded(count, str(self.policies.root))
         return True
 
     async def _watch(self) -> None:
