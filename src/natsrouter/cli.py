@@ -22,6 +22,7 @@ from natsrouter.config import Settings, load_settings
 from natsrouter.embedded import EmbeddedServerError, NatsServer
 from natsrouter.errors import ConfigError
 from natsrouter.link.link import Link
+from natsrouter.link.spool import open_pending_queue
 from natsrouter.observability.http import HttpServer, build_app
 from natsrouter.observability.logging import configure_logging, get_logger
 from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
@@ -57,6 +58,12 @@ async def serve(settings: Settings) -> int:
     """Run until a signal (exit 0) or exhaustion under the ``exit`` policy (exit 3)."""
     embedded: NatsServer | None = None
     servers = settings.nats_url
+    try:
+        # Opened first: a spool that cannot be used stops start-up before anything runs.
+        pending = open_pending_queue(settings)
+    except ConfigError as exc:
+        log.error("configuration error", error=str(exc), key=exc.key)  # noqa: TRY400
+        return EXIT_CONFIG
     if settings.embedded:
         embedded = NatsServer(
             port=settings.embedded_nats_port, store_dir=Path(settings.embedded_nats_store_dir)
@@ -65,6 +72,7 @@ async def serve(settings: Settings) -> int:
             await embedded.astart()
         except EmbeddedServerError as exc:
             log.error("embedded nats-server did not start", error=str(exc))  # noqa: TRY400
+            pending.close()
             return EXIT_EMBEDDED
         servers = (embedded.url,)
         log.info(
@@ -74,7 +82,7 @@ async def serve(settings: Settings) -> int:
         )
 
     registry = CollectorRegistry()
-    link = Link(settings, LinkMetrics(registry), servers=servers)
+    link = Link(settings, LinkMetrics(registry), servers=servers, pending=pending)
     router = Router(settings, link, RouterMetrics(registry))
     http = HttpServer(
         build_app(link, fault_admin=settings.nats_fault_injection_enabled),
@@ -111,8 +119,8 @@ async def serve(settings: Settings) -> int:
         )
         stopping = asyncio.create_task(stop.wait())
         exiting = asyncio.create_task(link.exit_requested.wait())
-        done, pending = await asyncio.wait({stopping, exiting}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
+        done, waiting = await asyncio.wait({stopping, exiting}, return_when=asyncio.FIRST_COMPLETED)
+        for task in waiting:
             task.cancel()
         if exiting in done:
             log.error(
@@ -122,7 +130,13 @@ async def serve(settings: Settings) -> int:
     finally:
         pending_count = await router.stop() if started else link.pending.count
         await link.close()
-        if pending_count:
+        if pending_count and settings.nats_pending_spool_path:
+            log.info(
+                "stopping with operations kept in the spool for the next start",
+                pending_count=pending_count,
+                spool=settings.nats_pending_spool_path,
+            )
+        elif pending_count:
             # The queue is in memory: what is still in it is gone with the process.
             log.warning("stopping with operations still pending", pending_count=pending_count)
         await http.stop()

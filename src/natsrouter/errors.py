@@ -39,6 +39,7 @@ class Reason(StrEnum):
     AUTH = "auth"
     QUEUE_FULL = "queue_full"
     EXPIRED = "expired"
+    SPOOL_ERROR = "spool_error"
     FAULT_INJECTED = "fault_injected"
     OTHER = "other"
 

@@ -1,7 +1,9 @@
 """A TCP proxy for tests: forwards, black-holes (keeps sockets open, forwards nothing) or cuts.
 
 It stands between the link and a real nats-server to make the failures a process kill cannot:
-a half-open link (``blackhole``) and an abrupt reset of every connection (``cut``).
+a half-open link (``blackhole``), lost answers (``blackhole_replies``: the server gets and
+acts on what the client sends, the client hears nothing back) and an abrupt reset of every
+connection (``cut``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = listen_port or free_port()
         self.blackholed = False
+        self.replies_blackholed = False
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
@@ -38,15 +41,17 @@ class TcpProxy:
             writer.close()
             return
         self._writers.add(up_writer)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
+        for src, dst, replies in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pipe(src, dst, replies=replies))
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, replies: bool
+    ) -> None:
         try:
             while data := await src.read(65536):
-                if self.blackholed:
+                if self.blackholed or (replies and self.replies_blackholed):
                     continue  # read and discard: the peer sees an open, silent socket
                 dst.write(data)
                 await dst.drain()
@@ -59,8 +64,14 @@ class TcpProxy:
     def blackhole(self) -> None:
         self.blackholed = True
 
+    def blackhole_replies(self) -> None:
+        """Discard server-to-client bytes only: requests arrive, answers are lost."""
+        self.replies_blackholed = True
+
     def resume(self) -> None:
         self.blackholed = False
+        self.replies_blackholed = False
+        self.replies_blackholed = False
 
     async def cut(self) -> None:
         """Reset every open connection (new ones are still accepted)."""

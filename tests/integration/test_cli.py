@@ -305,3 +305,37 @@ def test_run_refuses_an_invalid_policy_with_exit_2(tmp_path: Path, routers: list
     [line] = [entry for entry in router.lines() if entry["message"] == "invalid policies"]
     assert line["field"] == "providers[0].weight"
     assert line["file"].endswith("acme/default.json")
+
+
+def test_run_refuses_a_spool_another_process_holds_with_exit_2(
+    tmp_path: Path, routers: list[Router]
+) -> None:
+    """Two Routers on one spool would replay the same items: the second stops at start-up."""
+    spool = tmp_path / "spool.db"
+    first = Router(
+        {
+            **FAST_ENV,
+            "ROUTER_NATS_URL": f"nats://127.0.0.1:{free_port()}",  # nobody listens: queueing
+            "ROUTER_NATS_PENDING_SPOOL_PATH": str(spool),
+        },
+        tmp_path,
+    )
+    routers.append(first)
+    first.wait(lambda: first.get("/health/live")[0] == 200, what="the first Router")
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second = Router(
+        {
+            **FAST_ENV,
+            "ROUTER_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+            "ROUTER_NATS_PENDING_SPOOL_PATH": str(spool),
+        },
+        second_dir,
+    )
+    routers.append(second)
+    assert second.proc.wait(timeout=30) == 2
+    [line] = [entry for entry in second.lines() if entry["message"] == "configuration error"]
+    assert line["key"] == "nats_pending_spool_path"
+    assert line["error"] == f"nats_pending_spool_path: {spool}: in use by another process"
+    assert first.proc.poll() is None
+    assert first.stop() == 0

@@ -40,6 +40,7 @@ from natsrouter.link.transport import (
     MessageHandler,
     NativeSubscription,
     PullConsumer,
+    StreamInfo,
     StreamSpec,
     Transport,
 )
@@ -259,6 +260,9 @@ class FaultInjectingConnection:
     async def ensure_stream(self, spec: StreamSpec) -> bool:
         # Stream management is set-up, not traffic: no fault target of its own.
         return await self._inner.ensure_stream(spec)
+
+    async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
+        return await self._inner.find_stream(subject, timeout_s)
 
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         target = FaultTarget.NAK if kind is AckKind.NAK else FaultTarget.ACK

@@ -7,8 +7,13 @@ Nothing else in natsrouter touches nats-py. The link
   exhausted after ``nats_reconnect_attempts`` and applying ``nats_on_reconnect_exhausted``;
 - finds half-open links with its own pings (``_watchdog``);
 - binds every subscription and consumer again on each new connection;
-- keeps publishes made while not connected in a bounded pending queue and replays them
-  oldest first (``_replay``), or refuses them at once in fail-open mode;
+- keeps publishes made while not connected in a bounded pending queue (memory, or the SQLite
+  spool) and replays them oldest first (``_replay``), or refuses them at once in fail-open
+  mode;
+- gives every JetStream publish a ``Nats-Msg-Id`` when it is first accepted and keeps it
+  through retries, the queue and the spool, so however often it is sent the stream stores it
+  once; an unsettled one (timeout, a stream between leaders) is retried with that id until
+  ``js_publish_retry_deadline_ms`` (``_retry_publish``);
 - returns one typed ``Result`` per publish / ack / nak, and raises typed errors for requests.
 
 Task ownership: the supervisor, watchdog, replay and consumer tasks are held here; a
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -34,7 +41,8 @@ from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.faults import Fault, FaultInjectingTransport, FaultRegistry, FaultTarget
 from natsrouter.link.nats_transport import ConnectOptions, NatsTransport
 from natsrouter.link.outcome import Operation, Outcome, Result
-from natsrouter.link.pending import Admission, Limits, MemoryPendingQueue, PendingOp, PendingQueue
+from natsrouter.link.pending import Admission, PendingItem, PendingOp, PendingQueue
+from natsrouter.link.spool import SpoolError, open_pending_queue
 from natsrouter.link.state import ConnectionState, check_transition
 from natsrouter.link.subscriptions import Consumer, JsHandler, Subscription
 from natsrouter.link.telemetry import LinkTelemetry
@@ -58,6 +66,14 @@ _REPLAY_BATCH = 100
 _MISSED_PINGS_LOST = 2
 # Results are immutable: the common one is shared.
 _SENT = Result(Outcome.SENT)
+#: The header JetStream deduplicates on.
+MSG_ID = "Nats-Msg-Id"
+# JetStream publish failures whose outcome is not settled: a timeout (stored or not, nobody
+# knows) and no responders while a stream holds the subject (a clustered stream between
+# leaders). Retried with the same Nats-Msg-Id, pausing from the first value, doubling to the cap.
+_UNSETTLED = frozenset({Reason.TIMEOUT, Reason.NO_RESPONDERS})
+_RETRY_PAUSE_S = 0.05
+_RETRY_PAUSE_MAX_S = 1.0
 
 
 async def _not_connected(*_: object, **__: object) -> None:
@@ -115,6 +131,10 @@ class Link:
         self._pwa_total = metrics.operation_total[Operation.PUBLISH_WITH_ACK]
         self._pwa_duration = metrics.duration_of[Operation.PUBLISH_WITH_ACK]
         self._request_timeout_s = settings.nats_request_timeout_ms / 1000
+        self._retry_deadline_s = settings.js_publish_retry_deadline_ms / 1000
+        # Message ids: random per process (so two processes never collide), then a counter.
+        self._msg_id_prefix = f"{secrets.token_hex(8)}-"
+        self._msg_seq = itertools.count(1)
 
         base = transport or NatsTransport(ConnectOptions.from_settings(settings))
         self.faults: FaultRegistry | None = None
@@ -122,14 +142,16 @@ class Link:
             self.faults = FaultRegistry(rng=self._rng, on_injected=self._fault_injected)
             base = FaultInjectingTransport(base, self.faults)
         self._transport = base
-        self._pending: PendingQueue = pending or MemoryPendingQueue(
-            Limits(
-                settings.nats_max_pending_operations,
-                settings.nats_max_pending_bytes,
-                settings.nats_pending_overflow,
-            )
-        )
+        # May raise ConfigError (nats_pending_spool_path) before anything is started.
+        self._pending: PendingQueue = pending or open_pending_queue(settings)
         self.accounting = Accounting((self._publish_total, self._pwa_total))
+        metrics.track_ledger(self.accounting.as_dict)
+        if self._pending.count:  # a spool from an earlier process: replayed once connected
+            self.accounting.recovered = self._pending.count
+            self._t.spool_recovered(
+                settings.nats_pending_spool_path, self._pending.count, self._pending.size_bytes
+            )
+            self._t.pending_gauges(self._pending.count, self._pending.size_bytes)
 
         self._state = ConnectionState.CONNECTING
         metrics.connection_status.set(self._state.gauge)
@@ -278,6 +300,8 @@ class Link:
             if self._last_failure_reason
             else None,
             "pending": {
+                "spool": self._settings.nats_pending_spool_path or None,
+                "recovered": self.accounting.recovered,
                 "count": self._pending.count,
                 "bytes": self._pending.size_bytes,
                 "max_count": limits.max_count,
@@ -614,7 +638,17 @@ class Link:
     async def publish_with_ack(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Result:
-        """JetStream publish; ``sent`` carries the server's PubAck."""
+        """JetStream publish; ``sent`` carries the server's PubAck.
+
+        The message keeps the caller's ``Nats-Msg-Id``, or gets one now, before the first
+        attempt: every later send of it (retry, replay, replay after a restart from the
+        spool) carries the same id, and the server stores it once within the stream's
+        duplicate window.
+        """
+        if headers is None:
+            headers = {MSG_ID: f"{self._msg_id_prefix}{next(self._msg_seq)}"}
+        elif MSG_ID not in headers:
+            headers = {**headers, MSG_ID: f"{self._msg_id_prefix}{next(self._msg_seq)}"}
         conn = self._direct
         if conn is None:
             op = PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers)
@@ -626,10 +660,62 @@ class Link:
             ack = await conn.publish_with_ack(subject, payload, headers, self._request_timeout_s)
         except LinkError as err:
             op = PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers)
+            if err.reason in _UNSETTLED and self._retry_deadline_s:
+                return await self._retry_publish(op, err, conn, started)
             return self._send_failed(op, err, conn)
         self._pwa_duration.observe(self._clock() - started)
         self._pwa_total.value += 1
         return Result(Outcome.SENT, ack)
+
+    async def _retry_publish(
+        self, op: PendingOp, err: LinkError, conn: Connection, started: float
+    ) -> Result:
+        """Send an unsettled JetStream publish again, same ``Nats-Msg-Id``, until the deadline.
+
+        The caller waits at most ``js_publish_retry_deadline_ms`` from its first attempt (plus
+        what is left of one request timeout). No responders when no stream holds the subject
+        is settled (``failed``, at once). When the deadline passes or the connection is lost
+        or replaced, the publish is held (``queued``) and the replay sends it with its id.
+        """
+        self._t.failed(op.operation, err, op.subject)  # logged once; retries are counted
+        if err.reason is Reason.NO_RESPONDERS and not await self._stream_exists(conn, op.subject):
+            self.accounting.slow += 1
+            self.accounting.failed += 1
+            return Result(Outcome.FAILED, reason=err.reason, error=err)
+        deadline = started + self._retry_deadline_s
+        pause = _RETRY_PAUSE_S
+        attempt = 0
+        while (remaining := deadline - self._clock()) > 0:
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, _RETRY_PAUSE_MAX_S)
+            current = self._direct
+            if current is None:
+                break  # lost, or a replay runs: the queue keeps the order and the id
+            conn = current
+            attempt += 1
+            self._t.publish_retry(err, op.subject, attempt)
+            timeout_s = min(self._request_timeout_s, max(deadline - self._clock(), 0.001))
+            try:
+                sent_at = self._clock()
+                ack = await conn.publish_with_ack(op.subject, op.payload, op.headers, timeout_s)
+            except LinkError as again:
+                if again.reason not in _UNSETTLED:
+                    return self._send_failed(op, again, conn)
+                err = again
+                self._t.failed(op.operation, err, op.subject, log=False)
+                continue
+            self._pwa_duration.observe(self._clock() - sent_at)
+            self._pwa_total.value += 1
+            return Result(Outcome.SENT, ack)
+        self.accounting.slow += 1
+        return self._hold(op, err.reason)
+
+    async def _stream_exists(self, conn: Connection, subject: str) -> bool:
+        """True when a stream holds ``subject``, or when the server cannot say right now."""
+        try:
+            return await conn.find_stream(subject, self._request_timeout_s) is not None
+        except LinkError:
+            return True
 
     def _refresh_direct(self) -> None:
         """Recompute ``_direct``: the connection publishes go straight to, or None to hold.
@@ -680,7 +766,12 @@ class Link:
             self._t.fail_open(op.operation, op.subject, reason)
             return Result(Outcome.FAILED_OPEN, reason=reason)
         self._expire()
-        pushed = self._pending.push(op, self._wall())
+        try:
+            pushed = self._pending.push(op, self._wall())
+        except SpoolError as exc:
+            self.accounting.dropped += 1
+            self._t.spool_failed("push", exc, dropped=True)
+            return Result(Outcome.DROPPED, reason=Reason.SPOOL_ERROR)
         limits = self._pending.limits
         dropped = len(pushed.evicted) + (1 if pushed.admission is Admission.DROP else 0)
         if pushed.admission is not Admission.STORE:
@@ -701,7 +792,11 @@ class Link:
         timeout_ms = self._settings.nats_pending_operation_timeout_ms
         if not timeout_ms or not self._pending.count:
             return
-        expired = self._pending.expire(self._wall() - timeout_ms / 1000)
+        try:
+            expired = self._pending.expire(self._wall() - timeout_ms / 1000)
+        except SpoolError as exc:
+            self._t.spool_failed("expire", exc)
+            return
         if expired:
             self.accounting.dropped += len(expired)
             self._t.expired(len(expired))
@@ -727,24 +822,36 @@ class Link:
         self._t.replay_started(self._pending.count)
         success = failed = 0
         cursor = 0
+        windows: dict[str, float | None] = {}  # duplicate window by subject, this replay
         try:
             while generation == self._generation:
-                item = self._pending.oldest_after(cursor)
+                try:
+                    item = self._pending.oldest_after(cursor)
+                except SpoolError as exc:
+                    self._t.spool_failed("read", exc)
+                    break
                 if item is None:
                     break
                 cursor = item.id
+                if item.op.operation is Operation.PUBLISH_WITH_ACK:
+                    await self._check_dedup_window(conn, item, windows)
                 try:
                     await self._send(conn, item.op)
                 except LinkError as err:
                     failed += 1
-                    self._pending.record_failure(item.id)
+                    with contextlib.suppress(SpoolError):  # only the attempts column
+                        self._pending.record_failure(item.id)
                     self._t.replay_item(sent=False)
                     self._t.failed(item.op.operation, err, item.op.subject)
                     if err.connection_lost:
                         self._on_lost(generation, conn, err)
                         break
                     continue
-                self._pending.remove(item.id)
+                try:
+                    self._pending.remove(item.id)
+                except SpoolError as exc:
+                    # Sent but still in the spool: sent again later, deduplicated by its id.
+                    self._t.spool_failed("remove", exc)
                 self.accounting.replayed += 1
                 success += 1
                 self._t.replay_item(sent=True)
@@ -757,6 +864,28 @@ class Link:
             self._last_replay = self._clock()
             self._t.pending_gauges(self._pending.count, self._pending.size_bytes)
             self._t.replay_complete(success, failed, self._pending.count)
+
+    async def _check_dedup_window(
+        self, conn: Connection, item: PendingItem, windows: dict[str, float | None]
+    ) -> None:
+        """Say so before sending an item older than its stream's duplicate window.
+
+        Past the window the server no longer remembers the id, so if an earlier send of this
+        item was stored after all, this one is a duplicate. Looked up once per subject and
+        replay; when the stream cannot be found the check is skipped.
+        """
+        subject = item.op.subject
+        if subject not in windows:
+            try:
+                info = await conn.find_stream(subject, self._request_timeout_s)
+            except LinkError:
+                info = None
+            windows[subject] = info.duplicate_window_s if info and info.duplicate_window_s else None
+        window = windows[subject]
+        age = self._wall() - item.enqueued_at
+        if window is not None and age > window:
+            msg_id = (item.op.headers or {}).get(MSG_ID, "")
+            self._t.past_dedup_window(subject, msg_id, age, window)
 
     # -- request, ack, nak -------------------------------------------------------------------
 

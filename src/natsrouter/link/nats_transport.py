@@ -45,6 +45,7 @@ from natsrouter.link.transport import (
     MessageHandler,
     NativeSubscription,
     PullConsumer,
+    StreamInfo,
     StreamSpec,
 )
 from natsrouter.observability.logging import get_logger
@@ -364,12 +365,25 @@ class NatsConnection:
             subjects=list(spec.subjects),
             duplicate_window=spec.duplicate_window_s,
             max_age=spec.max_age_s or None,
+            num_replicas=spec.replicas,
         )
         try:
             await self._js.add_stream(config)
         except Exception as exc:
             raise translate(exc) from exc
         return True
+
+    async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
+        # Two JetStream API calls: which stream holds the subject, then its configuration.
+        js = self._nc.jetstream(timeout=timeout_s)
+        try:
+            name = await js.find_stream_name_by_subject(subject)
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            return None
+        except Exception as exc:
+            raise translate(exc) from exc
+        return StreamInfo(name, float(info.config.duplicate_window or 0.0))
 
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         # Sent on the current connection, not the one that delivered the message: the

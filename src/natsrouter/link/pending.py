@@ -1,8 +1,8 @@
 """The pending queue: operations accepted while not connected, kept for replay.
 
 Bounded by count and bytes, with an overflow policy and an optional expiry. The link talks to
-the ``PendingQueue`` protocol; ``MemoryPendingQueue`` is the in-memory implementation (a
-durable SQLite one plugs in behind the same protocol). The overflow decision itself is the
+the ``PendingQueue`` protocol; ``MemoryPendingQueue`` is the in-memory implementation and
+``spool.SqlitePendingQueue`` the durable one. The overflow decision itself is the
 pure function ``admit`` so every implementation applies the same rule.
 """
 
@@ -81,7 +81,11 @@ class PushResult:
 
 
 class PendingQueue(Protocol):
-    """Oldest-first store of pending operations."""
+    """Oldest-first store of pending operations.
+
+    A durable implementation may raise ``spool.SpoolError`` from any method that touches
+    its file; the memory one never raises.
+    """
 
     @property
     def limits(self) -> Limits: ...

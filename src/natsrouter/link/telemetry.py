@@ -227,6 +227,47 @@ class LinkTelemetry:
             remaining=remaining,
         )
 
+    def publish_retry(self, err: LinkError, subject: str, attempt: int) -> None:
+        """An ambiguous JetStream publish is sent again with its Nats-Msg-Id (counted, debug)."""
+        self.metrics.publish_retries.inc()
+        self.log.debug(
+            "retrying publish_with_ack with the same Nats-Msg-Id",
+            subject=subject,
+            attempt=attempt,
+            reason=err.reason.value,
+        )
+
+    def past_dedup_window(self, subject: str, msg_id: str, age_s: float, window_s: float) -> None:
+        self.metrics.past_dedup_window.inc()
+        self.log.warning(
+            "replaying a publish older than its stream's duplicate window",
+            error_code="NATS_REPLAY_PAST_DEDUP_WINDOW",
+            subject=subject,
+            msg_id=msg_id,
+            age_ms=round(age_s * 1000),
+            window_ms=round(window_s * 1000),
+        )
+
+    def spool_recovered(self, path: str, count: int, size_bytes: int) -> None:
+        self.log.info(
+            "pending operations recovered from the spool",
+            error_code="NATS_SPOOL_RECOVERED",
+            path=path,
+            count=count,
+            bytes=size_bytes,
+        )
+
+    def spool_failed(self, action: str, err: Exception, *, dropped: bool = False) -> None:
+        if dropped:
+            self.metrics.pending_dropped.labels(Reason.SPOOL_ERROR.value).inc()
+        self.log.error(
+            "pending spool failed",
+            error_code="NATS_SPOOL_ERROR",
+            action=action,
+            dropped=dropped,
+            error=str(err),
+        )
+
     def fault_injected(self, operation: str, fault: str) -> None:
         self.log.warning(
             "fault injected", error_code="NATS_FAULT_INJECTED", operation=operation, fault=fault

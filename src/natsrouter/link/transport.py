@@ -66,6 +66,15 @@ class StreamSpec:
     subjects: tuple[str, ...]
     duplicate_window_s: float = 120.0
     max_age_s: float = 0.0  # 0 = keep until limits
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the link needs to know of the stream that captures a subject."""
+
+    name: str
+    duplicate_window_s: float
 
 
 class AckKind(StrEnum):
@@ -133,6 +142,10 @@ class Connection(Protocol):
     async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer: ...
     async def ensure_stream(self, spec: StreamSpec) -> bool:
         """Create the stream unless it exists; True when it was created."""
+        ...
+
+    async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
+        """The stream that stores ``subject``, or None when no stream does."""
         ...
 
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:

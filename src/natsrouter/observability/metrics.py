@@ -8,6 +8,8 @@ Label values are bounded: ``reason`` is an ``errors.Reason``, ``operation`` a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -15,6 +17,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from natsrouter.errors import Reason
 from natsrouter.link.outcome import Operation
@@ -25,6 +28,37 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _OUTAGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _OPERATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+#: Where an accepted publish can end (besides still pending): ``outcome`` label values.
+SETTLED_OUTCOMES = ("sent", "dropped", "rejected", "failed_open", "failed")
+
+
+class _LedgerCollector:
+    """The no-silent-loss ledger at scrape time (``link.accounting``), read, never counted.
+
+    accepted_total = sum(outcome_total) + pending_operations_count, for this process.
+    """
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        values = self.source() if self.source is not None else {}
+        accepted = CounterMetricFamily(
+            "router_nats_publishes_accepted",
+            "Publishes the link took responsibility for (incl. items recovered from the spool)",
+            value=values.get("accepted", 0),
+        )
+        outcome = CounterMetricFamily(
+            "router_nats_publishes_outcome",
+            "Where accepted publishes ended; the rest is pending",
+            labels=("outcome",),
+        )
+        for name in SETTLED_OUTCOMES:
+            outcome.add_metric((name,), values.get(name, 0))
+        yield accepted
+        yield outcome
 
 
 class LinkMetrics:
@@ -109,7 +143,21 @@ class LinkMetrics:
         self.pending_retry_failed = counter(
             "pending_operations_retry_failed", "Replays that left the operation queued"
         )
+        self.past_dedup_window = counter(
+            "pending_operations_past_dedup_window",
+            "Replayed JetStream publishes older than their stream's duplicate window",
+        )
+        self.publish_retries = counter(
+            "publish_with_ack_retries",
+            "Extra attempts of an ambiguous JetStream publish with the same Nats-Msg-Id",
+        )
+        self._ledger = _LedgerCollector()
+        registry.register(self._ledger)
         self._prime()
+
+    def track_ledger(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Export ``router_nats_publishes_*`` from ``source`` (the link's accounting)."""
+        self._ledger.source = source
 
     def _prime(self) -> None:
         """Create every labelled child at zero, so series exist before the first event."""
@@ -118,7 +166,7 @@ class LinkMetrics:
             self.reconnect_failures.labels(r.value)
             for op in Operation:
                 self.operation_failures[op].labels(r.value)
-        for r in (Reason.QUEUE_FULL, Reason.EXPIRED):
+        for r in (Reason.QUEUE_FULL, Reason.EXPIRED, Reason.SPOOL_ERROR):
             self.pending_dropped.labels(r.value)
         for op in Operation:
             self.fail_open.labels(op.value)

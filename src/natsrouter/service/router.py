@@ -55,14 +55,17 @@ _TICK_S = 1.0
 def stream_specs(settings: Settings) -> list[StreamSpec]:
     """The Router's streams; each duplicate window is the idempotency TTL."""
     window = float(settings.idempotency_ttl_seconds)
+    replicas = settings.jetstream_stream_replicas
+    dlq_subjects = (f"{settings.ack_subject}.dlq", f"{settings.result_subject}.dlq")
     return [
-        StreamSpec(ASSIGNMENTS_STREAM, (settings.assignment_subject,), window),
-        StreamSpec(ACKS_STREAM, (settings.ack_subject,), window),
-        StreamSpec(RESULTS_STREAM, (settings.result_subject,), window),
-        StreamSpec(USAGE_STREAM, (settings.usage_subject,), window),
-        StreamSpec(
-            DLQ_STREAM, (f"{settings.ack_subject}.dlq", f"{settings.result_subject}.dlq"), window
-        ),
+        StreamSpec(name, subjects, window, replicas=replicas)
+        for name, subjects in (
+            (ASSIGNMENTS_STREAM, (settings.assignment_subject,)),
+            (ACKS_STREAM, (settings.ack_subject,)),
+            (RESULTS_STREAM, (settings.result_subject,)),
+            (USAGE_STREAM, (settings.usage_subject,)),
+            (DLQ_STREAM, dlq_subjects),
+        )
     ]
 
 
