@@ -7,8 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +15,9 @@ from typing import Any
 import pytest
 
 from natsrouter.embedded import NatsServer, free_port
+from tests.helpers.process import DEMO_POLICY, NATSROUTER, RouterProcess
 
 pytestmark = pytest.mark.integration
-NATSROUTER = str(Path(sys.executable).parent / "natsrouter")
 FAST_ENV = {
     "ROUTER_NATS_RECONNECT_DELAY_MS": "50",
     "ROUTER_NATS_MAX_RECONNECT_DELAY_MS": "100",
@@ -27,86 +25,22 @@ FAST_ENV = {
 }
 
 
-DEMO_POLICY = {"providers": [{"name": "p1", "weight": 1}]}
-
-
-class Router:
-    """A `natsrouter run` process with its stderr collected line by line."""
-
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.metrics_port = free_port()
-        self.http_port = free_port()
-        self.stderr_path = tmp / "stderr.log"
-        policy = tmp / "policies" / "acme" / "default.json"
-        if not policy.exists():
-            policy.parent.mkdir(parents=True)
-            policy.write_text(json.dumps(DEMO_POLICY))
-        base = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
-        self.env = {
-            **base,
-            "ROUTER_METRICS_HOST": "127.0.0.1",
-            "ROUTER_METRICS_PORT": str(self.metrics_port),
-            "ROUTER_HTTP_PORT": str(self.http_port),
-            **env,
-        }
-        with self.stderr_path.open("wb") as err:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(
-                [NATSROUTER, "run"],
-                env=self.env,
-                cwd=tmp,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stderr_path.read_text().splitlines()]
-
-    def get(self, path: str) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.metrics_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def wait(self, condition: Any, timeout_s: float = 15, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if condition():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(
-            f"timed out waiting for {what}; stderr:\n" + self.stderr_path.read_text()[-3000:]
-        )
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=20)
-
-
 @pytest.fixture
-def routers(tmp_path: Path) -> Iterator[list[Router]]:
-    started: list[Router] = []
+def routers(tmp_path: Path) -> Iterator[list[RouterProcess]]:
+    started: list[RouterProcess] = []
     try:
         yield started
     finally:
         for router in started:
-            if router.proc.poll() is None:
-                router.proc.kill()
-                router.proc.wait(timeout=10)
+            router.kill()
 
 
 def test_run_with_embedded_server_serves_and_stops_cleanly(
-    tmp_path: Path, routers: list[Router]
+    tmp_path: Path, routers: list[RouterProcess]
 ) -> None:
     """No nats_url: starts its own nats-server, becomes ready, exits 0 on SIGTERM."""
     nats_port = free_port()
-    router = Router(
+    router = RouterProcess(
         {
             "ROUTER_EMBEDDED_NATS_PORT": str(nats_port),
             "ROUTER_EMBEDDED_NATS_STORE_DIR": str(tmp_path / "store"),
@@ -129,11 +63,11 @@ def test_run_with_embedded_server_serves_and_stops_cleanly(
 
 
 def test_starts_without_nats_and_becomes_ready_when_it_appears(
-    tmp_path: Path, routers: list[Router]
+    tmp_path: Path, routers: list[RouterProcess]
 ) -> None:
     """Configured server down at start: alive and not ready, then ready once it is up."""
     server = NatsServer(store_dir=tmp_path / "js")
-    router = Router({"ROUTER_NATS_URL": server.url, **FAST_ENV}, tmp_path)
+    router = RouterProcess({"ROUTER_NATS_URL": server.url, **FAST_ENV}, tmp_path)
     routers.append(router)
     router.wait(lambda: router.get("/health/live")[0] == 200, what="live")
     assert router.get("/health/ready")[0] == 503
@@ -146,9 +80,11 @@ def test_starts_without_nats_and_becomes_ready_when_it_appears(
     assert router.stop() == 0
 
 
-def test_exit_policy_exits_non_zero_after_exhaustion(tmp_path: Path, routers: list[Router]) -> None:
+def test_exit_policy_exits_non_zero_after_exhaustion(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
     """nats_on_reconnect_exhausted=exit: exit code 3 once the attempts are used up."""
-    router = Router(
+    router = RouterProcess(
         {
             "ROUTER_NATS_URL": f"nats://127.0.0.1:{free_port()}",
             "ROUTER_NATS_RECONNECT_ATTEMPTS": "2",
@@ -164,7 +100,7 @@ def test_exit_policy_exits_non_zero_after_exhaustion(tmp_path: Path, routers: li
 
 
 def test_wrong_password_is_logged_as_auth_and_never_printed(
-    tmp_path: Path, routers: list[Router]
+    tmp_path: Path, routers: list[RouterProcess]
 ) -> None:
     """A rejected credential: reason=auth in JSON lines; the password appears nowhere."""
     server = NatsServer(
@@ -172,7 +108,7 @@ def test_wrong_password_is_logged_as_auth_and_never_printed(
     )
     server.start()
     try:
-        router = Router(
+        router = RouterProcess(
             {
                 "ROUTER_NATS_URL": f"nats://router:Wr0ng-s3cret@127.0.0.1:{server.port}",
                 "ROUTER_NATS_TOKEN": "T0ken-s3cret",
@@ -247,10 +183,10 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
 
 
 def test_run_decides_over_http_out_of_the_box_and_reloads_on_sighup(
-    tmp_path: Path, routers: list[Router]
+    tmp_path: Path, routers: list[RouterProcess]
 ) -> None:
     """Embedded server, shipped-style policy, decide over HTTP; SIGHUP loads a new policy."""
-    router = Router(
+    router = RouterProcess(
         {
             **FAST_ENV,
             "ROUTER_EMBEDDED_NATS_PORT": str(free_port()),
@@ -294,12 +230,14 @@ def test_run_decides_over_http_out_of_the_box_and_reloads_on_sighup(
     assert "natsrouter stopped" in [line["message"] for line in router.lines()]
 
 
-def test_run_refuses_an_invalid_policy_with_exit_2(tmp_path: Path, routers: list[Router]) -> None:
+def test_run_refuses_an_invalid_policy_with_exit_2(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
     """A broken policy file stops start-up: exit 2, the file and field in the log."""
     policy = tmp_path / "policies" / "acme" / "default.json"
     policy.parent.mkdir(parents=True)
     policy.write_text(json.dumps({"providers": [{"name": "p1", "weight": 500}]}))
-    router = Router({**FAST_ENV, "ROUTER_EMBEDDED_NATS_PORT": str(free_port())}, tmp_path)
+    router = RouterProcess({**FAST_ENV, "ROUTER_EMBEDDED_NATS_PORT": str(free_port())}, tmp_path)
     routers.append(router)
     assert router.proc.wait(timeout=30) == 2
     [line] = [entry for entry in router.lines() if entry["message"] == "invalid policies"]
@@ -308,11 +246,11 @@ def test_run_refuses_an_invalid_policy_with_exit_2(tmp_path: Path, routers: list
 
 
 def test_run_refuses_a_spool_another_process_holds_with_exit_2(
-    tmp_path: Path, routers: list[Router]
+    tmp_path: Path, routers: list[RouterProcess]
 ) -> None:
     """Two Routers on one spool would replay the same items: the second stops at start-up."""
     spool = tmp_path / "spool.db"
-    first = Router(
+    first = RouterProcess(
         {
             **FAST_ENV,
             "ROUTER_NATS_URL": f"nats://127.0.0.1:{free_port()}",  # nobody listens: queueing
@@ -324,7 +262,7 @@ def test_run_refuses_a_spool_another_process_holds_with_exit_2(
     first.wait(lambda: first.get("/health/live")[0] == 200, what="the first Router")
     second_dir = tmp_path / "second"
     second_dir.mkdir()
-    second = Router(
+    second = RouterProcess(
         {
             **FAST_ENV,
             "ROUTER_NATS_URL": f"nats://127.0.0.1:{free_port()}",

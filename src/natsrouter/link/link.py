@@ -173,6 +173,8 @@ class Link:
         self._last_failure_at: float | None = None
         self._last_failure_reason: Reason | None = None
         self._streams: list[StreamSpec] = []
+        self._unsure_streams: dict[str, StreamSpec] = {}  # checks that failed, to try again
+        self._last_stream_check = 0.0
         self._subscriptions: list[Subscription] = []
         self._consumers: list[Consumer] = []
         self._supervisor: asyncio.Task[None] | None = None
@@ -353,7 +355,7 @@ class Link:
         try:
             conn = await self._transport.connect(server, partial(self._on_lost, generation))
             for spec in self._streams:
-                await self._ensure_stream(conn, spec, raise_retriable=True)
+                await self._ensure_stream(conn, spec)
             await self._bind_subscriptions(conn, generation)
         except LinkError as err:
             if conn is not None:
@@ -445,32 +447,52 @@ class Link:
                 continue
             missed = 0
             self._maybe_replay_again(conn, generation)
+            await self._maybe_ensure_streams(conn)
 
     # -- streams -----------------------------------------------------------------------------
 
     async def declare_stream(self, spec: StreamSpec) -> None:
         """Create ``spec`` when missing: now if connected, and on every later connection.
 
-        Never raises: a failure is logged (``NATS_STREAM_ERROR``) and tried again on the next
-        connection. Streams are ensured before subscriptions and consumers are bound.
+        Never raises. Streams are ensured before subscriptions and consumers are bound. A
+        check that fails without losing the connection (a timeout while a cluster elects the
+        stream's leader, a refusal) is logged (``NATS_STREAM_ERROR``) and tried again after
+        watchdog pings, at most every ``nats_max_reconnect_delay_ms``: it does not cost the
+        connection, which decides and the other streams can use meanwhile.
         """
         self._streams.append(spec)
         conn = self._conn
         if conn is not None and self._state is ConnectionState.CONNECTED:
-            await self._ensure_stream(conn, spec, raise_retriable=False)
+            with contextlib.suppress(LinkError):
+                await self._ensure_stream(conn, spec)
 
-    async def _ensure_stream(
-        self, conn: Connection, spec: StreamSpec, *, raise_retriable: bool
-    ) -> None:
+    async def _ensure_stream(self, conn: Connection, spec: StreamSpec) -> None:
+        """Raises only when the connection is lost; other failures are retried later."""
         try:
             created = await conn.ensure_stream(spec)
         except LinkError as err:
             self._t.stream_failed(spec.name, err)
-            if raise_retriable and err.retriable:
+            self._unsure_streams[spec.name] = spec
+            if err.connection_lost:
                 raise
             return
+        self._unsure_streams.pop(spec.name, None)
         if created:
             self._t.stream_created(spec.name, spec.subjects)
+
+    async def _maybe_ensure_streams(self, conn: Connection) -> None:
+        due = (
+            self._clock() - self._last_stream_check
+            >= self._settings.nats_max_reconnect_delay_ms / 1000
+        )
+        if not self._unsure_streams or not due:
+            return
+        self._last_stream_check = self._clock()
+        for spec in list(self._unsure_streams.values()):
+            try:
+                await self._ensure_stream(conn, spec)
+            except LinkError:
+                return  # lost: the next connection checks every stream anyway
 
     # -- subscriptions -----------------------------------------------------------------------
 

@@ -103,6 +103,9 @@ def translate(exc: BaseException) -> LinkError:
 @dataclass(frozen=True)
 class ConnectOptions:
     connect_timeout_s: float
+    #: JetStream API calls (stream checks, consumer binds): nats_request_timeout_ms, not
+    #: nats-py's fixed 5 s, so a cluster electing a leader costs one request timeout.
+    api_timeout_s: float = 5.0
     user: str = ""
     password: str = ""
     token: str = ""
@@ -120,6 +123,7 @@ class ConnectOptions:
                 tls.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
         return cls(
             connect_timeout_s=settings.nats_connect_timeout_ms / 1000,
+            api_timeout_s=settings.nats_request_timeout_ms / 1000,
             user=settings.nats_user,
             password=settings.nats_password,
             token=settings.nats_token,
@@ -252,7 +256,7 @@ class NatsConnection:
             raise
         finally:
             self._opening = False
-        self._js = self._nc.jetstream()
+        self._js = self._nc.jetstream(timeout=options.api_timeout_s)
 
     async def _on_error(self, exc: Exception) -> None:
         if self._opening:

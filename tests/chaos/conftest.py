@@ -1,0 +1,142 @@
+"""Chaos fixtures: a real Router process, a raw link, the load, and the figures report.
+
+Every scenario records its figures (recovery time, accepted during the outage, delivered
+after, lost, duplicated, replay rate); they are printed at the end of the run and written to
+``build/chaos-report.json`` (the README's table comes from there).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+from nats.js.api import StreamConfig
+from prometheus_client import CollectorRegistry
+
+from natsrouter.config import build_settings
+from natsrouter.link import Link
+from natsrouter.observability.metrics import LinkMetrics
+from tests.helpers.process import RouterProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT: dict[str, dict[str, Any]] = {}
+
+# The Router under chaos: fast detection and backoff, a spool, room for every queued item.
+ROUTER_ENV = {
+    "ROUTER_NATS_CONNECT_TIMEOUT_MS": "500",
+    "ROUTER_NATS_RECONNECT_DELAY_MS": "50",
+    "ROUTER_NATS_MAX_RECONNECT_DELAY_MS": "500",
+    "ROUTER_NATS_PING_INTERVAL_MS": "500",
+    "ROUTER_NATS_REQUEST_TIMEOUT_MS": "1000",
+    "ROUTER_JS_PUBLISH_RETRY_DEADLINE_MS": "3000",
+    "ROUTER_NATS_MAX_PENDING_OPERATIONS": "100000",
+    "ROUTER_NATS_FAULT_INJECTION_ENABLED": "true",
+}
+RAW_SETTINGS = {
+    "nats_connect_timeout_ms": 500,
+    "nats_reconnect_delay_ms": 50,
+    "nats_max_reconnect_delay_ms": 500,
+    "nats_ping_interval_ms": 500,
+    "nats_request_timeout_ms": 1000,
+    "js_publish_retry_deadline_ms": 3000,
+    "nats_max_pending_operations": 100_000,
+}
+RAW_STREAM = "CHAOS_RAW"
+RAW_SUBJECT = "chaos.raw"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.chaos)
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not REPORT:
+        return
+    out = ROOT / "build" / "chaos-report.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(REPORT, indent=2, sort_keys=True) + "\n")
+    terminalreporter.section("chaos figures")
+    for name, figures in REPORT.items():
+        terminalreporter.write_line(f"{name}: {json.dumps(figures, sort_keys=True)}")
+    terminalreporter.write_line(f"(written to {out})")
+
+
+@pytest.fixture
+def report() -> dict[str, dict[str, Any]]:
+    return REPORT
+
+
+@pytest.fixture
+def routers() -> Iterator[list[RouterProcess]]:
+    """Router processes started by a test; SIGKILLed at teardown if still running."""
+    started: list[RouterProcess] = []
+    try:
+        yield started
+    finally:
+        for router in started:
+            router.kill()
+
+
+def router_env(tmp: Path, nats_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **ROUTER_ENV,
+        "ROUTER_NATS_URL": nats_url,
+        "ROUTER_NATS_PENDING_SPOOL_PATH": str(tmp / "router-spool.db"),
+        **extra,
+    }
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+@pytest.fixture
+async def raw_links(tmp_path: Path) -> AsyncIterator[list[Link]]:
+    links: list[Link] = []
+    try:
+        yield links
+    finally:
+        for link in links:
+            await link.close()
+
+
+async def start_raw_link(links: list[Link], tmp: Path, servers: list[str]) -> Link:
+    """A link in the test process, with its own spool, for the raw publish load."""
+    settings = build_settings(
+        {
+            **RAW_SETTINGS,
+            "nats_url": ",".join(servers),
+            "nats_pending_spool_path": str(tmp / "raw-spool.db"),
+        }
+    )
+    link = Link(settings, LinkMetrics(CollectorRegistry()))
+    links.append(link)
+    await link.start()
+    assert await link.wait_connected(10)
+    return link
+
+
+async def create_raw_stream(servers: list[str], replicas: int = 1) -> None:
+    nc = await nats.connect(servers, connect_timeout=2)
+    try:
+        await nc.jetstream(timeout=10).add_stream(
+            StreamConfig(
+                name=RAW_STREAM,
+                subjects=[RAW_SUBJECT],
+                duplicate_window=3600,
+                num_replicas=replicas,
+            )
+        )
+    finally:
+        await nc.close()
