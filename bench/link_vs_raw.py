@@ -5,7 +5,10 @@
 Measures (each figure is the median of --rounds runs, raw and link alternating):
 - core publish throughput (msgs/s), 128-byte payloads, flushed at the end;
 - JetStream publish with PubAck at 100 in flight (msgs/s);
-- replay rate of 10,000 queued messages after reconnect (core and JetStream);
+- replay rate of 10,000 queued messages after reconnect (core and JetStream), from memory
+  and from the SQLite spool; the JetStream replay (one PubAck at a time, in order) beside raw
+  nats-py publishing the same messages one PubAck at a time;
+- queueing rate while disconnected (memory and spool);
 - time from a server restart to the first successful JetStream publish;
 - memory per queued message (tracemalloc).
 """
@@ -120,9 +123,17 @@ async def link_js(url: str, n: int) -> float:
     return rate
 
 
-async def queueing_link(server: NatsServer) -> Link:
+def fresh_spool(path: Path) -> str:
+    """An empty spool at ``path`` (the file and its WAL companions removed)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return str(path)
+
+
+async def queueing_link(server: NatsServer, spool: Path | None = None) -> Link:
     """A link that was connected and now queues: its server has just been killed."""
-    link = make_link(server.url, nats_reconnect_attempts=0)
+    path = fresh_spool(spool) if spool is not None else ""
+    link = make_link(server.url, nats_reconnect_attempts=0, nats_pending_spool_path=path)
     await link.start()
     assert await link.wait_connected(5)
     server.kill()
@@ -131,9 +142,36 @@ async def queueing_link(server: NatsServer) -> Link:
     return link
 
 
-async def replay_rate(server: NatsServer, n: int, jetstream: bool) -> float:
+async def raw_sequential_js(url: str, n: int) -> float:
+    """Raw nats-py, one PubAck at a time, each with a Nats-Msg-Id: what a replay does."""
+    await reset_stream(url)
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    started = time.perf_counter()
+    for i in range(n):
+        await js.publish(SUBJECT, PAYLOAD, headers={"Nats-Msg-Id": f"raw-{i}"})
+    took = time.perf_counter() - started
+    await nc.close()
+    return n / took
+
+
+async def queue_rate(server: NatsServer, n: int, spool: Path | None) -> float:
+    """JetStream publishes per second while disconnected (each one queued)."""
+    link = await queueing_link(server, spool)
+    started = time.perf_counter()
+    for _ in range(n):
+        await link.publish_with_ack(SUBJECT, PAYLOAD)
+    took = time.perf_counter() - started
+    await link.close()
+    await server.astart()
+    return n / took
+
+
+async def replay_rate(
+    server: NatsServer, n: int, jetstream: bool, spool: Path | None = None
+) -> float:
     await reset_stream(server.url)
-    link = await queueing_link(server)
+    link = await queueing_link(server, spool)
     for _ in range(n):
         if jetstream:
             await link.publish_with_ack(SUBJECT, PAYLOAD)
@@ -241,12 +279,30 @@ async def main() -> int:
             rows.append(
                 ("JetStream publish, 100 in flight (msgs/s)", *median_pair(raw, ours), ">= 0.9")
             )
-            replay_core = statistics.median(
-                [await replay_rate(server, replay_n, False) for _ in range(args.rounds)]
+            spool = Path(tmp) / "spool.db"
+            replay: dict[tuple[bool, bool], float] = {}
+            for jetstream in (False, True):
+                for durable in (False, True):
+                    replay[jetstream, durable] = statistics.median(
+                        [
+                            await replay_rate(
+                                server, replay_n, jetstream, spool if durable else None
+                            )
+                            for _ in range(args.rounds)
+                        ]
+                    )
+            raw_seq = statistics.median(
+                [await raw_sequential_js(server.url, replay_n) for _ in range(args.rounds)]
             )
-            replay_js = statistics.median(
-                [await replay_rate(server, replay_n, True) for _ in range(args.rounds)]
-            )
+            queueing = {
+                durable: statistics.median(
+                    [
+                        await queue_rate(server, replay_n, spool if durable else None)
+                        for _ in range(args.rounds)
+                    ]
+                )
+                for durable in (False, True)
+            }
             raw_restart, link_restart = [], []
             for _ in range(args.rounds):
                 raw_restart.append(await restart_to_publish(server, use_link=False))
@@ -268,14 +324,22 @@ async def main() -> int:
         print(
             f"| {name} | {r:,.0f} | {o:,.0f} | {ratio:.3f} | {target} {'ok' if ok else 'MISSED'} |"
         )
-    print(
-        f"| replay of {replay_n} queued core publishes (msgs/s) | n/a (no queue) | "
-        f"{replay_core:,.0f} | | |"
-    )
-    print(
-        f"| replay of {replay_n} queued JetStream publishes (msgs/s) | n/a (no queue) | "
-        f"{replay_js:,.0f} | | |"
-    )
+    for durable, where in ((False, "memory"), (True, "spool")):
+        print(
+            f"| replay of {replay_n} queued core publishes, {where} (msgs/s) | n/a (no queue) | "
+            f"{replay[False, durable]:,.0f} | | |"
+        )
+    for durable, where in ((False, "memory"), (True, "spool")):
+        print(
+            f"| replay of {replay_n} queued JetStream publishes, {where} (msgs/s); raw: one "
+            f"PubAck at a time | {raw_seq:,.0f} | {replay[True, durable]:,.0f} | "
+            f"{replay[True, durable] / raw_seq:.3f} | |"
+        )
+    for durable, where in ((False, "memory"), (True, "spool")):
+        print(
+            f"| JetStream publishes queued while disconnected, {where} (msgs/s) | n/a | "
+            f"{queueing[durable]:,.0f} | | |"
+        )
     print(
         f"| server restart to first stored message (ms) | "
         f"{statistics.median(raw_restart) * 1000:.0f} | "

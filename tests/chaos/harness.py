@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import nats
+import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from natsrouter.link import Link
@@ -146,10 +147,27 @@ class RawLoad(_Paced):
 
 
 async def read_stream(url: str | list[str], stream: str) -> list[tuple[bytes, dict[str, str]]]:
-    """Every message of ``stream`` (data, headers), through an ephemeral pull consumer."""
+    """Every message of ``stream`` (data, headers), through an ephemeral pull consumer.
+
+    Tried again until a minute has passed: after a cluster loses its metadata leader, making a
+    consumer waits for the next one to be elected (about 10 s measured).
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await _read_stream_once(url, stream)
+        except (nats.errors.Error, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _read_stream_once(
+    url: str | list[str], stream: str
+) -> list[tuple[bytes, dict[str, str]]]:
     nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
     try:
-        js = nc.jetstream(timeout=10)
+        js = nc.jetstream(timeout=5)
         expected = (await js.stream_info(stream)).state.messages
         sub = await js.pull_subscribe(
             "",
