@@ -312,7 +312,6 @@ async def test_router_sigkilled_with_a_full_spool_and_again_mid_replay(
         )
         assert code == 200, body
         await asyncio.to_thread(server.start)
-        available = time.monotonic()
 
         async def replay_half_done() -> bool:
             stored = len(await read_stream([server.url], "ROUTER_ASSIGNMENTS"))
@@ -321,8 +320,10 @@ async def test_router_sigkilled_with_a_full_spool_and_again_mid_replay(
 
         await settle(("a quarter of the replay", replay_half_done), timeout_s=30)
         router.kill()  # its spool keeps what it had not sent yet
+        restarted = time.monotonic()
         router.start()
         await settle(("the third Router", router.ready), timeout_s=30)
+        ready_s = round(time.monotonic() - restarted, 3)
         rig.decides.rate = 50
         third_started = time.monotonic()
         rig.decides.start()
@@ -340,7 +341,9 @@ async def test_router_sigkilled_with_a_full_spool_and_again_mid_replay(
         report["4 Router SIGKILL with spool (twice)"] = figures(
             assignments,
             raw,
-            rig.decides.first_sent_after(available),
+            # From the third process answering: its spool is replayed first.
+            rig.decides.first_sent_after(third_started),
+            restart_to_ready_s=ready_s,
             spooled_at_kill=queued,
             recovered_after_second_kill=recovered_now,
             replay=best_replay(router),

@@ -134,6 +134,33 @@ async def test_past_the_deadline_it_is_queued_and_the_replay_is_deduplicated(
     assert balanced(row) and (row["accepted"], row["sent"]) == (1, 1)
 
 
+async def test_fail_open_mode_does_not_retry_an_unsettled_publish(
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
+    """Fail-open promises publishes never block: one request timeout, then failed_open."""
+    await create_stream(nats_server.url, "OPEN", ["open.>"])
+    proxy = TcpProxy("127.0.0.1", nats_server.port)
+    await proxy.start()
+    try:
+        link = await make_link(
+            [proxy.url],
+            nats_request_timeout_ms=200,
+            nats_ping_interval_ms=10_000,
+            nats_fail_open_mode=True,
+            js_publish_retry_deadline_ms=5000,
+        )
+        assert await link.wait_connected(5)
+        proxy.blackhole_replies()
+        started = asyncio.get_running_loop().time()
+        result = await link.publish_with_ack("open.a", b"x")
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        await proxy.stop()
+    assert (result.outcome, result.reason) == (Outcome.FAILED_OPEN, Reason.TIMEOUT)
+    assert took < 1.0
+    assert metric(link, "router_nats_publish_with_ack_retries_total") == 0
+
+
 async def test_no_responders_without_a_stream_fails_at_once(
     nats_server: NatsServer, make_link: LinkFactory
 ) -> None:

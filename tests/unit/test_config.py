@@ -170,6 +170,9 @@ def test_allowed_tenants_from_a_string_or_a_list() -> None:
         ({"js_max_deliver": 0}, "js_max_deliver"),
         ({"http_port": 70000}, "http_port"),
         ({"policies_path": " "}, "policies_path"),
+        ({"jetstream_stream_replicas": 0}, "jetstream_stream_replicas"),
+        ({"jetstream_stream_replicas": 7}, "jetstream_stream_replicas"),
+        ({"js_publish_retry_deadline_ms": -1}, "js_publish_retry_deadline_ms"),
     ],
 )
 def test_bad_router_values_name_the_key(values: dict[str, object], key: str) -> None:

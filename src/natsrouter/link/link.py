@@ -682,7 +682,7 @@ class Link:
             ack = await conn.publish_with_ack(subject, payload, headers, self._request_timeout_s)
         except LinkError as err:
             op = PendingOp(Operation.PUBLISH_WITH_ACK, subject, payload, headers)
-            if err.reason in _UNSETTLED and self._retry_deadline_s:
+            if err.reason in _UNSETTLED and self._retry_deadline_s and not self.fail_open_active:
                 return await self._retry_publish(op, err, conn, started)
             return self._send_failed(op, err, conn)
         self._pwa_duration.observe(self._clock() - started)
