@@ -17,6 +17,7 @@ from natsrouter.embedded import NatsServer
 from natsrouter.link import Link
 from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
 from natsrouter.service.router import Router
+from tests.helpers.proxy import TcpProxy
 
 # Timings that make every failure path run in well under a second.
 FAST: dict[str, Any] = {
@@ -38,6 +39,17 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+async def proxy(nats_server: NatsServer) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of ``nats_server`` (black-hole, lose replies, cut), stopped after."""
+    tcp = TcpProxy("127.0.0.1", nats_server.port)
+    await tcp.start()
+    try:
+        yield tcp
+    finally:
+        await tcp.stop()
 
 
 LinkFactory = Callable[..., Awaitable[Link]]

@@ -19,6 +19,7 @@ from nats.js.api import StreamConfig
 from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
+from natsrouter.embedded import NatsServer
 from natsrouter.link import Link
 from natsrouter.observability.metrics import LinkMetrics
 from tests.helpers.process import RouterProcess
@@ -68,6 +69,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for name, figures in REPORT.items():
         terminalreporter.write_line(f"{name}: {json.dumps(figures, sort_keys=True)}")
     terminalreporter.write_line(f"(written to {out})")
+
+
+@pytest.fixture
+async def server(nats_server: NatsServer) -> NatsServer:
+    """The suite's nats-server (JetStream store on disk, killed after) with the raw stream."""
+    await create_raw_stream([nats_server.url])
+    return nats_server
 
 
 @pytest.fixture

@@ -145,83 +145,71 @@ def best_replay(router: RouterProcess) -> dict[str, float] | None:
 
 async def test_server_sigkill_and_restart(
     tmp_path: Path,
+    server: NatsServer,
     routers: list[RouterProcess],
     raw_links: list[Link],
     http: aiohttp.ClientSession,
     report: dict[str, Any],
 ) -> None:
     """1. nats-server is SIGKILLed under load and restarted 4 s later on its JetStream store."""
-    server = NatsServer(store_dir=tmp_path / "js", log_file=tmp_path / "nats.log")
-    server.start()
-    try:
-        await create_raw_stream([server.url])
-        rig = await rig_up(tmp_path, routers, raw_links, http, server.url, [server.url])
-        rig.start()
-        await rig.steady(3)
-        server.kill()
-        await rig.steady(4)
-        await asyncio.to_thread(server.start)
-        available = time.monotonic()
-        await rig.steady(4)
-        assignments, raw = await books(rig, [server.url])
-        router = rig.router
-        assert router.metric("router_nats_connection_lost_total") == 1
-        assert router.metric("router_nats_connection_restored_total") == 1
-        assert router.metric("router_nats_reconnect_attempts_total") >= 1
-        queued = assignments.during_outage
-        assert router.metric("router_nats_pending_operations_retry_success_total") == queued
-        assert router.metric("router_assignments_total", outcome="queued") == queued
-        check_router_ledger(router, assignments.accepted)
-        codes = router.codes()
-        for code in ("NATS_CONNECTION_LOST", "NATS_CONNECTION_RESTORED", "NATS_RETRY_COMPLETE"):
-            assert code in codes
-        report["1 server SIGKILL + restart"] = figures(
-            assignments, raw, rig.decides.first_sent_after(available), replay=best_replay(router)
-        )
-    finally:
-        server.kill()
+    rig = await rig_up(tmp_path, routers, raw_links, http, server.url, [server.url])
+    rig.start()
+    await rig.steady(3)
+    server.kill()
+    await rig.steady(4)
+    await asyncio.to_thread(server.start)
+    available = time.monotonic()
+    await rig.steady(4)
+    assignments, raw = await books(rig, [server.url])
+    router = rig.router
+    assert router.metric("router_nats_connection_lost_total") == 1
+    assert router.metric("router_nats_connection_restored_total") == 1
+    assert router.metric("router_nats_reconnect_attempts_total") >= 1
+    queued = assignments.during_outage
+    assert router.metric("router_nats_pending_operations_retry_success_total") == queued
+    assert router.metric("router_assignments_total", outcome="queued") == queued
+    check_router_ledger(router, assignments.accepted)
+    codes = router.codes()
+    for code in ("NATS_CONNECTION_LOST", "NATS_CONNECTION_RESTORED", "NATS_RETRY_COMPLETE"):
+        assert code in codes
+    report["1 server SIGKILL + restart"] = figures(
+        assignments, raw, rig.decides.first_sent_after(available), replay=best_replay(router)
+    )
 
 
 async def test_blackhole_for_ten_seconds(
     tmp_path: Path,
+    server: NatsServer,
+    proxy: TcpProxy,
     routers: list[RouterProcess],
     raw_links: list[Link],
     http: aiohttp.ClientSession,
     report: dict[str, Any],
 ) -> None:
     """2. A proxy between Router and server swallows all traffic for 10 s (a half-open link)."""
-    server = NatsServer(store_dir=tmp_path / "js", log_file=tmp_path / "nats.log")
-    server.start()
-    proxy = TcpProxy("127.0.0.1", server.port)
-    await proxy.start()
-    try:
-        await create_raw_stream([server.url])
-        rig = await rig_up(tmp_path, routers, raw_links, http, proxy.url, [proxy.url])
-        rig.start()
-        await rig.steady(3)
-        proxy.blackhole()
-        await rig.steady(10)
-        proxy.resume()
-        available = time.monotonic()
-        await rig.steady(4)
-        assignments, raw = await books(rig, [server.url])
-        router = rig.router
-        # Found by the Router's own pings, not by TCP: no reset ever comes.
-        assert router.metric("router_nats_connection_lost_total") == 1
-        assert router.metric("router_nats_connection_restored_total") == 1
-        assert router.metric("router_nats_reconnect_failures_total", reason="timeout") >= 1
-        queued = assignments.during_outage
-        assert router.metric("router_nats_pending_operations_retry_success_total") == queued
-        check_router_ledger(router, assignments.accepted)
-        lost = [line for line in router.lines() if line.get("error_code") == "NATS_CONNECTION_LOST"]
-        assert [line["reason"] for line in lost] == ["connection_closed"]
-        assert "no answer to 2 pings" in lost[0]["error"]
-        report["2 black-hole 10 s"] = figures(
-            assignments, raw, rig.decides.first_sent_after(available), replay=best_replay(router)
-        )
-    finally:
-        await proxy.stop()
-        server.kill()
+    rig = await rig_up(tmp_path, routers, raw_links, http, proxy.url, [proxy.url])
+    rig.start()
+    await rig.steady(3)
+    proxy.blackhole()
+    await rig.steady(10)
+    proxy.resume()
+    available = time.monotonic()
+    await rig.steady(4)
+    assignments, raw = await books(rig, [server.url])
+    router = rig.router
+    # Found by the Router's own pings, not by TCP: no reset ever comes.
+    assert router.metric("router_nats_connection_lost_total") == 1
+    assert router.metric("router_nats_connection_restored_total") == 1
+    assert router.metric("router_nats_reconnect_failures_total", reason="timeout") >= 1
+    queued = assignments.during_outage
+    assert router.metric("router_nats_pending_operations_retry_success_total") == queued
+    check_router_ledger(router, assignments.accepted)
+    lost = [line for line in router.lines() if line.get("error_code") == "NATS_CONNECTION_LOST"]
+    assert [line["reason"] for line in lost] == ["connection_closed"]
+    assert "no answer to 2 pings" in lost[0]["error"]
+    report["2 black-hole 10 s"] = figures(
+        assignments, raw, rig.decides.first_sent_after(available), replay=best_replay(router)
+    )
 
 
 async def test_cluster_loses_the_connected_node(
@@ -273,6 +261,7 @@ async def test_cluster_loses_the_connected_node(
 
 async def test_router_sigkilled_with_a_full_spool_and_again_mid_replay(
     tmp_path: Path,
+    server: NatsServer,
     routers: list[RouterProcess],
     raw_links: list[Link],
     http: aiohttp.ClientSession,
@@ -280,120 +269,107 @@ async def test_router_sigkilled_with_a_full_spool_and_again_mid_replay(
 ) -> None:
     """4. The Router is SIGKILLed with assignments in its spool, restarted, SIGKILLed again in
     the middle of the replay, restarted: every assignment stored once."""
-    server = NatsServer(store_dir=tmp_path / "js", log_file=tmp_path / "nats.log")
-    server.start()
-    try:
-        await create_raw_stream([server.url])
-        rig = await rig_up(tmp_path, routers, raw_links, http, server.url, [server.url])
-        router = rig.router
-        rig.start()
-        await rig.steady(2)
-        server.kill()
-        rig.decides.rate = 200  # fill the spool
-        await rig.steady(4)
-        await rig.decides.stop()  # no decide in flight when the Router dies
-        queued = sum(1 for r in rig.decides.records if r.outcome == "queued")
-        assert router.status()["pending"]["count"] == queued > 300
+    rig = await rig_up(tmp_path, routers, raw_links, http, server.url, [server.url])
+    router = rig.router
+    rig.start()
+    await rig.steady(2)
+    server.kill()
+    rig.decides.rate = 200  # fill the spool
+    await rig.steady(4)
+    await rig.decides.stop()  # no decide in flight when the Router dies
+    queued = sum(1 for r in rig.decides.records if r.outcome == "queued")
+    assert router.status()["pending"]["count"] == queued > 300
 
-        router.kill()
-        router.start()  # NATS still down: the spool is read, nothing can be sent
-        await settle(
-            ("the second Router", lambda: router.get("/health/live")[0] == 200), timeout_s=30
-        )
-        assert router.status()["pending"]["recovered"] == queued
-        recovered = [
-            line for line in router.lines() if line.get("error_code") == "NATS_SPOOL_RECOVERED"
-        ]
-        assert [line["count"] for line in recovered] == [queued]
-        # Slow the replay down so the next kill lands in the middle of it.
-        code, body = router.post(
-            "/admin/faults",
-            {"target": "publish_with_ack", "fault": {"kind": "delay", "delay_ms": 10}},
-        )
-        assert code == 200, body
-        await asyncio.to_thread(server.start)
+    router.kill()
+    router.start()  # NATS still down: the spool is read, nothing can be sent
+    await settle(("the second Router", lambda: router.get("/health/live")[0] == 200), timeout_s=30)
+    assert router.status()["pending"]["recovered"] == queued
+    recovered = [
+        line for line in router.lines() if line.get("error_code") == "NATS_SPOOL_RECOVERED"
+    ]
+    assert [line["count"] for line in recovered] == [queued]
+    # Slow the replay down so the next kill lands in the middle of it.
+    code, body = router.post(
+        "/admin/faults",
+        {"target": "publish_with_ack", "fault": {"kind": "delay", "delay_ms": 10}},
+    )
+    assert code == 200, body
+    await asyncio.to_thread(server.start)
 
-        async def replay_half_done() -> bool:
-            stored = len(await read_stream([server.url], "ROUTER_ASSIGNMENTS"))
-            sent_before = sum(1 for r in rig.decides.records if r.outcome == "sent")
-            return stored >= sent_before + queued // 4
+    async def replay_half_done() -> bool:
+        stored = len(await read_stream([server.url], "ROUTER_ASSIGNMENTS"))
+        sent_before = sum(1 for r in rig.decides.records if r.outcome == "sent")
+        return stored >= sent_before + queued // 4
 
-        await settle(("a quarter of the replay", replay_half_done), timeout_s=30)
-        router.kill()  # its spool keeps what it had not sent yet
-        restarted = time.monotonic()
-        router.start()
-        await settle(("the third Router", router.ready), timeout_s=30)
-        ready_s = round(time.monotonic() - restarted, 3)
-        rig.decides.rate = 50
-        third_started = time.monotonic()
-        rig.decides.start()
-        await rig.steady(3)
-        assignments, raw = await books(rig, [server.url])
-        # The third process balances its own books: recovered + new = sent.
-        third = router.metrics()
-        recovered_now = router.status()["pending"]["recovered"]
-        assert 0 < recovered_now < queued
-        new_decides = sum(1 for r in rig.decides.accepted() if r.started >= third_started)
-        assert third[("router_nats_publishes_accepted_total", ())] == recovered_now + new_decides
-        assert third[("router_nats_publishes_outcome_total", (("outcome", "sent"),))] == (
-            recovered_now + new_decides
-        )
-        report["4 Router SIGKILL with spool (twice)"] = figures(
-            assignments,
-            raw,
-            # From the third process answering: its spool is replayed first.
-            rig.decides.first_sent_after(third_started),
-            restart_to_ready_s=ready_s,
-            spooled_at_kill=queued,
-            recovered_after_second_kill=recovered_now,
-            replay=best_replay(router),
-        )
-    finally:
-        server.kill()
+    await settle(("a quarter of the replay", replay_half_done), timeout_s=30)
+    router.kill()  # its spool keeps what it had not sent yet
+    restarted = time.monotonic()
+    router.start()
+    await settle(("the third Router", router.ready), timeout_s=30)
+    ready_s = round(time.monotonic() - restarted, 3)
+    rig.decides.rate = 50
+    third_started = time.monotonic()
+    rig.decides.start()
+    await rig.steady(3)
+    assignments, raw = await books(rig, [server.url])
+    # The third process balances its own books: recovered + new = sent.
+    third = router.metrics()
+    recovered_now = router.status()["pending"]["recovered"]
+    assert 0 < recovered_now < queued
+    new_decides = sum(1 for r in rig.decides.accepted() if r.started >= third_started)
+    assert third[("router_nats_publishes_accepted_total", ())] == recovered_now + new_decides
+    assert third[("router_nats_publishes_outcome_total", (("outcome", "sent"),))] == (
+        recovered_now + new_decides
+    )
+    report["4 Router SIGKILL with spool (twice)"] = figures(
+        assignments,
+        raw,
+        # From the third process answering: its spool is replayed first.
+        rig.decides.first_sent_after(third_started),
+        restart_to_ready_s=ready_s,
+        spooled_at_kill=queued,
+        recovered_after_second_kill=recovered_now,
+        replay=best_replay(router),
+    )
 
 
 @pytest.mark.timeout(300)
 async def test_server_flaps_five_times_in_a_minute(
     tmp_path: Path,
+    server: NatsServer,
     routers: list[RouterProcess],
     raw_links: list[Link],
     http: aiohttp.ClientSession,
     report: dict[str, Any],
 ) -> None:
     """5. nats-server dies and comes back five times within a minute, under load."""
-    server = NatsServer(store_dir=tmp_path / "js", log_file=tmp_path / "nats.log")
-    server.start()
-    try:
-        await create_raw_stream([server.url])
-        rig = await rig_up(tmp_path, routers, raw_links, http, server.url, [server.url])
-        rig.start()
-        started = time.monotonic()
-        recoveries = []
-        for _ in range(5):
-            await rig.steady(2)
-            server.kill()
-            await rig.steady(2)
-            await asyncio.to_thread(server.start)
-            back = time.monotonic()
-            await rig.steady(3)
-            recoveries.append(rig.decides.first_sent_after(back))
-        assert time.monotonic() - started < 60
-        await rig.steady(1)
-        assignments, raw = await books(rig, [server.url])
-        router = rig.router
-        assert router.metric("router_nats_connection_lost_total") == 5
-        assert router.metric("router_nats_connection_restored_total") == 5
-        assert router.metric("router_nats_outage_duration_seconds_count") == 5
-        queued = assignments.during_outage
-        assert router.metric("router_nats_pending_operations_retry_success_total") == queued
-        check_router_ledger(router, assignments.accepted)
-        assert all(r is not None for r in recoveries)
-        report["5 five flaps in a minute"] = figures(
-            assignments,
-            raw,
-            max(r for r in recoveries if r is not None),
-            recoveries_s=recoveries,
-            replay=best_replay(router),
-        )
-    finally:
+    rig = await rig_up(tmp_path, routers, raw_links, http, server.url, [server.url])
+    rig.start()
+    started = time.monotonic()
+    recoveries = []
+    for _ in range(5):
+        await rig.steady(2)
         server.kill()
+        await rig.steady(2)
+        await asyncio.to_thread(server.start)
+        back = time.monotonic()
+        await rig.steady(3)
+        recoveries.append(rig.decides.first_sent_after(back))
+    assert time.monotonic() - started < 60
+    await rig.steady(1)
+    assignments, raw = await books(rig, [server.url])
+    router = rig.router
+    assert router.metric("router_nats_connection_lost_total") == 5
+    assert router.metric("router_nats_connection_restored_total") == 5
+    assert router.metric("router_nats_outage_duration_seconds_count") == 5
+    queued = assignments.during_outage
+    assert router.metric("router_nats_pending_operations_retry_success_total") == queued
+    check_router_ledger(router, assignments.accepted)
+    assert all(r is not None for r in recoveries)
+    report["5 five flaps in a minute"] = figures(
+        assignments,
+        raw,
+        max(r for r in recoveries if r is not None),
+        recoveries_s=recoveries,
+        replay=best_replay(router),
+    )

@@ -300,46 +300,36 @@ async def test_core_subscription_delivers_again_after_reconnect(
 
 
 async def test_half_open_link_found_within_three_ping_intervals(
-    nats_server: NatsServer, make_link: LinkFactory, logs: list
+    proxy: TcpProxy, make_link: LinkFactory, logs: list
 ) -> None:
     """A proxy that stops forwarding without closing: lost within 3 ping intervals."""
-    proxy = TcpProxy("127.0.0.1", nats_server.port)
-    await proxy.start()
-    try:
-        link = await make_link([proxy.url], nats_ping_interval_ms=300, nats_reconnect_attempts=0)
-        assert await link.wait_connected(5)
-        proxy.blackhole()
-        took = await wait_for(lambda: link.state is not S.CONNECTED, 5, "loss detected")
-        assert took <= 3 * 0.3 + 0.15
-        assert metric(link, "router_nats_connection_lost_total") == 1
-        # Attempts through the silent proxy time out instead of hanging.
-        await wait_for(
-            lambda: metric(link, "router_nats_connection_failures_total", reason="timeout") >= 1, 5
-        )
-        proxy.resume()
-        await wait_for(lambda: link.state is S.CONNECTED, 5)
-        assert metric(link, "router_nats_connection_restored_total") == 1
-    finally:
-        await proxy.stop()
+    link = await make_link([proxy.url], nats_ping_interval_ms=300, nats_reconnect_attempts=0)
+    assert await link.wait_connected(5)
+    proxy.blackhole()
+    took = await wait_for(lambda: link.state is not S.CONNECTED, 5, "loss detected")
+    assert took <= 3 * 0.3 + 0.15
+    assert metric(link, "router_nats_connection_lost_total") == 1
+    # Attempts through the silent proxy time out instead of hanging.
+    await wait_for(
+        lambda: metric(link, "router_nats_connection_failures_total", reason="timeout") >= 1, 5
+    )
+    proxy.resume()
+    await wait_for(lambda: link.state is S.CONNECTED, 5)
+    assert metric(link, "router_nats_connection_restored_total") == 1
 
 
 async def test_connection_reset_by_proxy_reconnects(
-    nats_server: NatsServer, make_link: LinkFactory
+    proxy: TcpProxy, make_link: LinkFactory
 ) -> None:
     """Every TCP connection reset at once: the link reconnects and delivers again."""
-    proxy = TcpProxy("127.0.0.1", nats_server.port)
-    await proxy.start()
-    try:
-        link = await make_link([proxy.url])
-        assert await link.wait_connected(5)
-        inbox = Inbox()
-        await link.subscribe("cut.x", inbox)
-        await proxy.cut()
-        await wait_for(lambda: metric(link, "router_nats_connection_restored_total") == 1, 5)
-        assert (await link.publish("cut.x", b"again")).outcome is Outcome.SENT
-        await wait_for(lambda: inbox.data == [b"again"], 5)
-    finally:
-        await proxy.stop()
+    link = await make_link([proxy.url])
+    assert await link.wait_connected(5)
+    inbox = Inbox()
+    await link.subscribe("cut.x", inbox)
+    await proxy.cut()
+    await wait_for(lambda: metric(link, "router_nats_connection_restored_total") == 1, 5)
+    assert (await link.publish("cut.x", b"again")).outcome is Outcome.SENT
+    await wait_for(lambda: inbox.data == [b"again"], 5)
 
 
 async def test_request_while_down_fails_fast_with_typed_error(

@@ -67,29 +67,24 @@ async def test_every_jetstream_publish_carries_a_stable_message_id(
 
 
 async def test_an_unsettled_publish_is_retried_with_its_id_and_stored_once(
-    nats_server: NatsServer, make_link: LinkFactory
+    nats_server: NatsServer, proxy: TcpProxy, make_link: LinkFactory
 ) -> None:
     """The server stores it but the PubAck is lost: retried with the same id until the answer
     comes back (duplicate), within the deadline; the stream holds it once."""
     await create_stream(nats_server.url, "UNSETTLED", ["unsettled.>"])
-    proxy = TcpProxy("127.0.0.1", nats_server.port)
-    await proxy.start()
-    try:
-        link = await make_link(
-            [proxy.url],
-            nats_request_timeout_ms=300,
-            nats_ping_interval_ms=10_000,  # the watchdog stays out of it
-            js_publish_retry_deadline_ms=5000,
-        )
-        assert await link.wait_connected(5)
-        proxy.blackhole_replies()
-        publishing = asyncio.create_task(link.publish_with_ack("unsettled.a", b"once"))
-        await wait_for(lambda: metric(link, "router_nats_publish_with_ack_retries_total") >= 2, 5)
-        assert not publishing.done()
-        proxy.resume()
-        result = await asyncio.wait_for(publishing, 5)
-    finally:
-        await proxy.stop()
+    link = await make_link(
+        [proxy.url],
+        nats_request_timeout_ms=300,
+        nats_ping_interval_ms=10_000,  # the watchdog stays out of it
+        js_publish_retry_deadline_ms=5000,
+    )
+    assert await link.wait_connected(5)
+    proxy.blackhole_replies()
+    publishing = asyncio.create_task(link.publish_with_ack("unsettled.a", b"once"))
+    await wait_for(lambda: metric(link, "router_nats_publish_with_ack_retries_total") >= 2, 5)
+    assert not publishing.done()
+    proxy.resume()
+    result = await asyncio.wait_for(publishing, 5)
     assert result.outcome is Outcome.SENT
     assert result.pub_ack is not None
     assert (result.pub_ack.stream, result.pub_ack.seq, result.pub_ack.duplicate) == (
@@ -104,29 +99,24 @@ async def test_an_unsettled_publish_is_retried_with_its_id_and_stored_once(
 
 
 async def test_past_the_deadline_it_is_queued_and_the_replay_is_deduplicated(
-    nats_server: NatsServer, make_link: LinkFactory, logs: list
+    nats_server: NatsServer, proxy: TcpProxy, make_link: LinkFactory, logs: list
 ) -> None:
     """Answers lost longer than the deadline: queued (reason timeout); after a reconnect the
     replay sends it with its id, the server answers duplicate, the stream holds it once."""
     await create_stream(nats_server.url, "LATE", ["late.>"])
-    proxy = TcpProxy("127.0.0.1", nats_server.port)
-    await proxy.start()
-    try:
-        link = await make_link(
-            [proxy.url],
-            nats_request_timeout_ms=200,
-            nats_ping_interval_ms=10_000,
-            js_publish_retry_deadline_ms=600,
-        )
-        assert await link.wait_connected(5)
-        proxy.blackhole_replies()
-        result = await link.publish_with_ack("late.a", b"once")
-        assert (result.outcome, result.reason) == (Outcome.QUEUED, Reason.TIMEOUT)
-        proxy.resume()
-        await proxy.cut()  # the connection dies; the link reconnects and replays
-        await wait_for(lambda: link.pending.count == 0, 10)
-    finally:
-        await proxy.stop()
+    link = await make_link(
+        [proxy.url],
+        nats_request_timeout_ms=200,
+        nats_ping_interval_ms=10_000,
+        js_publish_retry_deadline_ms=600,
+    )
+    assert await link.wait_connected(5)
+    proxy.blackhole_replies()
+    result = await link.publish_with_ack("late.a", b"once")
+    assert (result.outcome, result.reason) == (Outcome.QUEUED, Reason.TIMEOUT)
+    proxy.resume()
+    await proxy.cut()  # the connection dies; the link reconnects and replays
+    await wait_for(lambda: link.pending.count == 0, 10)
     assert [m.data for m in await stored_messages(nats_server.url, "LATE")] == [b"once"]
     assert metric(link, "router_nats_pending_operations_retry_success_total") == 1
     assert "NATS_PUBLISH_WITH_ACK_QUEUED" in codes(logs)
@@ -135,27 +125,22 @@ async def test_past_the_deadline_it_is_queued_and_the_replay_is_deduplicated(
 
 
 async def test_fail_open_mode_does_not_retry_an_unsettled_publish(
-    nats_server: NatsServer, make_link: LinkFactory
+    nats_server: NatsServer, proxy: TcpProxy, make_link: LinkFactory
 ) -> None:
     """Fail-open promises publishes never block: one request timeout, then failed_open."""
     await create_stream(nats_server.url, "OPEN", ["open.>"])
-    proxy = TcpProxy("127.0.0.1", nats_server.port)
-    await proxy.start()
-    try:
-        link = await make_link(
-            [proxy.url],
-            nats_request_timeout_ms=200,
-            nats_ping_interval_ms=10_000,
-            nats_fail_open_mode=True,
-            js_publish_retry_deadline_ms=5000,
-        )
-        assert await link.wait_connected(5)
-        proxy.blackhole_replies()
-        started = asyncio.get_running_loop().time()
-        result = await link.publish_with_ack("open.a", b"x")
-        took = asyncio.get_running_loop().time() - started
-    finally:
-        await proxy.stop()
+    link = await make_link(
+        [proxy.url],
+        nats_request_timeout_ms=200,
+        nats_ping_interval_ms=10_000,
+        nats_fail_open_mode=True,
+        js_publish_retry_deadline_ms=5000,
+    )
+    assert await link.wait_connected(5)
+    proxy.blackhole_replies()
+    started = asyncio.get_running_loop().time()
+    result = await link.publish_with_ack("open.a", b"x")
+    took = asyncio.get_running_loop().time() - started
     assert (result.outcome, result.reason) == (Outcome.FAILED_OPEN, Reason.TIMEOUT)
     assert took < 1.0
     assert metric(link, "router_nats_publish_with_ack_retries_total") == 0

@@ -162,9 +162,7 @@ class SqlitePendingQueue:
         except sqlite3.Error as exc:
             self._rollback()
             raise SpoolError(f"{self.path}: cannot store a pending operation: {exc}") from exc
-        for old in evicted:
-            self._count -= 1
-            self._bytes -= old.op.size
+        self._forget(evicted)
         self._count += 1
         self._bytes += op.size
         item_id = cursor.lastrowid
@@ -230,10 +228,13 @@ class SqlitePendingQueue:
         except sqlite3.Error as exc:
             self._rollback()
             raise SpoolError(f"{self.path}: cannot expire pending operations: {exc}") from exc
-        for item in expired:
-            self._count -= 1
-            self._bytes -= item.op.size
+        self._forget(expired)
         return expired
+
+    def _forget(self, removed: list[PendingItem]) -> None:
+        """Take rows already deleted from the file out of the cached count and bytes."""
+        self._count -= len(removed)
+        self._bytes -= sum(item.op.size for item in removed)
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
