@@ -1,10 +1,12 @@
-"""The command line: ``natsrouter run`` and ``natsrouter check-config``.
+"""The command line: ``natsrouter run``, ``check-config`` and ``verify-metrics``.
 
 The only module that reads argv, the environment and signals. ``run`` starts an embedded
 nats-server when ``nats_url`` is empty, the link, the operator endpoints and the Router; it
 reloads the policies on SIGHUP; it exits 0 on SIGTERM/SIGINT (after a graceful stop), 2 on
 bad configuration or policies, 3 when reconnection is exhausted under the ``exit`` policy
 (for a supervisor to restart it), and 4 when the embedded server or a port cannot be had.
+``verify-metrics URL`` exits 0 when a live ``/metrics`` has every natsrouter metric with its
+type, 1 otherwise (naming what is missing).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from natsrouter.link.spool import open_pending_queue
 from natsrouter.observability.http import HttpServer, build_app
 from natsrouter.observability.logging import configure_logging, get_logger
 from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
+from natsrouter.observability.verify import fetch, verify
 from natsrouter.routing.policy import PolicyError, load_policies
 from natsrouter.service.router import Router
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_EXHAUSTED = 3
 EXIT_EMBEDDED = 4
@@ -51,7 +55,22 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="TOML file (ROUTER_* environment variables win)",
         )
+    verify = sub.add_parser(
+        "verify-metrics", help="check a live /metrics for every natsrouter metric and its type"
+    )
+    verify.add_argument("url", help="e.g. http://127.0.0.1:9001/metrics")
+    verify.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     return parser
+
+
+def verify_metrics(url: str, timeout_s: float) -> int:
+    try:
+        verdict = verify(fetch(url, timeout_s))
+    except (OSError, ValueError) as exc:
+        print(f"natsrouter: cannot verify {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(verdict.lines()))
+    return EXIT_OK if verdict.ok else EXIT_FAILED
 
 
 async def serve(settings: Settings) -> int:
@@ -148,6 +167,8 @@ async def serve(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "verify-metrics":
+        return verify_metrics(args.url, args.timeout)
     try:
         settings = load_settings(args.config, os.environ)
     except ConfigError as exc:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,3 +279,70 @@ def test_run_refuses_a_spool_another_process_holds_with_exit_2(
     assert line["error"] == f"nats_pending_spool_path: {spool}: in use by another process"
     assert first.proc.poll() is None
     assert first.stop() == 0
+
+
+def _verify(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [NATSROUTER, "verify-metrics", url, "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_verify_metrics_passes_against_a_running_router_and_names_what_is_missing(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
+    """Exit 0 against a real `natsrouter run`; exit 1 naming the gaps against a scrape that
+    lacks two families; exit 1 with the reason when nothing answers."""
+    router = RouterProcess(
+        {
+            "ROUTER_EMBEDDED_NATS_PORT": str(free_port()),
+            "ROUTER_EMBEDDED_NATS_STORE_DIR": str(tmp_path / "store"),
+        },
+        tmp_path,
+    )
+    routers.append(router)
+    router.wait(router.ready, what="ready")
+    url = f"http://127.0.0.1:{router.metrics_port}/metrics"
+    good = _verify(url)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.startswith("OK: all ")
+
+    _, full = router.get("/metrics")
+    partial = "\n".join(
+        line
+        for line in full.splitlines()
+        if "router_nats_connection_status" not in line and "router_decide_total" not in line
+    ).encode()
+
+    class Partial(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(partial + b"\n")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Partial)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        bad = _verify(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert bad.returncode == 1
+    assert bad.stdout.splitlines()[:2] == [
+        "missing: router_decide_total (counter)",
+        "missing: router_nats_connection_status (gauge)",
+    ]
+    assert bad.stdout.splitlines()[-1].startswith("FAILED: 2 missing, 0 of the wrong type")
+
+    nobody = _verify(f"http://127.0.0.1:{free_port()}/metrics")
+    assert nobody.returncode == 1
+    assert "cannot verify" in nobody.stderr and "Connection refused" in nobody.stderr
+    assert router.stop() == 0
