@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,23 +69,30 @@ class Rig:
             await asyncio.sleep(0.1)
 
 
-async def rig_up(
-    tmp: Path,
+RigFactory = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+def make_rig(
+    tmp_path: Path,
     routers: list[RouterProcess],
     raw_links: list[Link],
     http: aiohttp.ClientSession,
-    router_url: str,
-    raw_servers: list[str],
-    **env: str,
-) -> Rig:
-    router = RouterProcess(router_env(tmp, router_url, **env), tmp)
-    routers.append(router)
-    # Waited for without blocking the loop: the proxy of scenario 2 runs on it.
-    await settle(("the Router to be ready", router.ready), timeout_s=30)
-    link = await start_raw_link(raw_links, tmp, raw_servers)
-    decides = DecideLoad(rate=DECIDE_RATE, router=router, session=http)
-    raw = RawLoad(rate=RAW_RATE, link=link)
-    return Rig(router, link, decides, raw)
+) -> RigFactory:
+    """A started Router process (its NATS URL, extra ROUTER_* settings) and a raw link, each
+    with its load, stopped at teardown by the fixtures they come from."""
+
+    async def rig_up(router_url: str, raw_servers: list[str], **env: str) -> Rig:
+        router = RouterProcess(router_env(tmp_path, router_url, **env), tmp_path)
+        routers.append(router)
+        # Waited for without blocking the loop: the proxy of scenario 2 runs on it.
+        await settle(("the Router to be ready", router.ready), timeout_s=30)
+        link = await start_raw_link(raw_links, tmp_path, raw_servers)
+        decides = DecideLoad(rate=DECIDE_RATE, router=router, session=http)
+        raw = RawLoad(rate=RAW_RATE, link=link)
+        return Rig(router, link, decides, raw)
+
+    return rig_up
 
 
 async def books(rig: Rig, servers: list[str]) -> tuple[Books, Books]:
@@ -108,6 +116,15 @@ async def books(rig: Rig, servers: list[str]) -> tuple[Books, Books]:
         assert book.during_outage > 0, f"no {name} were accepted during the outage"
         assert book.delivered_after == book.during_outage
     return assignments, raw
+
+
+def check_outages(router: RouterProcess, outages: int, assignments: Books) -> None:
+    """Each outage counted once, lost and restored; every queued assignment replayed once."""
+    assert router.metric("router_nats_connection_lost_total") == outages
+    assert router.metric("router_nats_connection_restored_total") == outages
+    replayed = router.metric("router_nats_pending_operations_retry_success_total")
+    assert replayed == assignments.during_outage
+    check_router_ledger(router, assignments.accepted)
 
 
 def check_router_ledger(router: RouterProcess, accepted: int) -> None:
@@ -144,15 +161,12 @@ def best_replay(router: RouterProcess) -> dict[str, float] | None:
 
 
 async def test_server_sigkill_and_restart(
-    tmp_path: Path,
     server: NatsServer,
-    routers: list[RouterProcess],
-    raw_links: list[Link],
-    http: aiohttp.ClientSession,
+    make_rig: RigFactory,
     report: dict[str, Any],
 ) -> None:
     """1. nats-server is SIGKILLed under load and restarted 4 s later on its JetStream store."""
-    rig = await rig_up(tmp_path, routers, raw_links, http, server.url, [server.url])
+    rig = await make_rig(server.url, [server.url])
     rig.start()
     await rig.steady(3)
     server.kill()
@@ -162,13 +176,10 @@ async def test_server_sigkill_and_restart(
     await rig.steady(4)
     assignments, raw = await books(rig, [server.url])
     router = rig.router
-    assert router.metric("router_nats_connection_lost_total") == 1
-    assert router.metric("router_nats_connection_restored_total") == 1
+    check_outages(router, 1, assignments)
     assert router.metric("router_nats_reconnect_attempts_total") >= 1
     queued = assignments.during_outage
-    assert router.metric("router_nats_pending_operations_retry_success_total") == queued
     assert router.metric("router_assignments_total", outcome="queued") == queued
-    check_router_ledger(router, assignments.accepted)
     codes = router.codes()
     for code in ("NATS_CONNECTION_LOST", "NATS_CONNECTION_RESTORED", "NATS_RETRY_COMPLETE"):
         assert code in codes
@@ -178,16 +189,13 @@ async def test_server_sigkill_and_restart(
 
 
 async def test_blackhole_for_ten_seconds(
-    tmp_path: Path,
     server: NatsServer,
     proxy: TcpProxy,
-    routers: list[RouterProcess],
-    raw_links: list[Link],
-    http: aiohttp.ClientSession,
+    make_rig: RigFactory,
     report: dict[str, Any],
 ) -> None:
     """2. A proxy between Router and server swallows all traffic for 10 s (a half-open link)."""
-    rig = await rig_up(tmp_path, routers, raw_links, http, proxy.url, [proxy.url])
+    rig = await make_rig(proxy.url, [proxy.url])
     rig.start()
     await rig.steady(3)
     proxy.blackhole()
@@ -197,13 +205,9 @@ async def test_blackhole_for_ten_seconds(
     await rig.steady(4)
     assignments, raw = await books(rig, [server.url])
     router = rig.router
+    check_outages(router, 1, assignments)
     # Found by the Router's own pings, not by TCP: no reset ever comes.
-    assert router.metric("router_nats_connection_lost_total") == 1
-    assert router.metric("router_nats_connection_restored_total") == 1
     assert router.metric("router_nats_reconnect_failures_total", reason="timeout") >= 1
-    queued = assignments.during_outage
-    assert router.metric("router_nats_pending_operations_retry_success_total") == queued
-    check_router_ledger(router, assignments.accepted)
     lost = [line for line in router.lines() if line.get("error_code") == "NATS_CONNECTION_LOST"]
     assert [line["reason"] for line in lost] == ["connection_closed"]
     assert "no answer to 2 pings" in lost[0]["error"]
@@ -214,9 +218,7 @@ async def test_blackhole_for_ten_seconds(
 
 async def test_cluster_loses_the_connected_node(
     tmp_path: Path,
-    routers: list[RouterProcess],
-    raw_links: list[Link],
-    http: aiohttp.ClientSession,
+    make_rig: RigFactory,
     report: dict[str, Any],
 ) -> None:
     """3. A three-node cluster with R3 streams loses the node the Router is connected to."""
@@ -225,11 +227,7 @@ async def test_cluster_loses_the_connected_node(
     try:
         await cluster.wait_ready()
         await create_raw_stream(cluster.urls, replicas=3)
-        rig = await rig_up(
-            tmp_path,
-            routers,
-            raw_links,
-            http,
+        rig = await make_rig(
             ",".join(cluster.urls),
             cluster.urls,
             ROUTER_JETSTREAM_STREAM_REPLICAS="3",
@@ -260,16 +258,13 @@ async def test_cluster_loses_the_connected_node(
 
 
 async def test_router_sigkilled_with_a_full_spool_and_again_mid_replay(
-    tmp_path: Path,
     server: NatsServer,
-    routers: list[RouterProcess],
-    raw_links: list[Link],
-    http: aiohttp.ClientSession,
+    make_rig: RigFactory,
     report: dict[str, Any],
 ) -> None:
     """4. The Router is SIGKILLed with assignments in its spool, restarted, SIGKILLed again in
     the middle of the replay, restarted: every assignment stored once."""
-    rig = await rig_up(tmp_path, routers, raw_links, http, server.url, [server.url])
+    rig = await make_rig(server.url, [server.url])
     router = rig.router
     rig.start()
     await rig.steady(2)
@@ -335,15 +330,12 @@ async def test_router_sigkilled_with_a_full_spool_and_again_mid_replay(
 
 @pytest.mark.timeout(300)
 async def test_server_flaps_five_times_in_a_minute(
-    tmp_path: Path,
     server: NatsServer,
-    routers: list[RouterProcess],
-    raw_links: list[Link],
-    http: aiohttp.ClientSession,
+    make_rig: RigFactory,
     report: dict[str, Any],
 ) -> None:
     """5. nats-server dies and comes back five times within a minute, under load."""
-    rig = await rig_up(tmp_path, routers, raw_links, http, server.url, [server.url])
+    rig = await make_rig(server.url, [server.url])
     rig.start()
     started = time.monotonic()
     recoveries = []
@@ -359,12 +351,8 @@ async def test_server_flaps_five_times_in_a_minute(
     await rig.steady(1)
     assignments, raw = await books(rig, [server.url])
     router = rig.router
-    assert router.metric("router_nats_connection_lost_total") == 5
-    assert router.metric("router_nats_connection_restored_total") == 5
+    check_outages(router, 5, assignments)
     assert router.metric("router_nats_outage_duration_seconds_count") == 5
-    queued = assignments.during_outage
-    assert router.metric("router_nats_pending_operations_retry_success_total") == queued
-    check_router_ledger(router, assignments.accepted)
     assert all(r is not None for r in recoveries)
     report["5 five flaps in a minute"] = figures(
         assignments,
