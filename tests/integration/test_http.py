@@ -43,6 +43,8 @@ CONTRACT_LINK_METRICS = {
     "router_nats_operation_duration_seconds": "histogram",
     "router_nats_pending_operations_count": "gauge",
     "router_nats_pending_operations_bytes": "gauge",
+    "router_nats_pending_operations_limit": "gauge",
+    "router_nats_pending_operations_bytes_limit": "gauge",
     "router_nats_pending_operations_dropped_total": "counter",
     "router_nats_pending_operations_rejected_total": "counter",
     "router_nats_pending_operations_retry_total": "counter",

@@ -117,6 +117,8 @@ async def test_byte_bound_applies(nats_server: NatsServer, make_link: LinkFactor
         await link.publish("b.x", b"y" * 30)  # 33 bytes each with the subject
     assert link.pending.count == 3
     assert metric(link, "router_nats_pending_operations_bytes") == 99
+    assert metric(link, "router_nats_pending_operations_bytes_limit") == 100
+    assert metric(link, "router_nats_pending_operations_limit") == 1000
     assert metric(link, "router_nats_pending_operations_dropped_total", reason="queue_full") == 3
 
 

@@ -146,6 +146,8 @@ class Link:
         self._pending: PendingQueue = pending or open_pending_queue(settings)
         self.accounting = Accounting((self._publish_total, self._pwa_total))
         metrics.track_ledger(self.accounting.as_dict)
+        metrics.pending_limit.set(settings.nats_max_pending_operations)
+        metrics.pending_bytes_limit.set(settings.nats_max_pending_bytes)
         if self._pending.count:  # a spool from an earlier process: replayed once connected
             self.accounting.recovered = self._pending.count
             self._t.spool_recovered(

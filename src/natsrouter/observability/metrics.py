@@ -130,6 +130,11 @@ class LinkMetrics:
         )
         self.pending_count = gauge("pending_operations_count", "Operations in the pending queue")
         self.pending_bytes = gauge("pending_operations_bytes", "Bytes in the pending queue")
+        # The bounds as series, so an alert can say "80% full" without copying the settings.
+        self.pending_limit = gauge(
+            "pending_operations_limit", "nats_max_pending_operations (0: nothing is queued)"
+        )
+        self.pending_bytes_limit = gauge("pending_operations_bytes_limit", "nats_max_pending_bytes")
         self.pending_dropped = counter(
             "pending_operations_dropped", "Pending operations dropped", reason
         )
