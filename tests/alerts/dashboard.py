@@ -1,0 +1,47 @@
+"""The shipped Grafana dashboard's queries, with Grafana's variables replaced so that
+promtool and a plain Prometheus can run them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tests.alerts.conftest import DASHBOARD
+
+#: Grafana variables → what they stand for when every Router is selected.
+SUBSTITUTIONS = {"$instance": ".+", "$__rate_interval": "1m"}
+
+
+@dataclass(frozen=True)
+class Query:
+    panel: str
+    ref: str
+    expr: str  # as run by Prometheus: variables substituted
+
+    @property
+    def name(self) -> str:
+        return f"{self.panel} [{self.ref}]"
+
+
+def document() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return loaded
+
+
+def panels() -> list[dict[str, Any]]:
+    return [panel for panel in document()["panels"] if panel["type"] != "row"]
+
+
+def substitute(expr: str) -> str:
+    for variable, value in SUBSTITUTIONS.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def queries() -> list[Query]:
+    return [
+        Query(panel["title"], target["refId"], substitute(target["expr"]))
+        for panel in panels()
+        for target in panel["targets"]
+    ]
