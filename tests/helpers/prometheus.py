@@ -1,0 +1,118 @@
+"""A real Prometheus server (Debian's ``prometheus``) on a free loopback port, for tests.
+
+It scrapes the given targets every second and evaluates the given rule file every second;
+``query``, ``query_range`` and ``alerts`` read its HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from natsrouter.embedded import free_port
+
+
+class PrometheusServer:
+    def __init__(self, binary: str, tmp: Path, targets: list[str], rule_file: Path) -> None:
+        self.binary = binary
+        self.tmp = tmp
+        self.port = free_port()
+        self.config = tmp / "prometheus.yml"
+        self.log = tmp / "prometheus.log"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {
+                        "scrape_interval": "1s",
+                        "scrape_timeout": "900ms",
+                        "evaluation_interval": "1s",
+                    },
+                    "rule_files": [str(rule_file)],
+                    "scrape_configs": [
+                        {"job_name": "natsrouter", "static_configs": [{"targets": targets}]}
+                    ],
+                }
+            )
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30) -> None:
+        with self.log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    self.binary,
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.tmp / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"prometheus not ready in {timeout_s}s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _get(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as resp:
+            document = json.loads(resp.read())
+        assert document["status"] == "success", document
+        return document["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get("/api/v1/query", query=expr)["result"]
+        return result
+
+    def query_range(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get(
+            "/api/v1/query_range", query=expr, start=str(start), end=str(end), step="1s"
+        )["result"]
+        return result
+
+    def wait(self, condition: Callable[[], object], timeout_s: float, what: str) -> None:
+        """Poll ``condition`` (every 0.2 s) until truthy; fail with Prometheus' log."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout_s}s waiting for {what}; prometheus log:\n"
+                    + self.log.read_text()[-2000:]
+                )
+            time.sleep(0.2)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Active alerts (pending and firing); a resolved alert is no longer listed."""
+        found: list[dict[str, Any]] = self._get("/api/v1/alerts")["alerts"]
+        return found
