@@ -13,10 +13,12 @@ from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 SRC = ROOT / "src" / "natsrouter"
+ALERT_RULES = ROOT / "deploy" / "prometheus" / "natsrouter-alerts.yml"
 
 
 def all_docs() -> str:
-    return "\n".join(p.read_text() for p in [*DOCS.glob("*.md"), ROOT / "README.md"])
+    pages = [*DOCS.glob("*.md"), ROOT / "README.md", ROOT / "CONTRIBUTING.md"]
+    return "\n".join(p.read_text() for p in pages)
 
 
 # router_-prefixed names in docs that are not metrics: durables, a queue group, a prefix.
@@ -89,8 +91,29 @@ def test_configuration_doc_covers_every_key_and_only_keys() -> None:
     for row in re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", conf, re.M):
         table_keys |= set(re.findall(r"`([a-z_]+)`", row))
     assert table_keys == set(KEYS)
-    key_like = set(re.findall(r"`((?:nats|embedded|metrics|log)_[a-z_]+)`", all_docs()))
+    key_like = set(re.findall(rf"`((?:{SETTING_PREFIXES})_[a-z_]+)`", all_docs()))
     error_tags = set(
         re.findall(r'error_tag="([a-z_]+)"', (SRC / "link" / "telemetry.py").read_text())
     )
-    assert key_like - set(KEYS) - error_tags == set()
+    assert key_like - set(KEYS) - error_tags - NOT_SETTINGS == set()
+
+
+# Every setting starts with one of these; so do a few names that are not settings.
+SETTING_PREFIXES = "|".join(sorted({key.split("_")[0] for key in KEYS}))
+NOT_SETTINGS = {"assignment_id", "ack_wait"}  # a message field; a consumer's setting in NATS
+
+
+def alert_names() -> list[str]:
+    return re.findall(r"^\s*- alert: (\w+)$", ALERT_RULES.read_text(), re.M)
+
+
+def test_every_alert_the_docs_name_exists_and_every_alert_is_documented() -> None:
+    """Docs name only shipped alerts; each has a runbook section and a monitoring.md row."""
+    shipped = alert_names()
+    assert shipped and len(shipped) == len(set(shipped))
+    mentioned = set(re.findall(r"\bRouter(?:Nats)?[A-Z][A-Za-z]+\b", all_docs()))
+    assert mentioned - set(shipped) == set()
+    runbook = set(re.findall(r"^### (\w+)$", (DOCS / "operations.md").read_text(), re.M))
+    table = set(re.findall(r"^\| (\w+) \|", (DOCS / "monitoring.md").read_text(), re.M))
+    assert set(shipped) <= runbook
+    assert set(shipped) <= table
