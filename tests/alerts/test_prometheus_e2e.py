@@ -82,15 +82,19 @@ def prometheus(
         server.stop()
 
 
-def decide_http(router: RouterProcess, n: int) -> dict[str, Any]:
+def decide_request(request_id: str) -> bytes:
     body = {
         "version": "1",
-        "request_id": f"http-{n}",
+        "request_id": request_id,
         "tenant_id": "acme",
-        "task": {"type": "text", "payload": {"n": n}},
+        "task": {"type": "text", "payload": {}},
         "push_assignment": True,
     }
-    request = urllib.request.Request(router.decide_url, data=json.dumps(body).encode())
+    return json.dumps(body).encode()
+
+
+def decide_http(router: RouterProcess, n: int) -> dict[str, Any]:
+    request = urllib.request.Request(router.decide_url, data=decide_request(f"http-{n}"))
     with urllib.request.urlopen(request, timeout=5) as resp:
         answer: dict[str, Any] = json.loads(resp.read())
     return answer
@@ -103,14 +107,7 @@ async def traffic(url: str, router: RouterProcess) -> None:
     worker = FakeWorker(nc, "caf.exec.assign.v1", "caf.exec.assign.v1.ack", "caf.exec.result.v1")
     try:
         for n in range(3):
-            body = {
-                "version": "1",
-                "request_id": f"nats-{n}",
-                "tenant_id": "acme",
-                "task": {"type": "text", "payload": {"n": n}},
-                "push_assignment": True,
-            }
-            reply = await nc.request("beamline.router.v1.decide", json.dumps(body).encode(), 5)
+            reply = await nc.request("beamline.router.v1.decide", decide_request(f"nats-{n}"), 5)
             assert json.loads(reply.data)["ok"] is True, reply.data
         for n in range(3):
             assert (await asyncio.to_thread(decide_http, router, n))["ok"] is True
