@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -43,17 +41,3 @@ def alerts() -> tuple[Alert, ...]:
 def unit_tests() -> list[dict[str, Any]]:
     tests: list[dict[str, Any]] = yaml.safe_load(RULE_TESTS.read_text())["tests"]
     return tests
-
-
-def slug(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
-
-
-def anchors(markdown: Path) -> set[str]:
-    return {
-        slug(line.lstrip("#"))
-        for line in markdown.read_text().splitlines()
-        if re.match(r"#{1,6} ", line)
-    }

@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from natsrouter.config import KEYS
-from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
+from natsrouter.observability.verify import expected_families, shown_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -27,13 +25,7 @@ NOT_METRICS = {"router_results", "router_acks", "router_decide_group", "router_n
 
 def exported_metric_names() -> set[str]:
     """Names as documented: counters with _total, histograms and gauges by family."""
-    names = set()
-    registry = CollectorRegistry()
-    LinkMetrics(registry)
-    RouterMetrics(registry)
-    for family in registry.collect():
-        names.add(f"{family.name}_total" if family.type == "counter" else family.name)
-    return names
+    return {shown_name(name, kind) for name, kind in expected_families().items()}
 
 
 def test_metrics_doc_lists_exactly_the_exported_metrics() -> None:

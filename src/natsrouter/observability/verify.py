@@ -26,7 +26,8 @@ def expected_families() -> dict[str, str]:
     return {family.name: family.type for family in registry.collect()}
 
 
-def _shown(name: str, kind: str) -> str:
+def shown_name(name: str, kind: str) -> str:
+    """The name as /metrics shows it and the docs write it: a counter with ``_total``."""
     return f"{name}_total" if kind == "counter" else name
 
 
@@ -60,12 +61,12 @@ def verify(exposition: str) -> Verdict:
     found = {family.name: family.type for family in text_string_to_metric_families(exposition)}
     expected = expected_families()
     missing = tuple(
-        f"{_shown(name, kind)} ({kind})"
+        f"{shown_name(name, kind)} ({kind})"
         for name, kind in sorted(expected.items())
         if name not in found
     )
     wrong = tuple(
-        f"{_shown(name, kind)}: exported as {found[name]}, expected {kind}"
+        f"{shown_name(name, kind)}: exported as {found[name]}, expected {kind}"
         for name, kind in sorted(expected.items())
         if name in found and found[name] != kind
     )
