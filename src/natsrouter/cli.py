@@ -75,6 +75,8 @@ def verify_metrics(url: str, timeout_s: float) -> int:
 
 async def serve(settings: Settings) -> int:
     """Run until a signal (exit 0) or exhaustion under the ``exit`` policy (exit 3)."""
+    # Durable by default: unless memory is chosen, what is queued survives a restart.
+    settings = settings.durable_by_default()
     embedded: NatsServer | None = None
     servers = settings.nats_url
     try:

@@ -36,6 +36,22 @@ class OverflowPolicy(StrEnum):
     REJECT_NEW = "reject_new"
 
 
+class PendingStore(StrEnum):
+    """Where the pending queue lives (docs/configuration.md, ``nats_pending_store``)."""
+
+    #: ``natsrouter run``: the spool; the library's ``Link``: memory unless a path is set.
+    AUTO = "auto"
+    #: The SQLite spool at ``nats_pending_spool_path`` (``DEFAULT_SPOOL_PATH`` when empty).
+    SPOOL = "spool"
+    #: Process memory: lost with the process.
+    MEMORY = "memory"
+
+
+#: The spool of ``natsrouter run`` when no path is set: relative to where it runs, beside the
+#: embedded server's ``data/nats``.
+DEFAULT_SPOOL_PATH = "data/spool.db"
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
@@ -101,6 +117,7 @@ class Settings:
     nats_max_pending_bytes: int = _key(16 * 1024 * 1024, _min(0))
     nats_pending_overflow: OverflowPolicy = _key(OverflowPolicy.DROP_OLDEST)
     nats_pending_operation_timeout_ms: int = _key(0, _min(0))
+    nats_pending_store: PendingStore = _key(PendingStore.AUTO)
     nats_pending_spool_path: str = _key("")
     nats_request_timeout_ms: int = _key(5000, _min(1))
     nats_max_payload_size: int = _key(1024 * 1024, _min(1))
@@ -152,6 +169,7 @@ class Settings:
             if value in seen:
                 raise ConfigError(name, f"must differ from {seen[value]} ({value!r})")
             seen[value] = name
+        self._check_pending_store()
         if self.nats_password and not self.nats_user:
             raise ConfigError("nats_user", "required when nats_password is set")
         for name in (
@@ -164,6 +182,23 @@ class Settings:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(name, f"no such file: {path}")
+
+    def _check_pending_store(self) -> None:
+        if self.nats_pending_store is PendingStore.MEMORY and self.nats_pending_spool_path:
+            raise ConfigError(
+                "nats_pending_store",
+                "memory contradicts nats_pending_spool_path "
+                f"({self.nats_pending_spool_path!r}): set one of them",
+            )
+        if self.nats_pending_store is PendingStore.SPOOL and not self.nats_pending_spool_path:
+            # Frozen, but still being built: the resolved path is what every reader sees.
+            object.__setattr__(self, "nats_pending_spool_path", DEFAULT_SPOOL_PATH)
+
+    def durable_by_default(self) -> Settings:
+        """The settings of ``natsrouter run``: ``auto`` keeps the queue in the spool."""
+        if self.nats_pending_store is not PendingStore.AUTO or self.nats_pending_spool_path:
+            return self
+        return dataclasses.replace(self, nats_pending_store=PendingStore.SPOOL)
 
     @property
     def embedded(self) -> bool:
@@ -250,7 +285,8 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
             return value
         raise ConfigError(key, f"expected a string, got {value!r}")
     enum_type = {
-        cls.__name__: cls for cls in (ExhaustedPolicy, OverflowPolicy, LogFormat, LogLevel)
+        cls.__name__: cls
+        for cls in (ExhaustedPolicy, OverflowPolicy, PendingStore, LogFormat, LogLevel)
     }[annotation]
     try:
         return enum_type(str(value).strip().lower())

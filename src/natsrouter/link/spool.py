@@ -27,7 +27,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from natsrouter.config import Settings
+from natsrouter.config import DEFAULT_SPOOL_PATH, Settings
 from natsrouter.errors import ConfigError, NatsRouterError
 from natsrouter.link.outcome import Operation
 from natsrouter.link.pending import (
@@ -248,12 +248,23 @@ class SqlitePendingQueue:
 
 
 def open_pending_queue(settings: Settings) -> PendingQueue:
-    """The queue the settings ask for: the SQLite spool when a path is set, else memory."""
+    """The queue the settings ask for: the SQLite spool when a path is set, else memory.
+
+    The directory of the default path (``data/``, where ``natsrouter run`` runs) is created,
+    as the embedded server creates ``data/nats``; a directory the operator named must exist,
+    so a typo in it stops start-up instead of spooling somewhere unexpected.
+    """
     limits = Limits(
         settings.nats_max_pending_operations,
         settings.nats_max_pending_bytes,
         settings.nats_pending_overflow,
     )
+    if settings.nats_pending_spool_path == DEFAULT_SPOOL_PATH:
+        directory = Path(DEFAULT_SPOOL_PATH).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(_KEY, f"cannot create {directory}: {exc}") from exc
     if settings.nats_pending_spool_path:
         return SqlitePendingQueue.open(settings.nats_pending_spool_path, limits)
     return MemoryPendingQueue(limits)
