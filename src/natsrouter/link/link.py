@@ -628,6 +628,7 @@ class Link:
                 await asyncio.sleep(self._backoff.delay_ms(0, self._rng) / 1000)
                 return
             consumer.busy = True
+            consumer.in_hand = messages  # for in_progress: the rest of the batch waits too
             try:
                 for message in messages:
                     if consumer.stopping:
@@ -639,6 +640,7 @@ class Link:
                         self._t.handler_failed(message.subject, exc)
             finally:
                 consumer.busy = False
+                consumer.in_hand = []
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -949,6 +951,26 @@ class Link:
     async def term(self, message: JsMessage) -> Result:
         """Tell the server never to redeliver; counted as an ``ack`` operation."""
         return await self._acknowledge(message, AckKind.TERM, None)
+
+    async def in_progress(self, message: JsMessage) -> Result:
+        """Tell the server ``message`` is still being worked on: its ack wait starts again.
+
+        The messages fetched with it and not yet handed out get the same (they wait behind it,
+        their ack wait running). Counted as ``ack`` operations. The result is the one of
+        ``message`` itself.
+        """
+        result = await self._acknowledge(message, AckKind.IN_PROGRESS, None)
+        for waiting in self._fetched_after(message):
+            await self._acknowledge(waiting, AckKind.IN_PROGRESS, None)
+        return result
+
+    def _fetched_after(self, message: JsMessage) -> list[JsMessage]:
+        """The messages of ``message``'s batch that its consumer has not handed out yet."""
+        for consumer in self._consumers:
+            for index, held in enumerate(consumer.in_hand):
+                if held is message:
+                    return consumer.in_hand[index + 1 :]
+        return []
 
     async def _acknowledge(self, message: JsMessage, kind: AckKind, delay_ms: int | None) -> Result:
         op = Operation.NAK if kind is AckKind.NAK else Operation.ACK

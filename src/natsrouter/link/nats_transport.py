@@ -430,6 +430,8 @@ def _ack_payload(kind: AckKind, delay_ms: int | None) -> bytes:
         return b"+ACK"
     if kind is AckKind.TERM:
         return b"+TERM"
+    if kind is AckKind.IN_PROGRESS:
+        return b"+WPI"
     if delay_ms:
         return b"-NAK " + json.dumps({"delay": delay_ms * 1_000_000}).encode()
     return b"-NAK"

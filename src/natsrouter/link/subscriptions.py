@@ -39,6 +39,8 @@ class Consumer:
     delivered: int = 0
     stopping: bool = False
     busy: bool = False  # handing out a fetched batch
+    #: The fetched batch being handed out, in order (empty between fetches).
+    in_hand: list[JsMessage] = field(default_factory=list, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property

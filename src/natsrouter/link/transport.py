@@ -78,11 +78,13 @@ class StreamInfo:
 
 
 class AckKind(StrEnum):
-    """JetStream acknowledgements; ``TERM`` counts as an ``ack`` operation in metrics."""
+    """JetStream acknowledgements; ``TERM`` and ``IN_PROGRESS`` count as ``ack`` operations."""
 
     ACK = "ack"
     NAK = "nak"
     TERM = "term"
+    #: Still working on it: the server starts the message's ack wait again (``+WPI``).
+    IN_PROGRESS = "in_progress"
 
 
 MessageHandler = Callable[[InboundMessage], Awaitable[None]]

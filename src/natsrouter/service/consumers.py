@@ -14,16 +14,23 @@ A transient failure naks with ``js_nak_delay_ms``, unless this was the last deli
 server allows (its ``num_delivered`` has reached ``js_max_deliver``): then the message is
 dead-lettered and counted, because a nak would not bring it back. A dead letter is
 terminated only once the DLQ has stored it; until then the message is nak'd, never lost.
+
+While a side effect's publish (UsageEvent or dead letter) is still being retried, which the
+link may do for up to ``js_publish_retry_deadline_ms``, the consumer tells the server the
+message is in progress every third of ``js_ack_wait_ms``, so neither it nor the rest of its
+fetched batch is redelivered meanwhile (and ends in the DLQ as ``max_deliver``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable
 from typing import Generic, Protocol, TypeVar
 
 from natsrouter.config import Settings
 from natsrouter.link.link import Link
-from natsrouter.link.outcome import Outcome
+from natsrouter.link.outcome import Outcome, Result
 from natsrouter.link.transport import ConsumerSpec, JsMessage
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.worker_messages import (
@@ -121,6 +128,24 @@ class _Consumer(Generic[M]):
     def _seq(msg: JsMessage) -> int | None:
         return msg.metadata.stream_seq if msg.metadata else None
 
+    async def publish_held(self, msg: JsMessage, publish: Awaitable[Result]) -> Result:
+        """Await a side effect's publish, keeping ``msg`` (and its batch) in progress meanwhile.
+
+        Every third of the ack wait, not every half: after one held message another may be
+        held, and the batch behind them must still hear from us within one ack wait.
+        """
+        task = asyncio.ensure_future(publish)
+        interval_s = self._settings.js_ack_wait_ms / 3000
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=interval_s)
+                if done:
+                    return task.result()
+                await self._link.in_progress(msg)
+        finally:
+            if not task.done():  # cancelled (a stop): the publish goes with the handler
+                task.cancel()
+
     async def invalid(self, msg: JsMessage, err: InvalidMessage) -> None:
         self._events.invalid(self.name, err.field, err.message, self._seq(msg))
         await self.dead_letter(msg, "invalid", f"{err.field}: {err.message}")
@@ -144,7 +169,9 @@ class _Consumer(Generic[M]):
                 "dlq_num_delivered": str(meta.num_delivered if meta else 1),
             }
         )
-        result = await self._link.publish_with_ack(subject, msg.data, headers)
+        result = await self.publish_held(
+            msg, self._link.publish_with_ack(subject, msg.data, headers)
+        )
         if result.outcome is not Outcome.SENT:
             self._events.dead_letter_failed(self.name, reason, result.outcome.value)
             await self._link.nak(msg, self._settings.js_nak_delay_ms)
@@ -201,10 +228,13 @@ class ResultsConsumer(_Consumer[ExecResult]):
 
     async def apply(self, msg: JsMessage, result: ExecResult, delivered: int) -> None:
         trace_id = result.trace_id or new_trace_id()
-        published = await self._link.publish_with_ack(
-            self._settings.usage_subject,
-            json.dumps(usage_event(result), separators=(",", ":")).encode(),
-            headers_for(trace_id, result.tenant_id, msg_id=f"usage-{result.key}"),
+        published = await self.publish_held(
+            msg,
+            self._link.publish_with_ack(
+                self._settings.usage_subject,
+                json.dumps(usage_event(result), separators=(",", ":")).encode(),
+                headers_for(trace_id, result.tenant_id, msg_id=f"usage-{result.key}"),
+            ),
         )
         if published.outcome is not Outcome.SENT or published.pub_ack is None:
             # Queued counts as not confirmed: the replay stores it under the same id, and the
