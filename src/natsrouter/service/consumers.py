@@ -47,6 +47,10 @@ from natsrouter.service.idempotency import IdempotencyWindow
 
 RESULTS_DURABLE = "router-results"
 ACKS_DURABLE = "router-acks"
+#: The only headers of a worker's message a dead letter keeps: its trace and its tenant.
+#: Any other (``Nats-Expected-Stream``, ``Nats-Expected-Last-*``, ``Nats-TTL``,
+#: ``Nats-Rollup``, ``Nats-Msg-Id``, ...) would steer the Router's own publish to the DLQ.
+PASS_THROUGH_HEADERS = frozenset({"trace_id", "traceparent", "tracestate", "tenant_id"})
 
 
 class _Message(Protocol):
@@ -157,10 +161,11 @@ class _Consumer(Generic[M]):
     async def dead_letter(self, msg: JsMessage, reason: str, error: str) -> None:
         """Store the message on ``<subject>.dlq``, then terminate it; nak if not stored."""
         subject = f"{msg.subject}.dlq"
-        headers = dict(msg.headers or {})
+        headers = {k: v for k, v in (msg.headers or {}).items() if k in PASS_THROUGH_HEADERS}
         meta = msg.metadata
         headers.update(
             {
+                "version": "1",
                 # One dead letter per stored message, however often this runs.
                 "Nats-Msg-Id": f"dlq-{meta.stream}-{meta.stream_seq}" if meta else new_trace_id(),
                 "dlq_reason": reason,
