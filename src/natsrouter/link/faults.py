@@ -11,6 +11,11 @@ same way. What each fault does (docs/faults.md):
   the operation fails with ``ConnectionClosedError``;
 - ``delay(ms)``: waits, then performs the operation;
 - ``intermittent(p)``: with probability ``p`` behaves as ``error(fault_injected)``.
+
+A fault may be limited to a subject or a pattern (NATS wildcards ``*`` and ``>``) with
+``subject``: it then acts only on operations on a matching subject (publishes, requests,
+subscriptions and consumers by their filter), so a drill can make one stream slow while the
+others flow. ``connect``, ``ack`` and ``nak`` have no subject of their own and refuse one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -64,6 +69,37 @@ class FaultKind(StrEnum):
     INTERMITTENT = "intermittent"
 
 
+#: Targets whose operations carry no subject a fault could be limited to.
+SUBJECTLESS = frozenset({FaultTarget.CONNECT, FaultTarget.ACK, FaultTarget.NAK})
+
+
+def check_subject_pattern(pattern: str) -> str:
+    """``pattern`` when it is a subject or wildcard pattern; else ``FaultSpecError``."""
+    tokens = pattern.split(".")
+    bad = (
+        not pattern
+        or any(not t or any(c.isspace() for c in t) for t in tokens)
+        or any((">" in t and t != ">") or ("*" in t and t != "*") for t in tokens)
+        or ">" in tokens[:-1]
+    )
+    if bad:
+        raise FaultSpecError(
+            "subject", f"expected a subject or pattern (a.b, a.*, a.>), got {pattern!r}"
+        )
+    return pattern
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS matching: ``*`` is one token, a final ``>`` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for index, token in enumerate(want):
+        if token == ">":
+            return len(have) > index
+        if index >= len(have) or (token != "*" and token != have[index]):
+            return False
+    return len(have) == len(want)
+
+
 class FaultSpecError(ValueError):
     """A fault description (from Python or the admin endpoint) is invalid; names the field."""
 
@@ -78,6 +114,17 @@ class Fault:
     reason: Reason = Reason.FAULT_INJECTED
     delay_ms: int = 0
     probability: float = 0.0
+    #: Only operations on subjects matching this pattern; None: every operation.
+    subject: str | None = None
+
+    def on_subject(self, pattern: str) -> Fault:
+        """The same fault, limited to subjects matching ``pattern`` (``*``, ``>``)."""
+        return replace(self, subject=check_subject_pattern(pattern))
+
+    def applies_to(self, subject: str | None) -> bool:
+        return self.subject is None or (
+            subject is not None and subject_matches(self.subject, subject)
+        )
 
     @classmethod
     def error(cls, reason: Reason = Reason.FAULT_INJECTED) -> Fault:
@@ -105,7 +152,18 @@ class Fault:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fault:
-        """Parse ``{"kind": "error", "reason": "timeout"}`` and the like (admin endpoint)."""
+        """Parse ``{"kind": "error", "reason": "timeout"}`` and the like (admin endpoint);
+        an optional ``"subject"`` limits it to matching subjects."""
+        fault = cls._kind_from_dict(data)
+        subject = data.get("subject")
+        if subject is None:
+            return fault
+        if not isinstance(subject, str):
+            raise FaultSpecError("subject", "expected a string")
+        return fault.on_subject(subject)
+
+    @classmethod
+    def _kind_from_dict(cls, data: Mapping[str, Any]) -> Fault:
         try:
             kind = FaultKind(str(data.get("kind")))
         except ValueError:
@@ -129,13 +187,14 @@ class Fault:
         return cls.timeout() if kind is FaultKind.TIMEOUT else cls.close_connection()
 
     def describe(self) -> str:
-        """Short text for the log's ``fault`` field: ``error(timeout)``, ``delay(50)``."""
+        """Short text for the log's ``fault`` field: ``error(timeout)``, ``delay(50) on a.>``."""
         arg = {
             FaultKind.ERROR: self.reason.value,
             FaultKind.DELAY: str(self.delay_ms),
             FaultKind.INTERMITTENT: f"{self.probability:g}",
         }.get(self.kind)
-        return f"{self.kind.value}({arg})" if arg is not None else self.kind.value
+        text = f"{self.kind.value}({arg})" if arg is not None else self.kind.value
+        return text if self.subject is None else f"{text} on {self.subject}"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind.value, "description": self.describe()}
@@ -145,6 +204,8 @@ class Fault:
             out["delay_ms"] = self.delay_ms
         if self.kind is FaultKind.INTERMITTENT:
             out["probability"] = self.probability
+        if self.subject is not None:
+            out["subject"] = self.subject
         return out
 
 
@@ -162,6 +223,9 @@ class FaultRegistry:
         self._on_injected = on_injected
 
     def set(self, target: FaultTarget, fault: Fault) -> None:
+        """Set the fault of ``target``; ``FaultSpecError`` for a subject on a subjectless one."""
+        if fault.subject is not None and target in SUBJECTLESS:
+            raise FaultSpecError("subject", f"{target.value} has no subject to limit a fault to")
         self._faults[target] = fault
 
     def clear(self, target: FaultTarget | None = None) -> None:
@@ -176,10 +240,12 @@ class FaultRegistry:
     def set_on_injected(self, callback: InjectedCallback) -> None:
         self._on_injected = callback
 
-    async def apply(self, target: FaultTarget, conn: Connection | None) -> None:
-        """Act out the fault set for ``target``, if any: raise, drop, or wait."""
+    async def apply(
+        self, target: FaultTarget, conn: Connection | None, subject: str | None = None
+    ) -> None:
+        """Act out the fault set for ``target``, if any and if it covers ``subject``."""
         fault = self._faults.get(target)
-        if fault is None:
+        if fault is None or not fault.applies_to(subject):
             return
         if fault.kind is FaultKind.INTERMITTENT and self._rng.random() >= fault.probability:
             return
@@ -232,29 +298,29 @@ class FaultInjectingConnection:
     async def publish(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None
     ) -> None:
-        await self._faults.apply(FaultTarget.PUBLISH, self._inner)
+        await self._faults.apply(FaultTarget.PUBLISH, self._inner, subject)
         await self._inner.publish(subject, payload, headers)
 
     async def publish_with_ack(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
     ) -> PubAck:
-        await self._faults.apply(FaultTarget.PUBLISH_WITH_ACK, self._inner)
+        await self._faults.apply(FaultTarget.PUBLISH_WITH_ACK, self._inner, subject)
         return await self._inner.publish_with_ack(subject, payload, headers, timeout_s)
 
     async def request(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
     ) -> InboundMessage:
-        await self._faults.apply(FaultTarget.REQUEST, self._inner)
+        await self._faults.apply(FaultTarget.REQUEST, self._inner, subject)
         return await self._inner.request(subject, payload, headers, timeout_s)
 
     async def subscribe(
         self, subject: str, queue: str | None, handler: MessageHandler
     ) -> NativeSubscription:
-        await self._faults.apply(FaultTarget.SUBSCRIBE, self._inner)
+        await self._faults.apply(FaultTarget.SUBSCRIBE, self._inner, subject)
         return await self._inner.subscribe(subject, queue, handler)
 
     async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer:
-        await self._faults.apply(FaultTarget.SUBSCRIBE, self._inner)
+        await self._faults.apply(FaultTarget.SUBSCRIBE, self._inner, spec.filter_subject)
         return await self._inner.pull_subscribe(spec)
 
     async def ensure_stream(self, spec: StreamSpec) -> bool:

@@ -53,7 +53,8 @@ async def _list_faults(request: web.Request) -> web.Response:
 
 
 async def _set_fault(request: web.Request) -> web.Response:
-    """``POST {"target": "publish", "fault": {"kind": "error", "reason": "timeout"}}``."""
+    """``POST {"target": "publish", "fault": {"kind": "error", "reason": "timeout"}}``;
+    ``"subject": "a.>"`` in the fault limits it to matching subjects."""
     link = request.app[_LINK]
     try:
         body = await request.json()
@@ -70,10 +71,9 @@ async def _set_fault(request: web.Request) -> web.Response:
     if not isinstance(spec, dict):
         return _json({"error": {"field": "fault", "message": "expected a JSON object"}}, 400)
     try:
-        fault = Fault.from_dict(spec)
+        link.inject(target, Fault.from_dict(spec))
     except FaultSpecError as exc:
         return _json({"error": {"field": f"fault.{exc.field}", "message": str(exc)}}, 400)
-    link.inject(target, fault)
     return _json(_faults_doc(link))
 
 
