@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import nats
 import nkeys
 import pytest
 import trustme
 
 from natsrouter.embedded import NatsServer
 from natsrouter.link import ConnectionState, Outcome
+from natsrouter.link.outcome import PubAck
+from natsrouter.link.transport import StreamSpec
 from tests.conftest import LinkFactory
 from tests.helpers.jwt_auth import JwtAuth
 from tests.helpers.observe import metric
@@ -69,9 +73,19 @@ async def test_tls_with_the_ca_connects_and_publishes(
 ) -> None:
     """tls:// with the server's CA: connected, and a JetStream publish is stored."""
     server = start(tls_server(tmp_path, pki, mutual=False))
-    link = await make_link([f"tls://127.0.0.1:{server.port}"], nats_tls_ca_file=str(pki.ca_file))
+    url = f"tls://127.0.0.1:{server.port}"
+    link = await make_link([url], nats_tls_ca_file=str(pki.ca_file))
     assert await link.wait_connected(5)
-    assert (await link.publish("tls.x", b"over tls")).outcome is Outcome.SENT
+    await link.declare_stream(StreamSpec("TLS", ("tls.>",)))
+    result = await link.publish_with_ack("tls.x", b"over tls")
+    assert (result.outcome, result.pub_ack) == (Outcome.SENT, PubAck("TLS", 1))
+    # Read back by a separate client over TLS: the server stored it.
+    nc = await nats.connect(url, tls=ssl.create_default_context(cafile=str(pki.ca_file)))
+    try:
+        stored = await nc.jetstream().get_msg("TLS", 1)
+    finally:
+        await nc.close()
+    assert (stored.subject, stored.data) == ("tls.x", b"over tls")
 
 
 async def test_tls_without_the_ca_is_refused_and_retried(

@@ -8,7 +8,6 @@ gauge (0 or 0.5 during, 1 after) tell what happened.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from natsrouter.embedded import NatsServer, free_port
 from natsrouter.errors import NotConnectedError
 from natsrouter.link import ConnectionState, InboundMessage, Outcome
 from natsrouter.link.backoff import BackoffPolicy
-from tests.conftest import FAST, LinkFactory
+from tests.conftest import LinkFactory
 from tests.helpers.observe import codes, metric
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.waiting import wait_for
@@ -66,15 +65,17 @@ async def test_loss_keeps_process_and_tasks_alive(
 async def test_sigkill_and_restart_reconnects_within_one_backoff_step(
     nats_server: NatsServer, make_link: LinkFactory, logs: list
 ) -> None:
-    """SIGKILL + restart on the same port: connected again within one capped delay."""
+    """SIGKILL + restart on the same port: the first attempt begun after the server is back
+    (at most one more backoff step) connects."""
     link = await make_link([nats_server.url])
     assert await link.wait_connected(5)
     nats_server.kill()
     await wait_for(lambda: link.state is S.RECONNECTING, 5)
     await nats_server.astart()
-    cap_s = FAST["nats_max_reconnect_delay_ms"] / 1000 * (1 + FAST["nats_reconnect_jitter"])
-    took = await wait_for(lambda: link.state is S.CONNECTED, 5, "restored")
-    assert took <= cap_s + 0.3
+    # Counted when an attempt begins its delay: the one in its delay now may still connect.
+    begun = metric(link, "router_nats_reconnect_attempts_total")
+    await wait_for(lambda: link.state is S.CONNECTED, 5, "restored")
+    assert metric(link, "router_nats_reconnect_attempts_total") - begun <= 1
     assert status_gauge(link) == 1.0
     assert metric(link, "router_nats_connection_restored_total") == 1
     assert metric(link, "router_nats_connection_established_total") == 2
@@ -156,9 +157,10 @@ async def test_exhaustion_fail_open_refuses_then_recovers(
     before = await link.publish("fo.x", b"queued-before-exhaustion")
     assert before.outcome is Outcome.QUEUED
     await wait_for(lambda: link.state is S.DISCONNECTED, 5)
-    started = time.monotonic()
-    after = await link.publish("fo.x", b"refused")
-    assert time.monotonic() - started < 0.05  # never blocks
+    # Never blocks: one step of the coroutine finishes it, without suspending once.
+    with pytest.raises(StopIteration) as stopped:
+        link.publish("fo.x", b"refused").send(None)
+    after = stopped.value.value
     assert (after.outcome, after.pub_ack, after.pending_id) == (Outcome.FAILED_OPEN, None, None)
     assert metric(link, "router_nats_fail_open_total", operation="publish") == 1
     assert "NATS_PUBLISH_FAIL_OPEN" in codes(logs)
@@ -340,10 +342,9 @@ async def test_request_while_down_fails_fast_with_typed_error(
     assert await link.wait_connected(5)
     nats_server.kill()
     await wait_for(lambda: link.state is not S.CONNECTED, 5)
-    started = time.monotonic()
+    # At once: it raises in the coroutine's first step, without suspending once.
     with pytest.raises(NotConnectedError):
-        await link.request("svc.x", b"?")
-    assert time.monotonic() - started < 0.05
+        link.request("svc.x", b"?").send(None)
     assert metric(link, "router_nats_request_failures_total", reason="not_connected") == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 
@@ -235,7 +236,11 @@ async def test_jetstream_publishes_queued_in_an_outage_are_stored_in_order(
 async def test_every_accepted_publish_is_accounted_for(
     nats_server: NatsServer, make_link: LinkFactory
 ) -> None:
-    """accepted = sent + pending + dropped + rejected + failed_open + failed, at every step."""
+    """The ledger against counts taken outside the link: the outcomes the calls returned and
+    the messages a stream captured, before the outage and after the replay."""
+    from natsrouter.link import Fault, FaultTarget
+
+    await create_stream(nats_server.url, "ACC", ["acc.>"])
     link = await make_link(
         [nats_server.url],
         nats_max_pending_operations=4,
@@ -243,21 +248,35 @@ async def test_every_accepted_publish_is_accounted_for(
         nats_fault_injection_enabled=True,
     )
     assert await link.wait_connected(5)
-    a = link.accounting
-    for i in range(3):
-        await link.publish("acc.x", b"%d" % i)
-    from natsrouter.link import Fault, FaultTarget
-
+    results = [await link.publish("acc.x", b"s%d" % i) for i in range(3)]
     link.inject(FaultTarget.PUBLISH, Fault.error())
-    await link.publish("acc.x", b"fails")
+    results.append(await link.publish("acc.x", b"fails"))
     link.clear_faults()
+
+    async def captured() -> list[bytes]:
+        return [m.data for m in await stored_messages(nats_server.url, "ACC")]
+
+    for _ in range(200):  # core publishes: wait until the stream has the three sent ones
+        if len(await captured()) == 3:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the three sent publishes never reached the stream")
     nats_server.kill()
     await wait_for(lambda: not link.ready, 5)
-    for i in range(6):
-        await link.publish("acc.x", b"q%d" % i)
-    assert (a.accepted, a.sent, a.failed, a.rejected, link.pending.count) == (10, 3, 1, 2, 4)
-    assert a.balanced(link.pending.count)
+    results += [await link.publish("acc.x", b"q%d" % i) for i in range(6)]
+    tally = Counter(r.outcome for r in results)
+    assert tally == {Outcome.SENT: 3, Outcome.FAILED: 1, Outcome.QUEUED: 4, Outcome.REJECTED: 2}
+    a = link.accounting
+    assert (a.accepted, a.sent, a.failed, a.rejected, link.pending.count) == (
+        len(results),
+        tally[Outcome.SENT],
+        tally[Outcome.FAILED],
+        tally[Outcome.REJECTED],
+        tally[Outcome.QUEUED],
+    )
     await nats_server.astart()
     await wait_for(lambda: link.pending.count == 0, 5)
-    assert (a.accepted, a.sent) == (10, 7)
-    assert a.balanced(link.pending.count)
+    stored = await captured()
+    assert sorted(stored) == sorted([b"s0", b"s1", b"s2", b"q0", b"q1", b"q2", b"q3"])
+    assert (a.accepted, a.sent, a.failed, a.rejected) == (len(results), len(stored), 1, 2)
