@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
 from natsrouter.embedded import NatsServer
-from natsrouter.link import Fault, FaultTarget, Link
+from natsrouter.link import ConsumerSpec, Fault, FaultTarget, JsMessage, Link, Outcome
 from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
 from natsrouter.service.router import Router
-from tests.conftest import ROUTER_FAST
+from tests.conftest import ROUTER_FAST, LinkFactory
 from tests.helpers.jetstream import create_stream, stored_messages
-from tests.helpers.observe import rmetric
+from tests.helpers.observe import metric, rmetric
 from tests.helpers.waiting import wait_for
 from tests.helpers.worker import FakeWorker, result_for
 
@@ -95,7 +95,7 @@ async def test_a_held_usage_publish_keeps_its_batch_from_redelivery(
 
         async def pull() -> None:
             while not held.is_set():
-                with contextlib.suppress(nats.errors.TimeoutError):
+                with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
                     taken.extend(m.data for m in await other.fetch(10, timeout=0.2))
 
         puller = asyncio.create_task(pull())
@@ -120,3 +120,44 @@ async def test_a_held_usage_publish_keeps_its_batch_from_redelivery(
         f"usage-{result_for(assignment(n))['assignment_id']}" for n in range(3)
     ]
     assert await stored_messages(nats_server.url, "ROUTER_DLQ") == []
+
+
+async def test_in_progress_keeps_a_message_and_the_rest_of_its_batch(
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
+    """Link API: a handler holds the first of three fetched messages for 2.5 ack waits,
+    calling in_progress; another puller on the durable gets nothing, none is redelivered."""
+    await create_stream(nats_server.url, "HOLD", ["hold.>"])
+    link = await make_link([nats_server.url])
+    assert await link.wait_connected(5)
+    for n in range(3):
+        assert (await link.publish_with_ack("hold.x", b"%d" % n)).outcome is Outcome.SENT
+    seen: list[tuple[bytes, int]] = []
+
+    async def handler(msg: JsMessage) -> None:
+        assert msg.metadata is not None
+        seen.append((msg.data, msg.metadata.num_delivered))
+        if msg.data == b"0":  # the work in hand: 2.5 ack waits, saying so every third
+            for _ in range(8):
+                await asyncio.sleep(ACK_WAIT_MS / 3000)
+                assert (await link.in_progress(msg)).outcome is Outcome.SENT
+        await link.ack(msg)
+
+    spec = ConsumerSpec("HOLD", "holder", "hold.x", ack_wait_ms=ACK_WAIT_MS)
+    await link.consume(spec, handler, batch=3, fetch_timeout_s=0.2)
+    await wait_for(lambda: len(seen) == 1, 5, "the first message in hand")
+    nc = await nats.connect(nats_server.url)
+    try:
+        other = await nc.jetstream().pull_subscribe_bind("holder", "HOLD")
+        taken: list[bytes] = []
+        while len(seen) < 3:
+            with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                taken.extend(m.data for m in await other.fetch(10, timeout=0.2))
+        info = await nc.jetstream().consumer_info("HOLD", "holder")
+    finally:
+        await nc.close()
+    assert taken == []
+    assert seen == [(b"0", 1), (b"1", 1), (b"2", 1)]
+    assert info.num_redelivered == 0
+    # 8 in-progress acks for the held one, 8 for each of the two waiting behind it, 3 acks.
+    assert metric(link, "router_nats_ack_total") == 8 * 3 + 3
