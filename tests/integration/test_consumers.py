@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import nats
 import pytest
 
 from natsrouter.embedded import NatsServer
@@ -103,7 +104,17 @@ async def test_nak_redelivers_and_term_does_not(
     await link.publish_with_ack("naks.x", b"retry")
     await link.publish_with_ack("naks.x", b"poison")
     await wait_for(lambda: (b"retry", 2) in seen, 5)
-    await asyncio.sleep(0.3)
+    # Settled on the server (nothing pending, nothing awaiting an ack): nothing more can come.
+    nc = await nats.connect(nats_server.url)
+    try:
+        for _ in range(100):
+            info = await nc.jetstream().consumer_info("NAKS", "nakker")
+            if (info.num_pending, info.num_ack_pending) == (0, 0):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
     assert sorted(seen) == [(b"poison", 1), (b"retry", 1), (b"retry", 2)]
     assert metric(link, "router_nats_nak_total") == 1
     assert metric(link, "router_nats_ack_total") == 2  # one ack, one term
