@@ -997,7 +997,8 @@ class Link:
     # -- faults ------------------------------------------------------------------------------
 
     def inject(self, target: FaultTarget, fault: Fault) -> None:
-        """Set a fault (raises ``RuntimeError`` unless fault injection is enabled)."""
+        """Set a fault (raises ``RuntimeError`` unless fault injection is enabled, and
+        ``FaultSpecError`` for a subject on ``connect``, ``ack`` or ``nak``)."""
         if self.faults is None:
             raise RuntimeError("fault injection is disabled (nats_fault_injection_enabled)")
         self.faults.set(target, fault)
