@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -21,8 +22,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from natsrouter.config import Settings, load_settings
-from natsrouter.embedded import EmbeddedServerError, NatsServer
+from natsrouter.embedded import EmbeddedServerError, EmbeddedSupervisor, NatsServer
 from natsrouter.errors import ConfigError
+from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.link import Link
 from natsrouter.link.spool import open_pending_queue
 from natsrouter.observability.http import HttpServer, build_app
@@ -83,6 +85,9 @@ async def serve(settings: Settings) -> int:
     except ConfigError as exc:
         log.error("configuration error", error=str(exc), key=exc.key)  # noqa: TRY400
         return EXIT_CONFIG
+    registry = CollectorRegistry()
+    router_metrics = RouterMetrics(registry)
+    supervising: asyncio.Task[None] | None = None
     if settings.embedded:
         embedded = NatsServer(
             port=settings.embedded_nats_port, store_dir=Path(settings.embedded_nats_store_dir)
@@ -90,19 +95,33 @@ async def serve(settings: Settings) -> int:
         try:
             await embedded.astart()
         except EmbeddedServerError as exc:
-            log.error("embedded nats-server did not start", error=str(exc))  # noqa: TRY400
+            log.error(  # noqa: TRY400
+                "embedded nats-server did not start",
+                error=str(exc),
+                port=settings.embedded_nats_port,
+            )
             pending.close()
             return EXIT_EMBEDDED
         servers = (embedded.url,)
         log.info(
             "embedded nats-server started",
             server=embedded.url,
+            pid=embedded.pid,
             store_dir=settings.embedded_nats_store_dir,
         )
+        supervisor = EmbeddedSupervisor(
+            embedded,
+            BackoffPolicy(
+                settings.nats_reconnect_delay_ms,
+                settings.nats_max_reconnect_delay_ms,
+                settings.nats_reconnect_jitter,
+            ),
+            on_restart=router_metrics.embedded_nats_restarts.inc,
+        )
+        supervising = asyncio.get_running_loop().create_task(supervisor.run(), name="embedded")
 
-    registry = CollectorRegistry()
     link = Link(settings, LinkMetrics(registry), servers=servers, pending=pending)
-    router = Router(settings, link, RouterMetrics(registry))
+    router = Router(settings, link, router_metrics)
     http = HttpServer(
         build_app(link, fault_admin=settings.nats_fault_injection_enabled),
         settings.metrics_host,
@@ -159,6 +178,10 @@ async def serve(settings: Settings) -> int:
             # The queue is in memory: what is still in it is gone with the process.
             log.warning("stopping with operations still pending", pending_count=pending_count)
         await http.stop()
+        if supervising is not None:
+            supervising.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervising
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
         log.info("natsrouter stopped", exit_code=code)
