@@ -1,4 +1,4 @@
-"""The command line: ``natsrouter run``, ``check-config`` and ``verify-metrics``.
+"""The command line: ``natsrouter run``, ``check-config``, ``verify-metrics`` and ``request``.
 
 The only module that reads argv, the environment and signals. ``run`` starts an embedded
 nats-server when ``nats_url`` is empty, the link, the operator endpoints and the Router; it
@@ -6,7 +6,8 @@ reloads the policies on SIGHUP; it exits 0 on SIGTERM/SIGINT (after a graceful s
 bad configuration or policies, 3 when reconnection is exhausted under the ``exit`` policy
 (for a supervisor to restart it), and 4 when the embedded server or a port cannot be had.
 ``verify-metrics URL`` exits 0 when a live ``/metrics`` has every natsrouter metric with its
-type, 1 otherwise (naming what is missing).
+type, 1 otherwise (naming what is missing). ``request SUBJECT [BODY]`` sends one NATS request
+to the configured (or embedded) server and prints the reply (exit 0), else exits 1.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from natsrouter.config import Settings, load_settings
+from natsrouter.client import request
+from natsrouter.config import LogLevel, Settings, load_settings
 from natsrouter.embedded import EmbeddedServerError, EmbeddedSupervisor, NatsServer
 from natsrouter.errors import ConfigError
 from natsrouter.link.backoff import BackoffPolicy
@@ -41,14 +43,19 @@ EXIT_EXHAUSTED = 3
 EXIT_EMBEDDED = 4
 
 log = get_logger("natsrouter.cli")
+DESCRIPTION = (
+    "natsrouter: routes jobs to providers over NATS and JetStream. Commands: run,"
+    " check-config, verify-metrics, request."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="natsrouter", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="natsrouter", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "run the service"),
         ("check-config", "validate the configuration and exit"),
+        ("request", "send one NATS request (e.g. a decide) and print the reply"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
@@ -57,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="TOML file (ROUTER_* environment variables win)",
         )
+        if name == "request":
+            cmd.add_argument("subject", help="e.g. beamline.router.v1.decide or '$SRV.INFO'")
+            cmd.add_argument("body", nargs="?", default="", help="the payload (default: empty)")
+            cmd.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     verify = sub.add_parser(
         "verify-metrics", help="check a live /metrics for every natsrouter metric and its type"
     )
@@ -205,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
         print(f"configuration OK: {len(policies)} policies in {settings.policies_path}")
         return EXIT_OK
+    if args.command == "request":
+        # The link's own lines only when something is wrong: stdout is the reply.
+        configure_logging(LogLevel.ERROR, settings.log_format)
+        return asyncio.run(request(settings, args.subject, args.body.encode(), args.timeout))
     configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(serve(settings))
 
