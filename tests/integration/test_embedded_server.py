@@ -123,6 +123,8 @@ async def test_killed_embedded_server_is_restarted_and_nothing_accepted_is_lost(
     assert load.errors == []
     assert (books.lost, books.duplicated, books.phantom, books.refused) == (0, 0, 0, {})
     assert books.accepted == len(load.records)
+    assert books.during_outage > 0, "no assignment was queued while the server was down"
+    assert books.delivered_after == books.during_outage
     [second] = router.nats_children
     assert second != first
     codes = router.codes()
@@ -145,3 +147,39 @@ def test_sigterm_stops_the_embedded_server(tmp_path: Path, routers: list[RouterP
     probe = NatsServer(port=port, store_dir=tmp_path / "probe")
     probe.start()  # the port is ours to take again
     probe.kill()
+
+
+async def test_restart_waits_while_another_server_holds_the_port(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
+    """A stranger takes the port after the crash: restart fails (logged), then succeeds."""
+    port = free_port()
+    slow = {"ROUTER_NATS_RECONNECT_DELAY_MS": "1500", "ROUTER_NATS_MAX_RECONNECT_DELAY_MS": "1500"}
+    router = RouterProcess(embedded_env(tmp_path, port, **slow), tmp_path)
+    routers.append(router)
+    await settle(("the Router to be ready", router.ready), timeout_s=30)
+    [first] = router.nats_children
+    _kill(first)
+    stranger = NatsServer(port=port, store_dir=tmp_path / "stranger")
+    await stranger.astart()  # within the first backoff delay (1.2 s at least)
+    try:
+        await settle(
+            (
+                "a failed restart",
+                lambda: "ROUTER_EMBEDDED_NATS_RESTART_FAILED" in router.codes(),
+            )
+        )
+    finally:
+        stranger.kill()
+    await settle(
+        ("the restart", lambda: router.metric("router_embedded_nats_restarts_total") == 1),
+        ("ready again", router.ready),
+    )
+    [failed] = [
+        line
+        for line in router.lines()
+        if line.get("error_code") == "ROUTER_EMBEDDED_NATS_RESTART_FAILED"
+    ][:1]
+    assert f"port 127.0.0.1:{port} is taken by another nats-server" in failed["error"]
+    assert len(router.nats_children) == 1
+    assert router.codes().count("ROUTER_EMBEDDED_NATS_RESTARTED") == 1

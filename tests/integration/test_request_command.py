@@ -81,3 +81,13 @@ def test_scripts_run_reads_a_relative_config_from_the_callers_directory(tmp_path
         assert done.returncode == 2, done.stderr
         assert "log_level" in done.stderr
         assert "loud" in done.stderr
+
+
+def test_help_lists_the_commands_in_plain_text() -> None:
+    """`natsrouter --help` names every command and shows no reStructuredText markup."""
+    done = subprocess.run(
+        [NATSROUTER, "--help"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0
+    assert "``" not in done.stdout
+    assert "{run,check-config,request,verify-metrics}" in done.stdout
