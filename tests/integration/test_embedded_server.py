@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -183,3 +184,15 @@ async def test_restart_waits_while_another_server_holds_the_port(
     assert f"port 127.0.0.1:{port} is taken by another nats-server" in failed["error"]
     assert len(router.nats_children) == 1
     assert router.codes().count("ROUTER_EMBEDDED_NATS_RESTARTED") == 1
+
+
+def test_start_names_the_port_another_program_holds(tmp_path: Path) -> None:
+    """A port held by something that is not nats-server: the error names the port."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ours = NatsServer(port=port, store_dir=tmp_path / "ours")
+        with pytest.raises(EmbeddedServerError, match=f"on port 127.0.0.1:{port} exited with 1"):
+            ours.start()
+        assert not ours.running
