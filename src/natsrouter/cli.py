@@ -86,6 +86,16 @@ def verify_metrics(url: str, timeout_s: float) -> int:
     return EXIT_OK if verdict.ok else EXIT_FAILED
 
 
+def _supervisor_done(task: asyncio.Task[None]) -> None:
+    # It runs until cancelled at shutdown; any other end leaves the server unwatched: say so.
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "the embedded nats-server is no longer supervised",
+            error=repr(task.exception()),
+            exc_info=task.exception(),
+        )
+
+
 async def serve(settings: Settings) -> int:
     """Run until a signal (exit 0) or exhaustion under the ``exit`` policy (exit 3)."""
     embedded: NatsServer | None = None
@@ -130,6 +140,7 @@ async def serve(settings: Settings) -> int:
             on_restart=router_metrics.embedded_nats_restarts.inc,
         )
         supervising = asyncio.get_running_loop().create_task(supervisor.run(), name="embedded")
+        supervising.add_done_callback(_supervisor_done)
 
     link = Link(settings, LinkMetrics(registry), servers=servers, pending=pending)
     router = Router(settings, link, router_metrics)

@@ -271,7 +271,7 @@ class EmbeddedSupervisor:
                 await asyncio.sleep(delay_s)
                 try:
                     await self._start()
-                except EmbeddedServerError as exc:
+                except (EmbeddedServerError, OSError) as exc:  # OSError: the binary is gone
                     log.error(  # noqa: TRY400 - expected, said in one line
                         "embedded nats-server restart failed",
                         error_code="ROUTER_EMBEDDED_NATS_RESTART_FAILED",
