@@ -1,7 +1,8 @@
 """What the Router reports: each of its events as one log line (with a stable code) and metrics.
 
-The Router decides; this module says. Every ``ROUTER_*`` error code lives here, so
-docs/logging.md can be checked against it (tests/unit/test_docs_match_code.py).
+The Router decides; this module says. Every ``ROUTER_*`` error code lives here (but the
+embedded server's, in ``embedded.py``), so docs/logging.md can be checked against it
+(tests/unit/test_docs_match_code.py).
 """
 
 from __future__ import annotations
