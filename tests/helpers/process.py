@@ -26,6 +26,23 @@ NATSROUTER = str(Path(sys.executable).parent / "natsrouter")
 DEMO_POLICY = {"providers": [{"name": "p1", "weight": 1}]}
 
 
+def child_pids(parent: int, name: str) -> list[int]:
+    """Live children of ``parent`` whose command is ``name`` (read from /proc, Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == parent and comm == name and state != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 class RouterProcess:
     """A `natsrouter run` process with its stderr collected line by line."""
 
@@ -60,6 +77,16 @@ class RouterProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def nats_children(self) -> list[int]:
+        """Process ids of the embedded nats-servers this Router runs now."""
+        return child_pids(self.pid, "nats-server") if self.alive else []
 
     @property
     def alive(self) -> bool:

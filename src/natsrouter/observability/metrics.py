@@ -271,6 +271,9 @@ class RouterMetrics:
         self.policy_reload_failures = counter(
             "policy_reload_failures", "Reloads refused (the previous set stays in force)"
         )
+        self.embedded_nats_restarts = counter(
+            "embedded_nats_restarts", "Times the embedded nats-server was restarted after it exited"
+        )
         self._prime()
 
     def _prime(self) -> None:

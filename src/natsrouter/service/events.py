@@ -1,11 +1,13 @@
 """What the Router reports: each of its events as one log line (with a stable code) and metrics.
 
-The Router decides; this module says. Every ``ROUTER_*`` error code lives here, so
-docs/logging.md can be checked against it (tests/unit/test_docs_match_code.py).
+The Router decides; this module says. Every ``ROUTER_*`` error code lives here (but the
+embedded server's, in ``embedded.py``), so docs/logging.md can be checked against it
+(tests/unit/test_docs_match_code.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from natsrouter.observability.logging import get_logger
@@ -21,12 +23,16 @@ class RouterEvents:
         # Resolved once: labels() costs a lock and a dict lookup per request.
         self._decide = {o: metrics.decide.labels(o) for o in DECIDE_OUTCOMES}
         self._decide_duration = {t: metrics.decide_duration.labels(t) for t in DECIDE_TRANSPORTS}
+        # Called with (outcome, transport, seconds) for every decide: the $SRV.STATS counts.
+        self.decide_observers: list[Callable[[str, str, float], None]] = []
 
     # -- decide ----------------------------------------------------------------------------
 
     def decided(self, outcome: str, transport: str, duration_s: float) -> None:
         self._decide[outcome].inc()
         self._decide_duration[transport].observe(duration_s)
+        for observe in self.decide_observers:
+            observe(outcome, transport, duration_s)
 
     def decide_refused(self, code: str, message: str, transport: str, **fields: Any) -> None:
         self.log.warning(

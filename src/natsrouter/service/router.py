@@ -2,9 +2,10 @@
 
 Owns their lifecycle. ``start`` loads the policies (an invalid set stops start-up), declares
 the streams (with ``jetstream_manage_streams``), subscribes to the decide subject in its
-queue group, starts the durable consumers and the HTTP decide endpoint, and a watcher that
-reloads the policies when their files change. ``reload_policies`` (also called on SIGHUP)
-keeps the last valid set when the new one is invalid. ``stop`` stops intake first, lets
+queue group, answers the NATS services protocol (``$SRV.*``), starts the durable consumers
+and the HTTP decide endpoint, and a watcher that reloads the policies when their files
+change. ``reload_policies`` (also called on SIGHUP) keeps the last valid set when the new one
+is invalid. ``stop`` stops intake first, lets
 in-flight work finish, and waits for the pending queue to drain, all within
 ``shutdown_timeout_ms``; it leaves the link to its owner.
 """
@@ -39,6 +40,7 @@ from natsrouter.service.consumers import (
 from natsrouter.service.decide import DecideService, NatsDecideIntake, http_app
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.idempotency import IdempotencyWindow
+from natsrouter.service.nats_service import EndpointCounts, NatsService
 
 log = get_logger("natsrouter.router")
 
@@ -101,6 +103,9 @@ class Router:
             self.events,
         )
         self.intake = NatsDecideIntake(link, self.decide, settings)
+        counts = EndpointCounts()
+        self.events.decide_observers.append(counts.record)
+        self.nats_service = NatsService(link, settings, counts)
         idempotency = IdempotencyWindow(settings.idempotency_ttl_seconds, clock)
         self.acks = AcksConsumer(link, settings, self.events, idempotency)
         self.results = ResultsConsumer(link, settings, self.events, idempotency, self.health)
@@ -155,6 +160,7 @@ class Router:
             for spec in stream_specs(self.settings):
                 await self.link.declare_stream(spec)
         await self.intake.start()
+        await self.nats_service.start()
         manage = self.settings.jetstream_manage_streams
         for handler, stream, subject, durable in (
             (self.results, RESULTS_STREAM, self.settings.result_subject, RESULTS_DURABLE),
@@ -178,6 +184,7 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.intake.stop()
+        await self.nats_service.stop()
         await self.http.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.intake.drain(), left())
