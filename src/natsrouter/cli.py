@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
         print(f"configuration OK: {len(policies)} policies in {settings.policies_path}")
         return EXIT_OK
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secrets())
     return asyncio.run(serve(settings))
 
 

@@ -8,13 +8,14 @@ the key. Only the CLI reads files and the environment; everything else receives 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from natsrouter.errors import ConfigError
 
@@ -165,6 +166,14 @@ class Settings:
             if path and not Path(path).is_file():
                 raise ConfigError(name, f"no such file: {path}")
 
+        for url in self.nats_url:
+            if _split_userinfo(url)[1] is not None:
+                raise ConfigError("nats_url", "credentials in a URL are taken by build_settings")
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value set, for the log output to mask wherever one appears."""
+        return tuple(s for s in (self.nats_password, self.nats_token) if s)
+
     @property
     def embedded(self) -> bool:
         """True when no server is configured and `natsrouter run` starts its own."""
@@ -174,50 +183,116 @@ class Settings:
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
 
 
-def parse_server_list(key: str, value: str | list[Any]) -> tuple[str, ...]:
-    """Parse ``nats_url``: a comma-separated string (or TOML list) of server URLs."""
-    items = value.split(",") if isinstance(value, str) else value
-    servers: list[str] = []
-    for raw in items:
-        if not isinstance(raw, str):
-            raise ConfigError(key, f"expected server URLs as strings, got {raw!r}")
-        url = raw.strip()
-        if not url:
-            continue
-        if "://" not in url:
-            url = f"nats://{url}"
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(key, f"bad port in {redact_url(url)}") from exc
-        if parts.scheme not in ("nats", "tls") or not parts.hostname:
-            raise ConfigError(
-                key, f"expected nats://host:port or tls://host:port, got {redact_url(url)}"
-            )
-        if port is None:
-            url = url.rstrip("/") + ":4222" if parts.path in ("", "/") else url
-        servers.append(url)
-    return tuple(servers)
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """``(url without userinfo, raw userinfo)``: the userinfo ends at the LAST ``@``.
+
+    Parsed by hand rather than with ``urlsplit``, which ends the authority at the first
+    ``/``, ``?`` or ``#`` and so would cut a password containing one, leaving a piece of it
+    in what is shown as the host.
+    """
+    scheme = _SCHEME.match(url)
+    prefix = scheme.group(0) if scheme else ""
+    rest = url[len(prefix) :]
+    if "@" not in rest:
+        return url, None
+    userinfo, _, host = rest.rpartition("@")
+    return prefix + host, userinfo
 
 
 def redact_url(url: str) -> str:
-    """Hide URL userinfo (user, password, token): ``nats://***@host:4222``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    """Hide URL userinfo (user, password, token), whatever it holds: ``nats://***@host:4222``."""
+    clean, userinfo = _split_userinfo(url)
+    if userinfo is None:
         return url
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    scheme = _SCHEME.match(clean)
+    prefix = scheme.group(0) if scheme else ""
+    return f"{prefix}***@{clean[len(prefix) :]}"
+
+
+@dataclass(frozen=True)
+class UrlCredentials:
+    """Credentials written in ``nats_url`` (percent-escapes decoded), moved out of the URL."""
+
+    user: str = ""
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+
+    @classmethod
+    def parse(cls, userinfo: str) -> UrlCredentials:
+        """``user:password`` (split at the first ``:``) or ``token``; ``%XX`` is decoded."""
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            return cls(user=unquote(user), password=unquote(password))
+        return cls(token=unquote(userinfo))
+
+
+def parse_server_list(key: str, value: Any) -> tuple[tuple[str, ...], UrlCredentials | None]:
+    """Parse ``nats_url``: a comma-separated string (or TOML list) of server URLs.
+
+    Returns the URLs without userinfo and the credentials they carried, so that no URL the
+    Router keeps, shows or hands to nats-py holds a secret. Every server must carry the same
+    credentials (or none).
+    """
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ConfigError(key, f"expected a comma-separated string or a list, got {_kind(value)}")
+    servers: list[str] = []
+    userinfos: set[str] = set()
+    for raw in items:
+        if not isinstance(raw, str):
+            raise ConfigError(key, f"expected server URLs as strings, got {_kind(raw)}")
+        url = raw.strip()
+        if not url:
+            continue
+        if not _SCHEME.match(url):
+            url = f"nats://{url}"
+        url, userinfo = _split_userinfo(url)
+        if userinfo is not None:
+            userinfos.add(userinfo)
+        shown = redact_url(raw.strip()) if userinfo is not None else url
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+            hostname = parts.hostname
+        except ValueError as exc:
+            raise ConfigError(key, f"bad host or port in {shown}") from exc
+        if parts.scheme not in ("nats", "tls") or not hostname:
+            raise ConfigError(key, f"expected nats://host:port or tls://host:port, got {shown}")
+        if port is None:
+            url = url.rstrip("/") + ":4222" if parts.path in ("", "/") else url
+        servers.append(url)
+    if len(userinfos) > 1:
+        raise ConfigError(
+            key,
+            "the servers carry different credentials; set them once with nats_user and "
+            "nats_password (or nats_token)",
+        )
+    credentials = UrlCredentials.parse(userinfos.pop()) if userinfos else None
+    return tuple(servers), credentials
+
+
+def _kind(value: Any) -> str:
+    """A value's TOML type, for messages that must not echo the value (it may be secret)."""
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names |= {list: "a list", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _coerce(key: str, annotation: Any, value: Any) -> Any:
     """Turn one raw value (a TOML value or an environment string) into the key's type."""
     from_env = isinstance(value, str)
-    if annotation == "tuple[str, ...]":
-        return parse_server_list(key, value)
     if annotation == "frozenset[str]":
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ConfigError(key, f"expected a comma-separated string or a list, got {value!r}")
+            raise ConfigError(
+                key, f"expected a comma-separated string or a list of strings, got {_kind(value)}"
+            )
         return frozenset(i.strip() for i in items if i.strip())
     if annotation == "bool":
         if isinstance(value, bool):
@@ -248,7 +323,7 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
     if annotation == "str":
         if isinstance(value, str):
             return value
-        raise ConfigError(key, f"expected a string, got {value!r}")
+        raise ConfigError(key, f"expected a string, got {_kind(value)}")
     enum_type = {
         cls.__name__: cls for cls in (ExhaustedPolicy, OverflowPolicy, LogFormat, LogLevel)
     }[annotation]
@@ -265,11 +340,31 @@ _ANNOTATIONS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(
 def build_settings(values: Mapping[str, Any]) -> Settings:
     """Build ``Settings`` from raw key/value pairs; unknown keys are an error."""
     parsed: dict[str, Any] = {}
+    credentials: UrlCredentials | None = None
     for key, raw in values.items():
         if key not in _ANNOTATIONS:
             raise ConfigError(key, "unknown configuration key")
-        parsed[key] = _coerce(key, _ANNOTATIONS[key], raw)
+        if key == "nats_url":
+            parsed[key], credentials = parse_server_list(key, raw)
+        else:
+            parsed[key] = _coerce(key, _ANNOTATIONS[key], raw)
+    if credentials is not None:
+        _take_url_credentials(parsed, credentials)
     return Settings(**parsed)
+
+
+def _take_url_credentials(parsed: dict[str, Any], credentials: UrlCredentials) -> None:
+    """Move the URL's credentials to their keys; a different value already set is an error."""
+    for name, value in (
+        ("nats_user", credentials.user),
+        ("nats_password", credentials.password),
+        ("nats_token", credentials.token),
+    ):
+        if not value:
+            continue
+        if parsed.get(name, "") not in ("", value):
+            raise ConfigError("nats_url", f"the credentials in the URL differ from {name}")
+        parsed[name] = value
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:

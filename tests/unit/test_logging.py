@@ -86,3 +86,30 @@ def test_credentials_in_stdlib_messages_are_masked(stream: io.StringIO) -> None:
     logging.getLogger("nats.aio.client").warning("reconnecting to nats://bob:s3cr3t-pw@h:4222")
     assert "s3cr3t-pw" not in stream.getvalue()
     assert "nats://***@h:4222" in stream.getvalue()
+
+
+def test_a_url_password_holding_at_signs_is_masked_whole(stream: io.StringIO) -> None:
+    """Userinfo runs to the last @: no piece of a password holding @, : or / is printed."""
+    get_logger("natsrouter.test").info("event", error="to nats://u:Zq8@vT3:/kR5@h:4222 failed")
+    out = stream.getvalue()
+    assert [piece for piece in ("Zq8", "vT3", "kR5") if piece in out] == []
+    assert "nats://***@h:4222 failed" in out
+
+
+def test_configured_secret_values_are_masked_in_any_form() -> None:
+    """A secret value is masked raw, JSON-escaped and percent-encoded, in any message."""
+    out = io.StringIO()
+    secret = 'Pw"7@x/%y'
+    configure_logging(LogLevel.DEBUG, stream=out, secrets=[secret, "ab"])
+    try:
+        get_logger("natsrouter.test").info("event", note=f"server said {secret}")
+        logging.getLogger("nats.aio.client").error("auth with Pw%227%40x%2F%25y refused")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    text = out.getvalue()
+    assert [line["note" if "note" in line else "message"] for line in lines(out)] == [
+        "server said ***",
+        "auth with *** refused",
+    ]
+    assert "Pw" not in text

@@ -3,25 +3,31 @@
 Every line has ``ts`` (ISO 8601 UTC), ``level``, ``message``, ``logger``; link events add
 ``error_code`` and the fields of the contract. nats-py's own stdlib logging goes through the
 same pipeline. Credentials never reach the output: ``redact`` masks URL userinfo anywhere in
-a value and every field whose name says it holds a secret.
+a value and every field whose name says it holds a secret, and the rendered line is scrubbed
+of every configured secret value (a password or token quoted in a foreign error message).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import structlog
 
 from natsrouter.config import LogFormat, LogLevel
 
 _SECRET_KEYS = re.compile(r"pass(word)?|token|secret|seed|nkey|creds|credential|auth_key", re.I)
-# `scheme://userinfo@` where userinfo is anything up to the `@` that has no separator in it.
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s/@]+@", re.I)
+# `scheme://userinfo@`: userinfo runs to the LAST `@` before a space, since a password may
+# hold `@`, `:` or `/` itself.
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)\S*@", re.I)
 _MASK = "***"
+# Shorter secret values are not masked by value: masking every "ab" would garble the log.
+MIN_MASKED_SECRET = 4
 _LEVEL_NAMES = {"warning": "WARN", "critical": "ERROR", "exception": "ERROR"}
 
 
@@ -48,6 +54,31 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+def scrubber(secrets: Iterable[str]) -> Callable[[Any, str, Any], Any]:
+    """A last processor: replace each secret value in the rendered line with ``***``.
+
+    Each secret is looked for as written, JSON-escaped and percent-encoded, the forms in
+    which a line can carry it.
+    """
+    forms: set[str] = set()
+    for secret in secrets:
+        if len(secret) >= MIN_MASKED_SECRET:
+            forms |= {secret, json.dumps(secret)[1:-1], quote(secret, safe="")}
+    # Longest first, so a secret containing another is masked whole.
+    pattern = (
+        re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+        if forms
+        else None
+    )
+
+    def scrub(_: Any, __: str, line: Any) -> Any:
+        if pattern is None or not isinstance(line, str):
+            return line
+        return pattern.sub(_MASK, line)
+
+    return scrub
+
+
 def _contract_level(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     level = str(event.get("level", "info")).lower()
     event["level"] = _LEVEL_NAMES.get(level, level.upper())
@@ -66,8 +97,12 @@ def configure_logging(
     level: LogLevel = LogLevel.INFO,
     fmt: LogFormat = LogFormat.JSON,
     stream: TextIO | None = None,
+    secrets: Iterable[str] = (),
 ) -> None:
-    """Route structlog and stdlib logging (nats-py, aiohttp) through one renderer."""
+    """Route structlog and stdlib logging (nats-py, aiohttp) through one renderer.
+
+    ``secrets`` are values (passwords, tokens) masked wherever they appear in a line.
+    """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
@@ -84,9 +119,10 @@ def configure_logging(
             _contract_level,
             redact,
             renderer,
+            scrubber(secrets),
         ]
     else:
-        final = [redact, structlog.dev.ConsoleRenderer(colors=False)]
+        final = [redact, structlog.dev.ConsoleRenderer(colors=False), scrubber(secrets)]
 
     structlog.configure(
         processors=[
