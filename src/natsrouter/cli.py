@@ -180,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         except PolicyError as exc:
             print(f"natsrouter: policy error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            print(
+                f"natsrouter: policy error: policies_path: cannot read {settings.policies_path}: "
+                f"{reason}",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         print(f"configuration OK: {len(policies)} policies in {settings.policies_path}")
         return EXIT_OK
     configure_logging(settings.log_level, settings.log_format, secrets=settings.secrets())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from urllib.parse import unquote, urlsplit
 from natsrouter.errors import ConfigError
 
 ENV_PREFIX = "ROUTER_"
+#: The largest integer any key takes (24.8 days in milliseconds).
+MAX_INT = 2**31 - 1
 
 
 class ExhaustedPolicy(StrEnum):
@@ -136,6 +139,9 @@ class Settings:
         for f in dataclasses.fields(self):
             check = f.metadata.get("check")
             problem = check(getattr(self, f.name)) if check else None
+            if f.type == "int" and not problem and getattr(self, f.name) > MAX_INT:
+                # Beyond this, timers overflow and JetStream refuses the durations.
+                problem = f"must be <= {MAX_INT}, got {getattr(self, f.name)}"
             if problem:
                 raise ConfigError(f.name, problem)
         if self.nats_max_reconnect_delay_ms < self.nats_reconnect_delay_ms:
@@ -163,9 +169,9 @@ class Settings:
             "nats_tls_key_file",
         ):
             path = getattr(self, name)
-            if path and not Path(path).is_file():
-                raise ConfigError(name, f"no such file: {path}")
-
+            if path:
+                _check_readable(name, path)
+        tls_context(self)
         for url in self.nats_url:
             if _split_userinfo(url)[1] is not None:
                 raise ConfigError("nats_url", "credentials in a URL are taken by build_settings")
@@ -181,6 +187,65 @@ class Settings:
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+def _check_readable(key: str, path: str) -> None:
+    """A file the Router will read: it exists, is a regular file and can be read now."""
+    try:
+        if not Path(path).is_file():
+            problem = "is not a regular file" if Path(path).exists() else "no such file"
+            raise ConfigError(key, f"{problem}: {path}")
+        with Path(path).open("rb") as fh:
+            fh.read(1)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(key, f"cannot read {path}: {_os_reason(exc)}") from None
+
+
+def _os_reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+class _PassphraseNeeded(Exception):
+    """Raised by the passphrase callback: the Router never asks for one."""
+
+
+def _no_passphrase() -> bytes:
+    # Without a callback, OpenSSL would prompt on the terminal for an encrypted key's
+    # passphrase and block start-up; raising makes the encrypted key a configuration error.
+    raise _PassphraseNeeded
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The client TLS context of the TLS settings, or None; a file that cannot be used is a
+    ``ConfigError`` naming its key. Never prompts for a passphrase."""
+    ca, cert, key = (
+        settings.nats_tls_ca_file,
+        settings.nats_tls_cert_file,
+        settings.nats_tls_key_file,
+    )
+    if not (ca or cert):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca or None)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError("nats_tls_ca_file", f"{ca} holds no usable PEM certificate") from exc
+    if cert:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=cert)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError("nats_tls_cert_file", f"{cert} holds no PEM certificate") from exc
+        try:
+            context.load_cert_chain(cert, key, password=_no_passphrase)
+        except _PassphraseNeeded:
+            raise ConfigError(
+                "nats_tls_key_file", f"{key} is encrypted; give the key without a passphrase"
+            ) from None
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(
+                "nats_tls_key_file",
+                f"{key} is not a PEM private key matching nats_tls_cert_file",
+            ) from exc
+    return context
 
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
@@ -367,19 +432,40 @@ def _take_url_credentials(parsed: dict[str, Any], credentials: UrlCredentials) -
         parsed[name] = value
 
 
+# Kubernetes gives every pod `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_8080_TCP_ADDR`, ... for
+# each Service; a Service named `router` makes these ROUTER_* variables, which are not keys.
+_SERVICE_LINK = re.compile(
+    r"^ROUTER_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$"
+)
+
+
+def is_service_link(name: str) -> bool:
+    """True for a variable Kubernetes injects for a Service named ``router``."""
+    return _SERVICE_LINK.match(name) is not None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML document of ``--config``; any problem is a ``ConfigError`` on ``--config``."""
+    try:
+        # A FIFO or a device (/dev/stdin) would block start-up waiting for input.
+        if not path.is_file():
+            problem = "is not a regular file" if path.exists() else "no such file"
+            raise ConfigError("--config", f"{problem}: {path}")
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {_os_reason(exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("--config", f"{path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+
+
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     """Read the TOML file (if any) and ``ROUTER_*`` variables (which win) into ``Settings``."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as fh:
-                values.update(tomllib.load(fh))
-        except FileNotFoundError:
-            raise ConfigError("--config", f"no such file: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    values: dict[str, Any] = read_config_file(path) if path is not None else {}
     for name, raw in environ.items():
-        if name.startswith(ENV_PREFIX):
+        if name.startswith(ENV_PREFIX) and not is_service_link(name):
             key = name[len(ENV_PREFIX) :].lower()
             if key not in _ANNOTATIONS:
                 raise ConfigError(name, "unknown configuration key in the environment")
