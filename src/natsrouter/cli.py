@@ -104,7 +104,11 @@ async def serve(settings: Settings) -> int:
     link = Link(settings, LinkMetrics(registry), servers=servers, pending=pending)
     router = Router(settings, link, RouterMetrics(registry))
     http = HttpServer(
-        build_app(link, fault_admin=settings.nats_fault_injection_enabled),
+        build_app(
+            link,
+            fault_admin=settings.nats_fault_injection_enabled,
+            admin_token=settings.nats_fault_injection_token,
+        ),
         settings.metrics_host,
         settings.metrics_port,
     )

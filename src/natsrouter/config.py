@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from natsrouter.auth import check_token, load_decide_tokens
 from natsrouter.errors import ConfigError
 
 ENV_PREFIX = "ROUTER_"
@@ -109,6 +110,7 @@ class Settings:
     nats_request_timeout_ms: int = _key(5000, _min(1))
     nats_max_payload_size: int = _key(1024 * 1024, _min(1))
     nats_fault_injection_enabled: bool = _key(False)
+    nats_fault_injection_token: str = field(default="", repr=False)
     decide_subject: str = _key("beamline.router.v1.decide", _subject)
     decide_queue_group: str = _key("router-decide-group", _non_empty)
     assignment_subject: str = _key("caf.exec.assign.v1", _subject)
@@ -125,6 +127,7 @@ class Settings:
     policies_path: str = _key("policies", _non_empty)
     policies_reload_interval_ms: int = _key(2000, _min(0))
     allowed_tenants: frozenset[str] = _key(frozenset())
+    decide_tokens_file: str = _key("")
     http_host: str = _key("127.0.0.1")
     http_port: int = _key(8080, _port)
     shutdown_timeout_ms: int = _key(10_000, _min(0))
@@ -167,18 +170,32 @@ class Settings:
             "nats_tls_ca_file",
             "nats_tls_cert_file",
             "nats_tls_key_file",
+            "decide_tokens_file",
         ):
             path = getattr(self, name)
             if path:
                 _check_readable(name, path)
         tls_context(self)
+        if self.decide_tokens_file:
+            load_decide_tokens(self.decide_tokens_file)
+        if self.nats_fault_injection_enabled and not self.nats_fault_injection_token:
+            raise ConfigError(
+                "nats_fault_injection_token",
+                "required when nats_fault_injection_enabled is true (it guards /admin/faults)",
+            )
+        if self.nats_fault_injection_token:
+            check_token("nats_fault_injection_token", self.nats_fault_injection_token)
         for url in self.nats_url:
             if _split_userinfo(url)[1] is not None:
                 raise ConfigError("nats_url", "credentials in a URL are taken by build_settings")
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value set, for the log output to mask wherever one appears."""
-        return tuple(s for s in (self.nats_password, self.nats_token) if s)
+        tokens = (
+            load_decide_tokens(self.decide_tokens_file).tokens if self.decide_tokens_file else ()
+        )
+        configured = (self.nats_password, self.nats_token, self.nats_fault_injection_token)
+        return tuple(s for s in (*configured, *tokens) if s)
 
     @property
     def embedded(self) -> bool:
