@@ -10,9 +10,10 @@ from datetime import datetime
 
 import pytest
 import structlog
+from aiohttp.http_exceptions import BadHttpMessage
 
 from natsrouter.config import LogLevel
-from natsrouter.observability.logging import configure_logging, get_logger
+from natsrouter.observability.logging import MalformedRequests, configure_logging, get_logger
 
 
 @pytest.fixture
@@ -113,3 +114,59 @@ def test_configured_secret_values_are_masked_in_any_form() -> None:
         "auth with *** refused",
     ]
     assert "Pw" not in text
+
+
+def _aiohttp_record(exc: BaseException) -> logging.LogRecord:
+    record = logging.LogRecord(
+        "aiohttp.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Error handling request from %s",
+        ("10.1.2.3",),
+        (type(exc), exc, None),
+    )
+    return record
+
+
+def test_malformed_requests_are_one_warn_line_per_interval() -> None:
+    """A client's unparsable request: one WARN line, no traceback; the next within 10 s counted."""
+    out = io.StringIO()
+    configure_logging(LogLevel.INFO, stream=out)
+    now = [100.0]
+    gate = MalformedRequests(level=logging.INFO, interval_s=10.0, clock=lambda: now[0])
+    bad = BadHttpMessage("Invalid character in Content-Length:\n\n    b'Content-Length: abc'")
+    try:
+        shown = [gate.filter(_aiohttp_record(bad)) for _ in range(5)]
+        now[0] += 10.0
+        gate.filter(_aiohttp_record(bad))
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert shown == [False] * 5  # aiohttp's own line never goes out
+    assert [
+        (line["level"], line["error_code"], line["remote"], line["reason"], line["suppressed"])
+        for line in lines(out)
+    ] == [
+        (
+            "WARN",
+            "ROUTER_HTTP_REQUEST_MALFORMED",
+            "10.1.2.3",
+            "Invalid character in Content-Length:",
+            0,
+        ),
+        (
+            "WARN",
+            "ROUTER_HTTP_REQUEST_MALFORMED",
+            "10.1.2.3",
+            "Invalid character in Content-Length:",
+            4,
+        ),
+    ]
+    assert "Traceback" not in out.getvalue()
+
+
+def test_server_errors_keep_aiohttp_line() -> None:
+    """An error that is not the client's (a bug: 500) passes through with its traceback."""
+    gate = MalformedRequests(level=logging.INFO)
+    assert gate.filter(_aiohttp_record(RuntimeError("bug"))) is True

@@ -5,6 +5,11 @@ Every line has ``ts`` (ISO 8601 UTC), ``level``, ``message``, ``logger``; link e
 same pipeline. Credentials never reach the output: ``redact`` masks URL userinfo anywhere in
 a value and every field whose name says it holds a secret, and the rendered line is scrubbed
 of every configured secret value (a password or token quoted in a foreign error message).
+
+A request aiohttp cannot parse is the client's fault, yet aiohttp logs it at ERROR with a
+traceback, so any client could flood the error log: ``MalformedRequests`` turns each into one
+WARN line without a traceback, at most one per ``MALFORMED_LOG_INTERVAL_S``, the next line
+counting the ones left out.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, TextIO
 from urllib.parse import quote
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from natsrouter.config import LogFormat, LogLevel
 
@@ -77,6 +84,51 @@ def scrubber(secrets: Iterable[str]) -> Callable[[Any, str, Any], Any]:
         return pattern.sub(_MASK, line)
 
     return scrub
+
+
+#: At most one malformed-request line per this many seconds; the rest are counted.
+MALFORMED_LOG_INTERVAL_S = 10.0
+_REASON_CHARS = 120
+
+
+class MalformedRequests(logging.Filter):
+    """On aiohttp's server logger: a client's unparsable request becomes one WARN line."""
+
+    def __init__(
+        self,
+        level: int = logging.INFO,
+        interval_s: float = MALFORMED_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._level = level
+        self._interval_s = interval_s
+        self._clock = clock
+        self._next_at: float | None = None
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or exc.code >= 500:
+            # Not the client's fault: aiohttp's line stands, at the configured level.
+            return record.levelno >= self._level
+        now = self._clock()
+        if self._next_at is not None and now < self._next_at:
+            self._suppressed += 1
+            return False
+        self._next_at = now + self._interval_s
+        suppressed, self._suppressed = self._suppressed, 0
+        # Only the first line of the parser's message: the rest quotes the client's bytes.
+        reason = (str(exc.message).strip().splitlines() or [type(exc).__name__])[0]
+        get_logger("natsrouter.http").warning(
+            "malformed HTTP request",
+            error_code="ROUTER_HTTP_REQUEST_MALFORMED",
+            remote=str(record.args[0]) if isinstance(record.args, tuple) and record.args else None,
+            status=exc.code or 400,
+            reason=reason[:_REASON_CHARS],
+            suppressed=suppressed,
+        )
+        return False
 
 
 def _contract_level(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -143,6 +195,13 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.value.upper())
+    server = logging.getLogger("aiohttp.server")
+    for old in [f for f in server.filters if isinstance(f, MalformedRequests)]:
+        server.removeFilter(old)
+    # aiohttp logs some malformed requests (a bad method) at DEBUG: the logger lets every
+    # record reach the filter, which decides.
+    server.setLevel(logging.DEBUG)
+    server.addFilter(MalformedRequests(level=root.level))
     # aiohttp's access log is one line per scrape: noise at INFO.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
