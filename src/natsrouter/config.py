@@ -10,16 +10,25 @@ from __future__ import annotations
 import dataclasses
 import re
 import ssl
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from natsrouter.auth import check_token, load_decide_tokens
+from natsrouter.config_files import check_readable, read_config_file
+from natsrouter.config_files import tls_context as _tls_context
 from natsrouter.errors import ConfigError
+from natsrouter.server_urls import (
+    UrlCredentials,
+    parse_server_list,
+    redact_url,
+    split_userinfo,
+    value_kind,
+)
+
+__all__ = ["KEYS", "Settings", "build_settings", "load_settings", "parse_server_list", "redact_url"]
 
 ENV_PREFIX = "ROUTER_"
 #: The largest integer any key takes (24.8 days in milliseconds).
@@ -174,7 +183,7 @@ class Settings:
         ):
             path = getattr(self, name)
             if path:
-                _check_readable(name, path)
+                check_readable(name, path)
         tls_context(self)
         if self.decide_tokens_file:
             load_decide_tokens(self.decide_tokens_file)
@@ -186,7 +195,7 @@ class Settings:
         if self.nats_fault_injection_token:
             check_token("nats_fault_injection_token", self.nats_fault_injection_token)
         for url in self.nats_url:
-            if _split_userinfo(url)[1] is not None:
+            if split_userinfo(url)[1] is not None:
                 raise ConfigError("nats_url", "credentials in a URL are taken by build_settings")
 
     def secrets(self) -> tuple[str, ...]:
@@ -206,164 +215,11 @@ class Settings:
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
 
 
-def _check_readable(key: str, path: str) -> None:
-    """A file the Router will read: it exists, is a regular file and can be read now."""
-    try:
-        if not Path(path).is_file():
-            problem = "is not a regular file" if Path(path).exists() else "no such file"
-            raise ConfigError(key, f"{problem}: {path}")
-        with Path(path).open("rb") as fh:
-            fh.read(1)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(key, f"cannot read {path}: {_os_reason(exc)}") from None
-
-
-def _os_reason(exc: BaseException) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-
-
-class _PassphraseNeeded(Exception):
-    """Raised by the passphrase callback: the Router never asks for one."""
-
-
-def _no_passphrase() -> bytes:
-    # Without a callback, OpenSSL would prompt on the terminal for an encrypted key's
-    # passphrase and block start-up; raising makes the encrypted key a configuration error.
-    raise _PassphraseNeeded
-
-
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """The client TLS context of the TLS settings, or None; a file that cannot be used is a
-    ``ConfigError`` naming its key. Never prompts for a passphrase."""
-    ca, cert, key = (
-        settings.nats_tls_ca_file,
-        settings.nats_tls_cert_file,
-        settings.nats_tls_key_file,
+    """The client TLS context of ``settings`` (see ``config_files.tls_context``)."""
+    return _tls_context(
+        settings.nats_tls_ca_file, settings.nats_tls_cert_file, settings.nats_tls_key_file
     )
-    if not (ca or cert):
-        return None
-    try:
-        context = ssl.create_default_context(cafile=ca or None)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ConfigError("nats_tls_ca_file", f"{ca} holds no usable PEM certificate") from exc
-    if cert:
-        try:
-            ssl.create_default_context().load_verify_locations(cafile=cert)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError("nats_tls_cert_file", f"{cert} holds no PEM certificate") from exc
-        try:
-            context.load_cert_chain(cert, key, password=_no_passphrase)
-        except _PassphraseNeeded:
-            raise ConfigError(
-                "nats_tls_key_file", f"{key} is encrypted; give the key without a passphrase"
-            ) from None
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(
-                "nats_tls_key_file",
-                f"{key} is not a PEM private key matching nats_tls_cert_file",
-            ) from exc
-    return context
-
-
-_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
-
-
-def _split_userinfo(url: str) -> tuple[str, str | None]:
-    """``(url without userinfo, raw userinfo)``: the userinfo ends at the LAST ``@``.
-
-    Parsed by hand rather than with ``urlsplit``, which ends the authority at the first
-    ``/``, ``?`` or ``#`` and so would cut a password containing one, leaving a piece of it
-    in what is shown as the host.
-    """
-    scheme = _SCHEME.match(url)
-    prefix = scheme.group(0) if scheme else ""
-    rest = url[len(prefix) :]
-    if "@" not in rest:
-        return url, None
-    userinfo, _, host = rest.rpartition("@")
-    return prefix + host, userinfo
-
-
-def redact_url(url: str) -> str:
-    """Hide URL userinfo (user, password, token), whatever it holds: ``nats://***@host:4222``."""
-    clean, userinfo = _split_userinfo(url)
-    if userinfo is None:
-        return url
-    scheme = _SCHEME.match(clean)
-    prefix = scheme.group(0) if scheme else ""
-    return f"{prefix}***@{clean[len(prefix) :]}"
-
-
-@dataclass(frozen=True)
-class UrlCredentials:
-    """Credentials written in ``nats_url`` (percent-escapes decoded), moved out of the URL."""
-
-    user: str = ""
-    password: str = field(default="", repr=False)
-    token: str = field(default="", repr=False)
-
-    @classmethod
-    def parse(cls, userinfo: str) -> UrlCredentials:
-        """``user:password`` (split at the first ``:``) or ``token``; ``%XX`` is decoded."""
-        user, colon, password = userinfo.partition(":")
-        if colon:
-            return cls(user=unquote(user), password=unquote(password))
-        return cls(token=unquote(userinfo))
-
-
-def parse_server_list(key: str, value: Any) -> tuple[tuple[str, ...], UrlCredentials | None]:
-    """Parse ``nats_url``: a comma-separated string (or TOML list) of server URLs.
-
-    Returns the URLs without userinfo and the credentials they carried, so that no URL the
-    Router keeps, shows or hands to nats-py holds a secret. Every server must carry the same
-    credentials (or none).
-    """
-    if isinstance(value, str):
-        items: list[Any] = value.split(",")
-    elif isinstance(value, list):
-        items = value
-    else:
-        raise ConfigError(key, f"expected a comma-separated string or a list, got {_kind(value)}")
-    servers: list[str] = []
-    userinfos: set[str] = set()
-    for raw in items:
-        if not isinstance(raw, str):
-            raise ConfigError(key, f"expected server URLs as strings, got {_kind(raw)}")
-        url = raw.strip()
-        if not url:
-            continue
-        if not _SCHEME.match(url):
-            url = f"nats://{url}"
-        url, userinfo = _split_userinfo(url)
-        if userinfo is not None:
-            userinfos.add(userinfo)
-        shown = redact_url(raw.strip()) if userinfo is not None else url
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-            hostname = parts.hostname
-        except ValueError as exc:
-            raise ConfigError(key, f"bad host or port in {shown}") from exc
-        if parts.scheme not in ("nats", "tls") or not hostname:
-            raise ConfigError(key, f"expected nats://host:port or tls://host:port, got {shown}")
-        if port is None:
-            url = url.rstrip("/") + ":4222" if parts.path in ("", "/") else url
-        servers.append(url)
-    if len(userinfos) > 1:
-        raise ConfigError(
-            key,
-            "the servers carry different credentials; set them once with nats_user and "
-            "nats_password (or nats_token)",
-        )
-    credentials = UrlCredentials.parse(userinfos.pop()) if userinfos else None
-    return tuple(servers), credentials
-
-
-def _kind(value: Any) -> str:
-    """A value's TOML type, for messages that must not echo the value (it may be secret)."""
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    names |= {list: "a list", dict: "a table"}
-    return names.get(type(value), type(value).__name__)
 
 
 def _coerce(key: str, annotation: Any, value: Any) -> Any:
@@ -373,7 +229,8 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise ConfigError(
-                key, f"expected a comma-separated string or a list of strings, got {_kind(value)}"
+                key,
+                f"expected a comma-separated string or a list of strings, got {value_kind(value)}",
             )
         return frozenset(i.strip() for i in items if i.strip())
     if annotation == "bool":
@@ -405,7 +262,7 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
     if annotation == "str":
         if isinstance(value, str):
             return value
-        raise ConfigError(key, f"expected a string, got {_kind(value)}")
+        raise ConfigError(key, f"expected a string, got {value_kind(value)}")
     enum_type = {
         cls.__name__: cls for cls in (ExhaustedPolicy, OverflowPolicy, LogFormat, LogLevel)
     }[annotation]
@@ -459,23 +316,6 @@ _SERVICE_LINK = re.compile(
 def is_service_link(name: str) -> bool:
     """True for a variable Kubernetes injects for a Service named ``router``."""
     return _SERVICE_LINK.match(name) is not None
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The TOML document of ``--config``; any problem is a ``ConfigError`` on ``--config``."""
-    try:
-        # A FIFO or a device (/dev/stdin) would block start-up waiting for input.
-        if not path.is_file():
-            problem = "is not a regular file" if path.exists() else "no such file"
-            raise ConfigError("--config", f"{problem}: {path}")
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {_os_reason(exc)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError("--config", f"{path} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:

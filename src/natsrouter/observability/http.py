@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from natsrouter.auth import bearer_token, token_matches
 from natsrouter.link.faults import Fault, FaultSpecError, FaultTarget
 from natsrouter.link.link import Link
-from natsrouter.observability.logging import get_logger
+from natsrouter.observability.logging import RateLimit, get_logger
 
 _LINK: web.AppKey[Link] = web.AppKey("link", Link)
 #: The longest delay the admin endpoint sets: longer would stall the link past any timeout.
@@ -111,14 +111,22 @@ async def _clear_faults(request: web.Request) -> web.Response:
 
 
 def _admin_guard(token: str) -> Middleware:
-    """Every /admin/ request must present the admin token."""
+    """Every /admin/ request must present the admin token; refusals logged, rate-limited."""
+    limit = RateLimit()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/admin/"):
             return await handler(request)
         if not token_matches(bearer_token(request.headers.get("Authorization")), token):
-            log.warning("admin request refused: no valid bearer token", path=request.path)
+            suppressed = limit.allow()
+            if suppressed is not None:
+                log.warning(
+                    "admin request refused: no valid bearer token",
+                    path=request.path,
+                    remote=request.remote,
+                    suppressed=suppressed,
+                )
             body = {
                 "error": {"field": "Authorization", "message": "a valid bearer token is required"}
             }

@@ -91,6 +91,30 @@ MALFORMED_LOG_INTERVAL_S = 10.0
 _REASON_CHARS = 120
 
 
+class RateLimit:
+    """At most one line per ``interval_s``; the next line allowed says how many were not."""
+
+    def __init__(
+        self,
+        interval_s: float = MALFORMED_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._next_at: float | None = None
+        self._suppressed = 0
+
+    def allow(self) -> int | None:
+        """None: leave this line out. Else the count left out since the last line."""
+        now = self._clock()
+        if self._next_at is not None and now < self._next_at:
+            self._suppressed += 1
+            return None
+        self._next_at = now + self._interval_s
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
+
+
 class MalformedRequests(logging.Filter):
     """On aiohttp's server logger: a client's unparsable request becomes one WARN line."""
 
@@ -102,22 +126,16 @@ class MalformedRequests(logging.Filter):
     ) -> None:
         super().__init__()
         self._level = level
-        self._interval_s = interval_s
-        self._clock = clock
-        self._next_at: float | None = None
-        self._suppressed = 0
+        self._limit = RateLimit(interval_s, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, HttpProcessingError) or exc.code >= 500:
             # Not the client's fault: aiohttp's line stands, at the configured level.
             return record.levelno >= self._level
-        now = self._clock()
-        if self._next_at is not None and now < self._next_at:
-            self._suppressed += 1
+        suppressed = self._limit.allow()
+        if suppressed is None:
             return False
-        self._next_at = now + self._interval_s
-        suppressed, self._suppressed = self._suppressed, 0
         # Only the first line of the parser's message: the rest quotes the client's bytes.
         reason = (str(exc.message).strip().splitlines() or [type(exc).__name__])[0]
         get_logger("natsrouter.http").warning(
