@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natsrouter.config import (
     ExhaustedPolicy,
@@ -240,3 +243,35 @@ def test_a_secret_of_the_wrong_type_is_not_echoed(key: str) -> None:
     with pytest.raises(ConfigError) as info:
         build_settings({key: 73915})
     assert str(info.value) == f"{key}: expected a string, got an integer"
+
+
+# Printable characters without whitespace or commas (a comma separates servers).
+_CREDENTIAL_TEXT = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"), blacklist_characters=","),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(user=_CREDENTIAL_TEXT, tail=_CREDENTIAL_TEXT)
+@settings(max_examples=500, deadline=None)
+def test_any_user_and_password_survive_the_url_and_never_show(user: str, tail: str) -> None:
+    """Percent-encoded in the URL: recovered exactly, and absent from every URL kept or shown."""
+    password = "Zx9" + tail  # a prefix no other part of Settings' repr holds
+    url = f"nats://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:4222"
+    s = build_settings({"nats_url": url})
+    assert (s.nats_user, s.nats_password, s.nats_url) == (
+        user,
+        password,
+        ("nats://127.0.0.1:4222",),
+    )
+    assert redact_url(url) == "nats://***@127.0.0.1:4222"
+    assert password not in repr(s)
+
+
+@given(password=_CREDENTIAL_TEXT.filter(lambda p: "%" not in p))
+@settings(max_examples=500, deadline=None)
+def test_a_raw_password_with_separators_is_taken_whole(password: str) -> None:
+    """Written as is (no %), a password holding @ : / ? # is still taken whole."""
+    s = build_settings({"nats_url": f"nats://u:{password}@127.0.0.1:4222"})
+    assert (s.nats_user, s.nats_password, s.nats_url) == ("u", password, ("nats://127.0.0.1:4222",))
