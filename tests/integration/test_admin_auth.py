@@ -258,3 +258,24 @@ def test_a_bad_tokens_file_exits_2_without_showing_a_token(
     assert done.stderr.startswith("natsrouter: configuration error: decide_tokens_file: ")
     assert message in done.stderr
     assert ACME_TOKEN not in done.stderr
+
+
+def test_requests_without_a_token_are_logged_at_most_once_per_interval(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
+    """Fifty decides without a token: fifty 401s counted, one ROUTER_DECIDE_REFUSED line."""
+    tokens = write_tokens(tmp_path / "tokens.toml")
+    router = RouterProcess(
+        {**embedded(tmp_path), "ROUTER_DECIDE_TOKENS_FILE": str(tokens)}, tmp_path
+    )
+    routers.append(router)
+    router.wait(router.ready, what="ready")
+    assert {decide(router, None)[0] for _ in range(50)} == {401}
+    assert router.metric("router_decide_total", outcome="unauthenticated") == 50
+    assert router.stop() == 0
+    refused = [
+        (line["code"], line["suppressed"])
+        for line in router.lines()
+        if line.get("error_code") == "ROUTER_DECIDE_REFUSED"
+    ]
+    assert refused == [("unauthenticated", 0)]

@@ -6,7 +6,9 @@ a known token naming a tenant it may not act for is ``unauthorized`` (403), the 
 already means "tenant not allowed". The tenant is the one the decide path will use: the
 ``tenant_id`` header when present (headers win, CONTRACT §1), else the body's. A body that
 cannot be read as a JSON object is left to the decide path, which refuses it in its own words.
-Refusals are counted and logged by the decide service like any other.
+Refusals are counted and logged by the decide service like any other, except that a request
+without a valid token, which anyone can send, is logged at most once per 10 s (the line
+counting the others in ``suppressed``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from natsrouter.auth import DecideTokens, bearer_token
-from natsrouter.routing.messages import ErrorCode, RequestError
+from natsrouter.observability.logging import RateLimit
+from natsrouter.routing.messages import ErrorCode, RequestError, error_response
 from natsrouter.service.decide import DecideService
 
 
@@ -38,8 +41,19 @@ def require_tokens(
 ) -> None:
     """Add the token check to the decide application ``app`` (before it starts)."""
 
+    unauthenticated = RateLimit()
+
     def refuse(error: RequestError, **headers: str) -> web.Response:
-        status, body = service.refuse(error, "http")
+        if error.code is ErrorCode.UNAUTHENTICATED:
+            service.events.decided(error.code.value, "http", 0.0)
+            suppressed = unauthenticated.allow()
+            if suppressed is not None:
+                service.events.decide_refused(
+                    error.code.value, error.message, "http", suppressed=suppressed, **error.details
+                )
+            status, body = error.code.http_status, error_response(error)
+        else:
+            status, body = service.refuse(error, "http")
         return web.Response(
             body=json.dumps(body, separators=(",", ":")).encode(),
             status=status,
