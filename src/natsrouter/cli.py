@@ -21,6 +21,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from natsrouter.config import Settings, load_settings
+from natsrouter.config_files import os_reason as _os_reason
 from natsrouter.embedded import EmbeddedServerError, NatsServer
 from natsrouter.errors import ConfigError
 from natsrouter.link.link import Link
@@ -77,6 +78,16 @@ async def serve(settings: Settings) -> int:
     """Run until a signal (exit 0) or exhaustion under the ``exit`` policy (exit 3)."""
     embedded: NatsServer | None = None
     servers = settings.nats_url
+    try:
+        # Read once before anything starts: a policy directory the process cannot read is a
+        # configuration error (exit 2), not a port that cannot be had.
+        load_policies(Path(settings.policies_path))
+    except PolicyError as err:
+        log.error("invalid policies", error=str(err), file=str(err.path), field=err.field)  # noqa: TRY400
+        return EXIT_CONFIG
+    except OSError as err:
+        log.error("invalid policies", error=_os_reason(err), file=settings.policies_path)  # noqa: TRY400
+        return EXIT_CONFIG
     try:
         # Opened first: a spool that cannot be used stops start-up before anything runs.
         pending = open_pending_queue(settings)
@@ -185,10 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"natsrouter: policy error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         except OSError as exc:
-            reason = exc.strerror or str(exc)
             print(
                 f"natsrouter: policy error: policies_path: cannot read {settings.policies_path}: "
-                f"{reason}",
+                f"{_os_reason(exc)}",
                 file=sys.stderr,
             )
             return EXIT_CONFIG

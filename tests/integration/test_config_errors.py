@@ -142,3 +142,17 @@ def test_runs_in_a_pod_beside_a_service_named_router(
     routers.append(router)
     router.wait(router.ready, what="ready")
     assert router.stop() == 0
+
+
+def test_an_unreadable_policy_directory_exits_2_naming_it(tmp_path: Path) -> None:
+    """A policies_path the OS refuses (here: a name too long): exit 2 naming it, no traceback."""
+    too_long = str(tmp_path / ("p" * 300))
+    env = {"ROUTER_POLICIES_PATH": too_long, "ROUTER_EMBEDDED_NATS_PORT": str(free_port())}
+    check_code, check_output = natsrouter("check-config", tmp_path, env)
+    run_code, run_output = natsrouter("run", tmp_path, env)
+    assert (check_code, run_code) == (2, 2)
+    assert check_output.startswith(
+        f"natsrouter: policy error: policies_path: cannot read {too_long}"
+    )
+    assert '"message": "invalid policies"' in run_output
+    assert "Traceback" not in check_output + run_output
