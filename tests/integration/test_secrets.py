@@ -139,3 +139,25 @@ def test_a_refused_secret_is_shown_nowhere(tmp_path: Path, routers: list[RouterP
     assert (failed[0]["reason"], failed[0]["server"]) == ("auth", f"nats://127.0.0.1:{server.port}")
     surfaces = [json.dumps(status), metrics, router.stderr_path.read_text()]
     assert [shown(text, [USER, PASSWORD]) for text in surfaces] == [[], [], []]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"nats://{USER}:{PASSWORD}@127.0.0.1:99999",
+        f"http://{USER}:{PASSWORD}@127.0.0.1:4222",
+        f"nats://{USER}:{PASSWORD}@127.0.0.1:4222,nats://other:{TOKEN}@127.0.0.1:4223",
+    ],
+    ids=["bad_port", "bad_scheme", "two_credentials"],
+)
+def test_a_configuration_error_about_the_url_shows_no_secret(tmp_path: Path, url: str) -> None:
+    """check-config and run refuse the URL naming nats_url, with no piece of any credential."""
+    router = RouterProcess({"ROUTER_NATS_URL": url}, tmp_path, start=False)
+    code, output = check_config(router)
+    router.start()
+    assert router.proc is not None
+    assert router.proc.wait(timeout=30) == 2
+    run_output = router.stderr_path.read_text()
+    assert code == 2
+    assert output.startswith("natsrouter: configuration error: nats_url: ")
+    assert [shown(text, [USER, PASSWORD, TOKEN]) for text in (output, run_output)] == [[], []]
