@@ -30,7 +30,16 @@ def natsrouter(command: str, tmp: Path, env: dict[str, str], *args: str) -> tupl
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # SIGTERM: a Router that did start stops its embedded server
+            try:
+                proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+            raise AssertionError(f"natsrouter {command} still running after 30 s") from None
         return proc.returncode, out + err
 
 
