@@ -19,6 +19,9 @@ from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
 from natsrouter.service.router import Router
 from tests.helpers.proxy import TcpProxy
 
+# The /admin/faults bearer token of every test that enables fault injection.
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
 # Timings that make every failure path run in well under a second.
 FAST: dict[str, Any] = {
     "nats_connect_timeout_ms": 500,

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from natsrouter.client import request
 from natsrouter.config import LogLevel, Settings, load_settings
+from natsrouter.config_files import os_reason as _os_reason
 from natsrouter.embedded import EmbeddedServerError, EmbeddedSupervisor, NatsServer
 from natsrouter.errors import ConfigError
 from natsrouter.link.backoff import BackoffPolicy
@@ -103,6 +104,16 @@ async def serve(settings: Settings) -> int:
     embedded: NatsServer | None = None
     servers = settings.nats_url
     try:
+        # Read once before anything starts: a policy directory the process cannot read is a
+        # configuration error (exit 2), not a port that cannot be had.
+        load_policies(Path(settings.policies_path))
+    except PolicyError as err:
+        log.error("invalid policies", error=str(err), file=str(err.path), field=err.field)  # noqa: TRY400
+        return EXIT_CONFIG
+    except OSError as err:
+        log.error("invalid policies", error=_os_reason(err), file=settings.policies_path)  # noqa: TRY400
+        return EXIT_CONFIG
+    try:
         # Opened first: a spool that cannot be used stops start-up before anything runs.
         pending = open_pending_queue(settings)
     except ConfigError as exc:
@@ -147,7 +158,11 @@ async def serve(settings: Settings) -> int:
     link = Link(settings, LinkMetrics(registry), servers=servers, pending=pending)
     router = Router(settings, link, router_metrics)
     http = HttpServer(
-        build_app(link, fault_admin=settings.nats_fault_injection_enabled),
+        build_app(
+            link,
+            fault_admin=settings.nats_fault_injection_enabled,
+            admin_token=settings.nats_fault_injection_token,
+        ),
         settings.metrics_host,
         settings.metrics_port,
     )
@@ -227,13 +242,20 @@ def main(argv: list[str] | None = None) -> int:
         except PolicyError as exc:
             print(f"natsrouter: policy error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        except OSError as exc:
+            print(
+                f"natsrouter: policy error: policies_path: cannot read {settings.policies_path}: "
+                f"{_os_reason(exc)}",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         print(f"configuration OK: {len(policies)} policies in {settings.policies_path}")
         return EXIT_OK
     if args.command == "request":
         # The link's own lines only when something is wrong: stdout is the reply.
-        configure_logging(LogLevel.ERROR, settings.log_format)
+        configure_logging(LogLevel.ERROR, settings.log_format, secrets=settings.secrets())
         return asyncio.run(request(settings, args.subject, args.body.encode(), args.timeout))
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secrets())
     return asyncio.run(serve(settings))
 
 

@@ -8,17 +8,31 @@ the key. Only the CLI reads files and the environment; everything else receives 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from natsrouter.auth import check_token, load_decide_tokens
+from natsrouter.config_files import check_readable, read_config_file
+from natsrouter.config_files import tls_context as _tls_context
 from natsrouter.errors import ConfigError
+from natsrouter.server_urls import (
+    UrlCredentials,
+    parse_server_list,
+    redact_url,
+    split_userinfo,
+    value_kind,
+)
+
+__all__ = ["KEYS", "Settings", "build_settings", "load_settings", "parse_server_list", "redact_url"]
 
 ENV_PREFIX = "ROUTER_"
+#: The largest integer any key takes (24.8 days in milliseconds).
+MAX_INT = 2**31 - 1
 
 
 class ExhaustedPolicy(StrEnum):
@@ -122,6 +136,7 @@ class Settings:
     nats_request_timeout_ms: int = _key(5000, _min(1))
     nats_max_payload_size: int = _key(1024 * 1024, _min(1))
     nats_fault_injection_enabled: bool = _key(False)
+    nats_fault_injection_token: str = field(default="", repr=False)
     decide_subject: str = _key("beamline.router.v1.decide", _subject)
     decide_queue_group: str = _key("router-decide-group", _non_empty)
     assignment_subject: str = _key("caf.exec.assign.v1", _subject)
@@ -138,6 +153,7 @@ class Settings:
     policies_path: str = _key("policies", _non_empty)
     policies_reload_interval_ms: int = _key(2000, _min(0))
     allowed_tenants: frozenset[str] = _key(frozenset())
+    decide_tokens_file: str = _key("")
     http_host: str = _key("127.0.0.1")
     http_port: int = _key(8080, _port)
     shutdown_timeout_ms: int = _key(10_000, _min(0))
@@ -152,6 +168,9 @@ class Settings:
         for f in dataclasses.fields(self):
             check = f.metadata.get("check")
             problem = check(getattr(self, f.name)) if check else None
+            if f.type == "int" and not problem and getattr(self, f.name) > MAX_INT:
+                # Beyond this, timers overflow and JetStream refuses the durations.
+                problem = f"must be <= {MAX_INT}, got {getattr(self, f.name)}"
             if problem:
                 raise ConfigError(f.name, problem)
         if self.nats_max_reconnect_delay_ms < self.nats_reconnect_delay_ms:
@@ -178,10 +197,32 @@ class Settings:
             "nats_tls_ca_file",
             "nats_tls_cert_file",
             "nats_tls_key_file",
+            "decide_tokens_file",
         ):
             path = getattr(self, name)
-            if path and not Path(path).is_file():
-                raise ConfigError(name, f"no such file: {path}")
+            if path:
+                check_readable(name, path)
+        tls_context(self)
+        if self.decide_tokens_file:
+            load_decide_tokens(self.decide_tokens_file)
+        if self.nats_fault_injection_enabled and not self.nats_fault_injection_token:
+            raise ConfigError(
+                "nats_fault_injection_token",
+                "required when nats_fault_injection_enabled is true (it guards /admin/faults)",
+            )
+        if self.nats_fault_injection_token:
+            check_token("nats_fault_injection_token", self.nats_fault_injection_token)
+        for url in self.nats_url:
+            if split_userinfo(url)[1] is not None:
+                raise ConfigError("nats_url", "credentials in a URL are taken by build_settings")
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value set, for the log output to mask wherever one appears."""
+        tokens = (
+            load_decide_tokens(self.decide_tokens_file).tokens if self.decide_tokens_file else ()
+        )
+        configured = (self.nats_password, self.nats_token, self.nats_fault_injection_token)
+        return tuple(s for s in (*configured, *tokens) if s)
 
     def _check_pending_store(self) -> None:
         if self.nats_pending_store is PendingStore.MEMORY and self.nats_pending_spool_path:
@@ -209,50 +250,23 @@ class Settings:
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
 
 
-def parse_server_list(key: str, value: str | list[Any]) -> tuple[str, ...]:
-    """Parse ``nats_url``: a comma-separated string (or TOML list) of server URLs."""
-    items = value.split(",") if isinstance(value, str) else value
-    servers: list[str] = []
-    for raw in items:
-        if not isinstance(raw, str):
-            raise ConfigError(key, f"expected server URLs as strings, got {raw!r}")
-        url = raw.strip()
-        if not url:
-            continue
-        if "://" not in url:
-            url = f"nats://{url}"
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(key, f"bad port in {redact_url(url)}") from exc
-        if parts.scheme not in ("nats", "tls") or not parts.hostname:
-            raise ConfigError(
-                key, f"expected nats://host:port or tls://host:port, got {redact_url(url)}"
-            )
-        if port is None:
-            url = url.rstrip("/") + ":4222" if parts.path in ("", "/") else url
-        servers.append(url)
-    return tuple(servers)
-
-
-def redact_url(url: str) -> str:
-    """Hide URL userinfo (user, password, token): ``nats://***@host:4222``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The client TLS context of ``settings`` (see ``config_files.tls_context``)."""
+    return _tls_context(
+        settings.nats_tls_ca_file, settings.nats_tls_cert_file, settings.nats_tls_key_file
+    )
 
 
 def _coerce(key: str, annotation: Any, value: Any) -> Any:
     """Turn one raw value (a TOML value or an environment string) into the key's type."""
     from_env = isinstance(value, str)
-    if annotation == "tuple[str, ...]":
-        return parse_server_list(key, value)
     if annotation == "frozenset[str]":
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ConfigError(key, f"expected a comma-separated string or a list, got {value!r}")
+            raise ConfigError(
+                key,
+                f"expected a comma-separated string or a list of strings, got {value_kind(value)}",
+            )
         return frozenset(i.strip() for i in items if i.strip())
     if annotation == "bool":
         if isinstance(value, bool):
@@ -283,7 +297,7 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
     if annotation == "str":
         if isinstance(value, str):
             return value
-        raise ConfigError(key, f"expected a string, got {value!r}")
+        raise ConfigError(key, f"expected a string, got {value_kind(value)}")
     enum_type = {
         cls.__name__: cls
         for cls in (ExhaustedPolicy, OverflowPolicy, PendingStore, LogFormat, LogLevel)
@@ -301,26 +315,50 @@ _ANNOTATIONS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(
 def build_settings(values: Mapping[str, Any]) -> Settings:
     """Build ``Settings`` from raw key/value pairs; unknown keys are an error."""
     parsed: dict[str, Any] = {}
+    credentials: UrlCredentials | None = None
     for key, raw in values.items():
         if key not in _ANNOTATIONS:
             raise ConfigError(key, "unknown configuration key")
-        parsed[key] = _coerce(key, _ANNOTATIONS[key], raw)
+        if key == "nats_url":
+            parsed[key], credentials = parse_server_list(key, raw)
+        else:
+            parsed[key] = _coerce(key, _ANNOTATIONS[key], raw)
+    if credentials is not None:
+        _take_url_credentials(parsed, credentials)
     return Settings(**parsed)
+
+
+def _take_url_credentials(parsed: dict[str, Any], credentials: UrlCredentials) -> None:
+    """Move the URL's credentials to their keys; a different value already set is an error."""
+    for name, value in (
+        ("nats_user", credentials.user),
+        ("nats_password", credentials.password),
+        ("nats_token", credentials.token),
+    ):
+        if not value:
+            continue
+        if parsed.get(name, "") not in ("", value):
+            raise ConfigError("nats_url", f"the credentials in the URL differ from {name}")
+        parsed[name] = value
+
+
+# Kubernetes gives every pod `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_8080_TCP_ADDR`, ... for
+# each Service; a Service named `router` makes these ROUTER_* variables, which are not keys.
+_SERVICE_LINK = re.compile(
+    r"^ROUTER_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$"
+)
+
+
+def is_service_link(name: str) -> bool:
+    """True for a variable Kubernetes injects for a Service named ``router``."""
+    return _SERVICE_LINK.match(name) is not None
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     """Read the TOML file (if any) and ``ROUTER_*`` variables (which win) into ``Settings``."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as fh:
-                values.update(tomllib.load(fh))
-        except FileNotFoundError:
-            raise ConfigError("--config", f"no such file: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    values: dict[str, Any] = read_config_file(path) if path is not None else {}
     for name, raw in environ.items():
-        if name.startswith(ENV_PREFIX):
+        if name.startswith(ENV_PREFIX) and not is_service_link(name):
             key = name[len(ENV_PREFIX) :].lower()
             if key not in _ANNOTATIONS:
                 raise ConfigError(name, "unknown configuration key in the environment")

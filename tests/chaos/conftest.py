@@ -22,6 +22,7 @@ from natsrouter.config import build_settings
 from natsrouter.embedded import NatsServer
 from natsrouter.link import Link
 from natsrouter.observability.metrics import LinkMetrics
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers.process import RouterProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,7 @@ ROUTER_ENV = {
     "ROUTER_JS_PUBLISH_RETRY_DEADLINE_MS": "3000",
     "ROUTER_NATS_MAX_PENDING_OPERATIONS": "100000",
     "ROUTER_NATS_FAULT_INJECTION_ENABLED": "true",
+    "ROUTER_NATS_FAULT_INJECTION_TOKEN": ADMIN_TOKEN,
 }
 RAW_SETTINGS = {
     "nats_connect_timeout_ms": 500,

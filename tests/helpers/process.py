@@ -102,10 +102,17 @@ class RouterProcess:
     def codes(self) -> list[str]:
         return [line["error_code"] for line in self.lines() if "error_code" in line]
 
+    def _auth(self) -> dict[str, str]:
+        """The admin bearer token, when the process has one (sent on every operator call)."""
+        token = self.env.get("ROUTER_NATS_FAULT_INJECTION_TOKEN")
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def get(self, path: str) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.metrics_port}{path}", headers=self._auth()
+        )
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(request, timeout=2) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -115,6 +122,7 @@ class RouterProcess:
             f"http://127.0.0.1:{self.metrics_port}{path}",
             data=json.dumps(body).encode(),
             method="POST",
+            headers={"Content-Type": "application/json", **self._auth()},
         )
         try:
             with urllib.request.urlopen(request, timeout=2) as resp:

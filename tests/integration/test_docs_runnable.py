@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from natsrouter.embedded import free_port
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers.process import NATSROUTER
 
 pytestmark = pytest.mark.integration
@@ -103,6 +104,9 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         "ROUTER_METRICS_HOST": "127.0.0.1",
         "ROUTER_METRICS_PORT": str(metrics_port),
         "ROUTER_NATS_FAULT_INJECTION_ENABLED": "true",  # docs/faults.md's block
+        "ROUTER_NATS_FAULT_INJECTION_TOKEN": ADMIN_TOKEN,
+        # Durable by default: keep the spool out of the checkout.
+        "ROUTER_NATS_PENDING_SPOOL_PATH": str(tmp / "spool.db"),
     }
     log = tmp / "router.log"
     with log.open("wb") as err:

@@ -28,7 +28,7 @@ from natsrouter.link import (
     Link,
     Outcome,
 )
-from tests.conftest import LinkFactory
+from tests.conftest import ADMIN_TOKEN, LinkFactory
 from tests.helpers.jetstream import create_stream, stored_messages
 from tests.helpers.observe import codes, metric
 from tests.helpers.waiting import wait_for
@@ -40,7 +40,9 @@ T = FaultTarget
 @pytest.fixture
 async def link(nats_server: NatsServer, make_link: LinkFactory) -> AsyncIterator[Link]:
     await create_stream(nats_server.url, "FAULTS", ["js.>"])
-    link = await make_link([nats_server.url], nats_fault_injection_enabled=True)
+    link = await make_link(
+        [nats_server.url], nats_fault_injection_enabled=True, nats_fault_injection_token=ADMIN_TOKEN
+    )
     assert await link.wait_connected(5)
     yield link
 
@@ -286,7 +288,10 @@ async def test_intermittent_fails_exactly_the_drawn_share(
 ) -> None:
     """intermittent(0.3) with a seeded source fails exactly the draws below 0.3."""
     link = await make_link(
-        [nats_server.url], nats_fault_injection_enabled=True, rng=random.Random(42)
+        [nats_server.url],
+        nats_fault_injection_enabled=True,
+        nats_fault_injection_token=ADMIN_TOKEN,
+        rng=random.Random(42),
     )
     assert await link.wait_connected(5)
     link.inject(T.PUBLISH, Fault.intermittent(0.3))

@@ -11,7 +11,7 @@ import pytest
 from natsrouter.embedded import NatsServer
 from natsrouter.link import ConnectionState, Link
 from natsrouter.observability.http import HttpServer, build_app
-from tests.conftest import LinkFactory
+from tests.conftest import ADMIN_TOKEN, LinkFactory
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -70,10 +70,12 @@ class Api:
 
 
 async def _serve(link: Link, fault_admin: bool) -> AsyncIterator[Api]:
-    server = HttpServer(build_app(link, fault_admin=fault_admin), "127.0.0.1", 0)
+    app = build_app(link, fault_admin=fault_admin, admin_token=ADMIN_TOKEN if fault_admin else "")
+    server = HttpServer(app, "127.0.0.1", 0)
     await server.start()
     try:
-        async with aiohttp.ClientSession() as session:
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with aiohttp.ClientSession(headers=auth) as session:
             yield Api(session, server.port)
     finally:
         await server.stop()
@@ -81,7 +83,9 @@ async def _serve(link: Link, fault_admin: bool) -> AsyncIterator[Api]:
 
 @pytest.fixture
 async def link(nats_server: NatsServer, make_link: LinkFactory) -> Link:
-    link = await make_link([nats_server.url], nats_fault_injection_enabled=True)
+    link = await make_link(
+        [nats_server.url], nats_fault_injection_enabled=True, nats_fault_injection_token=ADMIN_TOKEN
+    )
     assert await link.wait_connected(5)
     return link
 

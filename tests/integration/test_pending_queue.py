@@ -10,7 +10,7 @@ import pytest
 from natsrouter.embedded import NatsServer
 from natsrouter.errors import Reason
 from natsrouter.link import ConnectionState, InboundMessage, Link, Outcome
-from tests.conftest import LinkFactory
+from tests.conftest import ADMIN_TOKEN, LinkFactory
 from tests.helpers.jetstream import create_stream, stored_messages
 from tests.helpers.observe import codes, metric
 from tests.helpers.waiting import wait_for
@@ -246,6 +246,7 @@ async def test_every_accepted_publish_is_accounted_for(
         nats_max_pending_operations=4,
         nats_pending_overflow="reject_new",
         nats_fault_injection_enabled=True,
+        nats_fault_injection_token=ADMIN_TOKEN,
     )
     assert await link.wait_connected(5)
     results = [await link.publish("acc.x", b"s%d" % i) for i in range(3)]

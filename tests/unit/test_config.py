@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natsrouter.config import (
     ExhaustedPolicy,
@@ -120,6 +123,9 @@ def test_password_is_not_in_repr() -> None:
         ("nats://user:pw@host:4222", "nats://***@host:4222"),
         ("nats://token@host:4222", "nats://***@host:4222"),
         ("nats://host:4222", "nats://host:4222"),
+        ("nats://u:s3cr@tPass@host:4222", "nats://***@host:4222"),
+        ("nats://u:a/b?c#d@host:4222", "nats://***@host:4222"),
+        ("u:a://b@host", "***@host"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
@@ -180,3 +186,92 @@ def test_bad_router_values_name_the_key(values: dict[str, object], key: str) -> 
     with pytest.raises(ConfigError) as caught:
         build_settings(values)
     assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("url", "user", "password", "token"),
+    [
+        ("nats://u:s3cr@tPass@127.0.0.1:4222", "u", "s3cr@tPass", ""),
+        ("nats://us%40r:Zq8@vT3:/kR5%mN@127.0.0.1:4222", "us@r", "Zq8@vT3:/kR5%mN", ""),
+        ("nats://a%3Ab:p%25w?#x@127.0.0.1:4222", "a:b", "p%w?#x", ""),
+        ("nats://t/o@k%en@127.0.0.1:4222", "", "", "t/o@k%en"),
+        ("tls://t%3Aok@127.0.0.1:4222", "", "", "t:ok"),
+        ("u:p/w@127.0.0.1:4222", "u", "p/w", ""),
+    ],
+)
+def test_url_credentials_move_out_of_the_url(
+    url: str, user: str, password: str, token: str
+) -> None:
+    """Userinfo (to the last @, %XX decoded) becomes nats_user/password or token; URLs are bare."""
+    s = build_settings({"nats_url": url})
+    assert (s.nats_user, s.nats_password, s.nats_token) == (user, password, token)
+    assert s.nats_url == (
+        url.split("://")[0] + "://127.0.0.1:4222" if "://" in url[:8] else "nats://127.0.0.1:4222",
+    )
+
+
+def test_servers_with_different_credentials_are_refused() -> None:
+    """Two URLs with different userinfo: nats_url error, and no piece of either secret shown."""
+    with pytest.raises(ConfigError) as info:
+        build_settings({"nats_url": "nats://u:Pw-one@h1,nats://u:Pw-two@h2"})
+    assert info.value.key == "nats_url"
+    assert "Pw-" not in str(info.value)
+
+
+def test_url_credentials_conflicting_with_a_key_are_refused() -> None:
+    """A URL password that differs from nats_password is an error naming nats_url."""
+    with pytest.raises(ConfigError) as info:
+        build_settings({"nats_url": "nats://u:Pw-one@h1", "nats_password": "Pw-two"})
+    assert str(info.value) == "nats_url: the credentials in the URL differ from nats_password"
+
+
+@pytest.mark.parametrize(
+    "url", ["nats://u:Pw@9x/y@h:99999", "nats://u:Pw@9x/y@[::1", "http://u:Pw@9x/y@h:4222"]
+)
+def test_a_bad_url_error_shows_no_credential(url: str) -> None:
+    """An unusable URL is refused with a message that holds no piece of its userinfo."""
+    with pytest.raises(ConfigError) as info:
+        build_settings({"nats_url": url})
+    assert info.value.key == "nats_url"
+    assert "Pw" not in str(info.value)
+    assert "9x" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["nats_password", "nats_token", "nats_user"])
+def test_a_secret_of_the_wrong_type_is_not_echoed(key: str) -> None:
+    """A non-string password or token is refused by its type, never by quoting the value."""
+    with pytest.raises(ConfigError) as info:
+        build_settings({key: 73915})
+    assert str(info.value) == f"{key}: expected a string, got an integer"
+
+
+# Printable characters without whitespace or commas (a comma separates servers).
+_CREDENTIAL_TEXT = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"), blacklist_characters=","),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(user=_CREDENTIAL_TEXT, tail=_CREDENTIAL_TEXT)
+@settings(max_examples=500, deadline=None)
+def test_any_user_and_password_survive_the_url_and_never_show(user: str, tail: str) -> None:
+    """Percent-encoded in the URL: recovered exactly, and absent from every URL kept or shown."""
+    password = "Zx9" + tail  # a prefix no other part of Settings' repr holds
+    url = f"nats://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:4222"
+    s = build_settings({"nats_url": url})
+    assert (s.nats_user, s.nats_password, s.nats_url) == (
+        user,
+        password,
+        ("nats://127.0.0.1:4222",),
+    )
+    assert redact_url(url) == "nats://***@127.0.0.1:4222"
+    assert password not in repr(s)
+
+
+@given(password=_CREDENTIAL_TEXT.filter(lambda p: "%" not in p))
+@settings(max_examples=500, deadline=None)
+def test_a_raw_password_with_separators_is_taken_whole(password: str) -> None:
+    """Written as is (no %), a password holding @ : / ? # is still taken whole."""
+    s = build_settings({"nats_url": f"nats://u:{password}@127.0.0.1:4222"})
+    assert (s.nats_user, s.nats_password, s.nats_url) == ("u", password, ("nats://127.0.0.1:4222",))

@@ -10,9 +10,10 @@ from datetime import datetime
 
 import pytest
 import structlog
+from aiohttp.http_exceptions import BadHttpMessage
 
 from natsrouter.config import LogLevel
-from natsrouter.observability.logging import configure_logging, get_logger
+from natsrouter.observability.logging import MalformedRequests, configure_logging, get_logger
 
 
 @pytest.fixture
@@ -86,3 +87,86 @@ def test_credentials_in_stdlib_messages_are_masked(stream: io.StringIO) -> None:
     logging.getLogger("nats.aio.client").warning("reconnecting to nats://bob:s3cr3t-pw@h:4222")
     assert "s3cr3t-pw" not in stream.getvalue()
     assert "nats://***@h:4222" in stream.getvalue()
+
+
+def test_a_url_password_holding_at_signs_is_masked_whole(stream: io.StringIO) -> None:
+    """Userinfo runs to the last @: no piece of a password holding @, : or / is printed."""
+    get_logger("natsrouter.test").info("event", error="to nats://u:Zq8@vT3:/kR5@h:4222 failed")
+    out = stream.getvalue()
+    assert [piece for piece in ("Zq8", "vT3", "kR5") if piece in out] == []
+    assert "nats://***@h:4222 failed" in out
+
+
+def test_configured_secret_values_are_masked_in_any_form() -> None:
+    """A secret value is masked raw, JSON-escaped and percent-encoded, in any message."""
+    out = io.StringIO()
+    secret = 'Pw"7@x/%y'
+    configure_logging(LogLevel.DEBUG, stream=out, secrets=[secret, "ab"])
+    try:
+        get_logger("natsrouter.test").info("event", note=f"server said {secret}")
+        logging.getLogger("nats.aio.client").error("auth with Pw%227%40x%2F%25y refused")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    text = out.getvalue()
+    assert [line["note" if "note" in line else "message"] for line in lines(out)] == [
+        "server said ***",
+        "auth with *** refused",
+    ]
+    assert "Pw" not in text
+
+
+def _aiohttp_record(exc: BaseException) -> logging.LogRecord:
+    record = logging.LogRecord(
+        "aiohttp.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Error handling request from %s",
+        ("10.1.2.3",),
+        (type(exc), exc, None),
+    )
+    return record
+
+
+def test_malformed_requests_are_one_warn_line_per_interval() -> None:
+    """A client's unparsable request: one WARN line, no traceback; the next within 10 s counted."""
+    out = io.StringIO()
+    configure_logging(LogLevel.INFO, stream=out)
+    now = [100.0]
+    gate = MalformedRequests(level=logging.INFO, interval_s=10.0, clock=lambda: now[0])
+    bad = BadHttpMessage("Invalid character in Content-Length:\n\n    b'Content-Length: abc'")
+    try:
+        shown = [gate.filter(_aiohttp_record(bad)) for _ in range(5)]
+        now[0] += 10.0
+        gate.filter(_aiohttp_record(bad))
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert shown == [False] * 5  # aiohttp's own line never goes out
+    assert [
+        (line["level"], line["error_code"], line["remote"], line["reason"], line["suppressed"])
+        for line in lines(out)
+    ] == [
+        (
+            "WARN",
+            "ROUTER_HTTP_REQUEST_MALFORMED",
+            "10.1.2.3",
+            "Invalid character in Content-Length:",
+            0,
+        ),
+        (
+            "WARN",
+            "ROUTER_HTTP_REQUEST_MALFORMED",
+            "10.1.2.3",
+            "Invalid character in Content-Length:",
+            4,
+        ),
+    ]
+    assert "Traceback" not in out.getvalue()
+
+
+def test_server_errors_keep_aiohttp_line() -> None:
+    """An error that is not the client's (a bug: 500) passes through with its traceback."""
+    gate = MalformedRequests(level=logging.INFO)
+    assert gate.filter(_aiohttp_record(RuntimeError("bug"))) is True

@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from natsrouter.config import Settings
+from natsrouter.config import Settings, tls_context
 from natsrouter.errors import (
     AuthenticationError,
     ConnectionClosedError,
@@ -116,11 +116,8 @@ class ConnectOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectOptions:
-        tls: ssl.SSLContext | None = None
-        if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
-            tls = ssl.create_default_context(cafile=settings.nats_tls_ca_file or None)
-            if settings.nats_tls_cert_file:
-                tls.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+        # Built by config: an encrypted key is an error there, never a passphrase prompt.
+        tls = tls_context(settings)
         return cls(
             connect_timeout_s=settings.nats_connect_timeout_ms / 1000,
             api_timeout_s=settings.nats_request_timeout_ms / 1000,

@@ -2,7 +2,10 @@
 
 ``/metrics`` (Prometheus text), ``/health/live`` and ``/health/ready`` (200 or 503 with a
 JSON body), ``/status`` (the link's JSON document), and, only when
-``nats_fault_injection_enabled``, ``/admin/faults`` to list, set and clear faults.
+``nats_fault_injection_enabled``, ``/admin/faults`` to list, set and clear faults. The admin
+endpoint can stall or break the link, so every call to it needs
+``Authorization: Bearer <nats_fault_injection_token>`` (401 otherwise), a POST must be
+``application/json`` (415 otherwise), and a delay is at most ``MAX_FAULT_DELAY_MS``.
 """
 
 from __future__ import annotations
@@ -11,12 +14,18 @@ import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from natsrouter.auth import bearer_token, token_matches
 from natsrouter.link.faults import Fault, FaultSpecError, FaultTarget
 from natsrouter.link.link import Link
+from natsrouter.observability.logging import RateLimit, get_logger
 
 _LINK: web.AppKey[Link] = web.AppKey("link", Link)
+#: The longest delay the admin endpoint sets: longer would stall the link past any timeout.
+MAX_FAULT_DELAY_MS = 60_000
+log = get_logger("natsrouter.http")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -56,9 +65,12 @@ async def _set_fault(request: web.Request) -> web.Response:
     """``POST {"target": "publish", "fault": {"kind": "error", "reason": "timeout"}}``;
     ``"subject": "a.>"`` in the fault limits it to matching subjects."""
     link = request.app[_LINK]
+    if request.content_type != "application/json":
+        message = "expected application/json"
+        return _json({"error": {"field": "Content-Type", "message": message}}, 415)
     try:
         body = await request.json()
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return _json({"error": {"field": "body", "message": "expected a JSON object"}}, 400)
     if not isinstance(body, dict):
         return _json({"error": {"field": "body", "message": "expected a JSON object"}}, 400)
@@ -70,6 +82,14 @@ async def _set_fault(request: web.Request) -> web.Response:
     spec = body.get("fault")
     if not isinstance(spec, dict):
         return _json({"error": {"field": "fault", "message": "expected a JSON object"}}, 400)
+    delay = spec.get("delay_ms")
+    if (
+        isinstance(delay, int | float)
+        and not isinstance(delay, bool)
+        and delay > MAX_FAULT_DELAY_MS
+    ):
+        message = f"must be <= {MAX_FAULT_DELAY_MS}"
+        return _json({"error": {"field": "fault.delay_ms", "message": message}}, 400)
     try:
         link.inject(target, Fault.from_dict(spec))
     except FaultSpecError as exc:
@@ -90,8 +110,39 @@ async def _clear_faults(request: web.Request) -> web.Response:
     return _json(_faults_doc(link))
 
 
-def build_app(link: Link, *, fault_admin: bool) -> web.Application:
-    app = web.Application()
+def _admin_guard(token: str) -> Middleware:
+    """Every /admin/ request must present the admin token; refusals logged, rate-limited."""
+    limit = RateLimit()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/admin/"):
+            return await handler(request)
+        if not token_matches(bearer_token(request.headers.get("Authorization")), token):
+            suppressed = limit.allow()
+            if suppressed is not None:
+                log.warning(
+                    "admin request refused: no valid bearer token",
+                    path=request.path,
+                    remote=request.remote,
+                    suppressed=suppressed,
+                )
+            body = {
+                "error": {"field": "Authorization", "message": "a valid bearer token is required"}
+            }
+            response = _json(body, 401)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return await handler(request)
+
+    return guard
+
+
+def build_app(link: Link, *, fault_admin: bool, admin_token: str = "") -> web.Application:
+    """The operator endpoints; ``/admin/faults`` only with ``fault_admin``, behind the token."""
+    if fault_admin and not admin_token:
+        raise ValueError("the fault admin endpoint needs a token")
+    app = web.Application(middlewares=[_admin_guard(admin_token)] if fault_admin else [])
     app[_LINK] = link
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/health/live", _live)

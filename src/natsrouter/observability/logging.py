@@ -3,25 +3,38 @@
 Every line has ``ts`` (ISO 8601 UTC), ``level``, ``message``, ``logger``; link events add
 ``error_code`` and the fields of the contract. nats-py's own stdlib logging goes through the
 same pipeline. Credentials never reach the output: ``redact`` masks URL userinfo anywhere in
-a value and every field whose name says it holds a secret.
+a value and every field whose name says it holds a secret, and the rendered line is scrubbed
+of every configured secret value (a password or token quoted in a foreign error message).
+
+A request aiohttp cannot parse is the client's fault, yet aiohttp logs it at ERROR with a
+traceback, so any client could flood the error log: ``MalformedRequests`` turns each into one
+WARN line without a traceback, at most one per ``MALFORMED_LOG_INTERVAL_S``, the next line
+counting the ones left out.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from natsrouter.config import LogFormat, LogLevel
 
 _SECRET_KEYS = re.compile(r"pass(word)?|token|secret|seed|nkey|creds|credential|auth_key", re.I)
-# `scheme://userinfo@` where userinfo is anything up to the `@` that has no separator in it.
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^\s/@]+@", re.I)
+# `scheme://userinfo@`: userinfo runs to the LAST `@` before a space, since a password may
+# hold `@`, `:` or `/` itself.
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)\S*@", re.I)
 _MASK = "***"
+# Shorter secret values are not masked by value: masking every "ab" would garble the log.
+MIN_MASKED_SECRET = 4
 _LEVEL_NAMES = {"warning": "WARN", "critical": "ERROR", "exception": "ERROR"}
 
 
@@ -48,6 +61,94 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+def scrubber(secrets: Iterable[str]) -> Callable[[Any, str, Any], Any]:
+    """A last processor: replace each secret value in the rendered line with ``***``.
+
+    Each secret is looked for as written, JSON-escaped and percent-encoded, the forms in
+    which a line can carry it.
+    """
+    forms: set[str] = set()
+    for secret in secrets:
+        if len(secret) >= MIN_MASKED_SECRET:
+            forms |= {secret, json.dumps(secret)[1:-1], quote(secret, safe="")}
+    # Longest first, so a secret containing another is masked whole.
+    pattern = (
+        re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+        if forms
+        else None
+    )
+
+    def scrub(_: Any, __: str, line: Any) -> Any:
+        if pattern is None or not isinstance(line, str):
+            return line
+        return pattern.sub(_MASK, line)
+
+    return scrub
+
+
+#: At most one malformed-request line per this many seconds; the rest are counted.
+MALFORMED_LOG_INTERVAL_S = 10.0
+_REASON_CHARS = 120
+
+
+class RateLimit:
+    """At most one line per ``interval_s``; the next line allowed says how many were not."""
+
+    def __init__(
+        self,
+        interval_s: float = MALFORMED_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._next_at: float | None = None
+        self._suppressed = 0
+
+    def allow(self) -> int | None:
+        """None: leave this line out. Else the count left out since the last line."""
+        now = self._clock()
+        if self._next_at is not None and now < self._next_at:
+            self._suppressed += 1
+            return None
+        self._next_at = now + self._interval_s
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
+
+
+class MalformedRequests(logging.Filter):
+    """On aiohttp's server logger: a client's unparsable request becomes one WARN line."""
+
+    def __init__(
+        self,
+        level: int = logging.INFO,
+        interval_s: float = MALFORMED_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._level = level
+        self._limit = RateLimit(interval_s, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or exc.code >= 500:
+            # Not the client's fault: aiohttp's line stands, at the configured level.
+            return record.levelno >= self._level
+        suppressed = self._limit.allow()
+        if suppressed is None:
+            return False
+        # Only the first line of the parser's message: the rest quotes the client's bytes.
+        reason = (str(exc.message).strip().splitlines() or [type(exc).__name__])[0]
+        get_logger("natsrouter.http").warning(
+            "malformed HTTP request",
+            error_code="ROUTER_HTTP_REQUEST_MALFORMED",
+            remote=str(record.args[0]) if isinstance(record.args, tuple) and record.args else None,
+            status=exc.code or 400,
+            reason=reason[:_REASON_CHARS],
+            suppressed=suppressed,
+        )
+        return False
+
+
 def _contract_level(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     level = str(event.get("level", "info")).lower()
     event["level"] = _LEVEL_NAMES.get(level, level.upper())
@@ -66,8 +167,12 @@ def configure_logging(
     level: LogLevel = LogLevel.INFO,
     fmt: LogFormat = LogFormat.JSON,
     stream: TextIO | None = None,
+    secrets: Iterable[str] = (),
 ) -> None:
-    """Route structlog and stdlib logging (nats-py, aiohttp) through one renderer."""
+    """Route structlog and stdlib logging (nats-py, aiohttp) through one renderer.
+
+    ``secrets`` are values (passwords, tokens) masked wherever they appear in a line.
+    """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
@@ -84,9 +189,10 @@ def configure_logging(
             _contract_level,
             redact,
             renderer,
+            scrubber(secrets),
         ]
     else:
-        final = [redact, structlog.dev.ConsoleRenderer(colors=False)]
+        final = [redact, structlog.dev.ConsoleRenderer(colors=False), scrubber(secrets)]
 
     structlog.configure(
         processors=[
@@ -107,6 +213,13 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.value.upper())
+    server = logging.getLogger("aiohttp.server")
+    for old in [f for f in server.filters if isinstance(f, MalformedRequests)]:
+        server.removeFilter(old)
+    # aiohttp logs some malformed requests (a bad method) at DEBUG: the logger lets every
+    # record reach the filter, which decides.
+    server.setLevel(logging.DEBUG)
+    server.addFilter(MalformedRequests(level=root.level))
     # aiohttp's access log is one line per scrape: noise at INFO.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 

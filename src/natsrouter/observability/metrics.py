@@ -199,6 +199,7 @@ _DECIDE_BUCKETS = (
 DECIDE_OUTCOMES = (
     "ok",
     "invalid_request",
+    "unauthenticated",
     "unauthorized",
     "policy_not_found",
     "decision_failed",

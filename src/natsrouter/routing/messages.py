@@ -21,6 +21,7 @@ from natsrouter.schemas import field_path, validator
 
 class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
+    UNAUTHENTICATED = "unauthenticated"
     UNAUTHORIZED = "unauthorized"
     POLICY_NOT_FOUND = "policy_not_found"
     DECISION_FAILED = "decision_failed"
@@ -33,6 +34,7 @@ class ErrorCode(StrEnum):
 
 _HTTP_STATUS = {
     ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.UNAUTHORIZED: 403,
     ErrorCode.POLICY_NOT_FOUND: 404,
     ErrorCode.DECISION_FAILED: 503,

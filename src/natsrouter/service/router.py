@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from natsrouter.auth import load_decide_tokens
 from natsrouter.config import Settings
 from natsrouter.link.link import Link
 from natsrouter.link.state import ConnectionState
@@ -38,6 +39,7 @@ from natsrouter.service.consumers import (
     ResultsConsumer,
 )
 from natsrouter.service.decide import DecideService, NatsDecideIntake, http_app
+from natsrouter.service.decide_auth import require_tokens
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.idempotency import IdempotencyWindow
 from natsrouter.service.nats_service import EndpointCounts, NatsService
@@ -109,11 +111,11 @@ class Router:
         idempotency = IdempotencyWindow(settings.idempotency_ttl_seconds, clock)
         self.acks = AcksConsumer(link, settings, self.events, idempotency)
         self.results = ResultsConsumer(link, settings, self.events, idempotency, self.health)
-        self.http = HttpServer(
-            http_app(self.decide, settings.nats_max_payload_size),
-            settings.http_host,
-            settings.http_port,
-        )
+        app = http_app(self.decide, settings.nats_max_payload_size)
+        if settings.decide_tokens_file:
+            tokens = load_decide_tokens(settings.decide_tokens_file)
+            require_tokens(app, tokens, self.decide, settings.nats_max_payload_size)
+        self.http = HttpServer(app, settings.http_host, settings.http_port)
         self._consumers: list[Consumer] = []
         self._watcher: asyncio.Task[None] | None = None
         self._seen_files: tuple[tuple[str, int, int], ...] = ()
