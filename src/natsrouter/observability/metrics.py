@@ -210,6 +210,7 @@ RESULT_STATUSES = ("success", "error", "timeout", "cancelled")
 ACK_STATUSES = ("accepted", "rejected", "error")
 CONSUMERS = ("results", "acks")
 DLQ_REASONS = ("invalid", "unauthorized", "max_deliver")
+SUBJECT_REFUSALS = ("reserved", "not_allowed")
 
 
 class RouterMetrics:
@@ -231,6 +232,11 @@ class RouterMetrics:
         )
         self.assignments = counter(
             "assignments", "ExecAssignments pushed, by link outcome", ("outcome",)
+        )
+        self.assignment_subject_refused = counter(
+            "assignment_subject_refused",
+            "Decide requests refused for the assignment_subject they named",
+            ("reason",),
         )
         self.results = counter("results", "ExecResults processed, by status", ("status",))
         self.acks = counter("acks", "ExecAssignmentAcks processed, by status", ("status",))
@@ -280,6 +286,8 @@ class RouterMetrics:
             self.decide_duration.labels(transport)
         for outcome in ASSIGNMENT_OUTCOMES:
             self.assignments.labels(outcome)
+        for reason in SUBJECT_REFUSALS:
+            self.assignment_subject_refused.labels(reason)
         for status in RESULT_STATUSES:
             self.results.labels(status)
         for status in ACK_STATUSES:

@@ -35,6 +35,7 @@ from natsrouter.routing.messages import (
     error_response,
     parse_decide_request,
 )
+from natsrouter.routing.subjects import AssignmentSubjects
 from natsrouter.service.assignments import AssignmentPusher
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
 from natsrouter.service.events import RouterEvents
@@ -74,6 +75,16 @@ class DecideService:
         self._decider = decider
         self._assignments = assignments
         self.events = events
+        self._subjects = AssignmentSubjects(
+            settings.assignment_subject,
+            settings.assignment_subjects_allowed,
+            (
+                settings.decide_subject,
+                settings.ack_subject,
+                settings.result_subject,
+                settings.usage_subject,
+            ),
+        )
 
     async def handle(
         self, raw: bytes, headers: Mapping[str, str] | None, transport: str
@@ -90,6 +101,8 @@ class DecideService:
             )
             trace_id = request.trace_id or new_trace_id()
             self._check_tenant(request.tenant_id)
+            if request.assignment_subject is not None:
+                self._check_subject(request.assignment_subject)
             decision = self._decider.decide(request)
             body: dict[str, Any] = {
                 "ok": True,
@@ -129,6 +142,21 @@ class DecideService:
                 ErrorCode.UNAUTHORIZED,
                 f"tenant {tenant_id!r} is not allowed",
                 {"tenant_id": tenant_id},
+            )
+
+    def _check_subject(self, subject: str) -> None:
+        refusal = self._subjects.refusal(subject)
+        if refusal is not None:
+            self.events.assignment_subject_refused(refusal.value)
+            why = (
+                "is reserved to the Router, the server or replies"
+                if refusal.value == "reserved"
+                else "is not in assignment_subjects_allowed"
+            )
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"assignment_subject: {subject!r} {why}",
+                {"field": "assignment_subject", "reason": refusal.value},
             )
 
     def refuse(self, error: RequestError, transport: str) -> tuple[int, dict[str, Any]]:

@@ -38,6 +38,9 @@ class RouterEvents:
             **fields,
         )
 
+    def assignment_subject_refused(self, reason: str) -> None:
+        self.metrics.assignment_subject_refused.labels(reason).inc()
+
     def internal_error(self, where: str, exc: BaseException, **fields: Any) -> None:
         self.log.error(
             "unexpected error; the process keeps serving",
