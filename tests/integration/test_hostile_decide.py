@@ -11,6 +11,8 @@ from natsrouter.embedded import NatsServer
 from tests.conftest import RouterFactory
 from tests.helpers.jetstream import create_stream, stored_messages
 from tests.helpers.observe import rmetric
+from tests.helpers.waiting import wait_for
+from tests.helpers.worker import FakeWorker
 from tests.integration.test_router_decide import decide_request, http_decide, nats_decide
 
 pytestmark = pytest.mark.integration
@@ -97,3 +99,55 @@ async def test_operator_patterns_allow_other_subjects(
     assert answer["assignment"]["stream"] == "CUSTOM"
     answer = await nats_decide(nats_server.url, push_to("caf.exec.assign.v1.gpu"))
     assert answer["error"]["details"]["reason"] == "not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'"constraints":{"max_cost":Infinity}', "constraints.max_cost"),
+        (b'"constraints":{"max_latency_ms":NaN}', "constraints.max_latency_ms"),
+        (b'"metadata":{"n":1' + b"0" * 5000 + b"}", "metadata.n"),
+        (b'"metadata":{"x":1e400}', "metadata.x"),
+        (b'"metadata":' + b"[" * 50_000 + b"]" * 50_000, None),
+    ],
+)
+async def test_non_standard_json_is_invalid_request_on_both_transports(
+    nats_server: NatsServer, make_router: RouterFactory, body: bytes, field: str | None
+) -> None:
+    """NaN, Infinity, huge numbers, deep nesting: 400 invalid_request naming the field."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    raw = json.dumps(decide_request()).encode()[:-1] + b"," + body + b"}"
+    status, answer = await http_decide(router.http.port, raw)
+    assert (status, answer["error"]["code"]) == (400, "invalid_request")
+    assert answer["error"].get("details", {}).get("field") == field
+    answer = await nats_decide(nats_server.url, raw)
+    assert answer["error"]["code"] == "invalid_request"
+    assert rmetric(router, "router_decide_total", outcome="invalid_request") == 2
+    assert rmetric(router, "router_decide_total", outcome="internal") == 0
+
+
+async def test_a_worker_result_with_nan_is_dead_lettered_as_invalid(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """latency_ms NaN, cost Infinity: DLQ reason invalid, no usage event, estimates unchanged."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    worker = await FakeWorker.connect(nats_server.url)
+    raw = (
+        b'{"assignment_id":"a-1","status":"success","provider_id":"a","tenant_id":"acme",'
+        b'"latency_ms":NaN,"cost":Infinity}'
+    )
+    try:
+        await worker.publish_raw("caf.exec.result.v1", raw)
+    finally:
+        await worker.close()
+    await wait_for(
+        lambda: rmetric(router, "router_dlq_total", consumer="results", reason="invalid") == 1,
+        10,
+        "the dead letter",
+    )
+    [dead] = await stored_messages(nats_server.url, "ROUTER_DLQ")
+    assert (dead.data, dead.headers["dlq_error"]) == (raw, "latency_ms: NaN is not a JSON number")
+    assert await stored_messages(nats_server.url, "ROUTER_USAGE") == []
+    assert router.health.expected("a", None) == (None, None)

@@ -12,6 +12,7 @@ process keeps its own breakers, fed by the share of results its consumer receive
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ class ProviderHealth:
             before = breaker.state
             breaker.record(success)
             self._changed(name, before, breaker)
-        if success:
+        # Parsers refuse non-finite numbers; this keeps estimates finite whatever the caller.
+        if success and math.isfinite(latency_ms) and math.isfinite(cost):
             estimate = self._estimates.get(name)
             if estimate is None:
                 self._estimates[name] = _Estimate(latency_ms, cost)

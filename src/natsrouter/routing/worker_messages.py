@@ -8,15 +8,16 @@ over payload fields, CONTRACT §1) and then check the shipped schema; anything w
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from natsrouter.errors import NatsRouterError
+from natsrouter.routing import strict_json
 from natsrouter.routing.decider import Decision
 from natsrouter.routing.messages import DecideRequest
+from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.schemas import Schema, field_path, validator
 
 #: Payload fields a header of the same name replaces.
@@ -76,11 +77,9 @@ def _document(raw: bytes, headers: Mapping[str, str] | None, max_size: int) -> d
     if len(raw) > max_size:
         raise InvalidMessage("(document)", f"{len(raw)} bytes is over the limit of {max_size}")
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidMessage("(document)", "not UTF-8") from None
-    except (json.JSONDecodeError, RecursionError):
-        raise InvalidMessage("(document)", "not valid JSON") from None
+        document = strict_json.loads(raw)
+    except StrictJsonError as err:
+        raise InvalidMessage(err.field, err.message) from None
     if not isinstance(document, dict):
         raise InvalidMessage("(document)", "expected a JSON object")
     for name in HEADER_FIELDS:

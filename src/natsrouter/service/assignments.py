@@ -7,13 +7,13 @@ stream's duplicate window). The caller gets the link's typed outcome.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from natsrouter.link.link import Link
 from natsrouter.link.outcome import Result
+from natsrouter.routing import strict_json
 from natsrouter.routing.decider import Decision
 from natsrouter.routing.messages import DecideRequest
 from natsrouter.routing.worker_messages import exec_assignment
@@ -56,7 +56,7 @@ class AssignmentPusher:
         document = exec_assignment(assignment_id, request, decision, trace_id)
         result = await self._link.publish_with_ack(
             subject,
-            json.dumps(document, separators=(",", ":")).encode(),
+            strict_json.dumps(document),
             headers_for(trace_id, request.tenant_id, msg_id=assignment_id),
         )
         reason = result.reason.value if result.reason is not None else None

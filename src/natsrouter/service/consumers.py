@@ -18,13 +18,14 @@ terminated only once the DLQ has stored it; until then the message is nak'd, nev
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Generic, Protocol, TypeVar
 
 from natsrouter.config import Settings
 from natsrouter.link.link import Link
 from natsrouter.link.outcome import Outcome
 from natsrouter.link.transport import ConsumerSpec, JsMessage
+from natsrouter.routing import strict_json
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.worker_messages import (
     ExecAck,
@@ -40,6 +41,14 @@ from natsrouter.service.idempotency import IdempotencyWindow
 
 RESULTS_DURABLE = "router-results"
 ACKS_DURABLE = "router-acks"
+
+
+# Control characters, escaped before text (which may quote a worker's keys) becomes a header.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _header_safe(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class _Message(Protocol):
@@ -139,7 +148,7 @@ class _Consumer(Generic[M]):
                 # One dead letter per stored message, however often this runs.
                 "Nats-Msg-Id": f"dlq-{meta.stream}-{meta.stream_seq}" if meta else new_trace_id(),
                 "dlq_reason": reason,
-                "dlq_error": error[:512],
+                "dlq_error": _header_safe(error)[:512],
                 "dlq_original_subject": msg.subject,
                 "dlq_num_delivered": str(meta.num_delivered if meta else 1),
             }
@@ -203,7 +212,7 @@ class ResultsConsumer(_Consumer[ExecResult]):
         trace_id = result.trace_id or new_trace_id()
         published = await self._link.publish_with_ack(
             self._settings.usage_subject,
-            json.dumps(usage_event(result), separators=(",", ":")).encode(),
+            strict_json.dumps(usage_event(result)),
             headers_for(trace_id, result.tenant_id, msg_id=f"usage-{result.key}"),
         )
         if published.outcome is not Outcome.SENT or published.pub_ack is None:

@@ -35,6 +35,7 @@ from natsrouter.routing.messages import (
     error_response,
     parse_decide_request,
 )
+from natsrouter.routing.strict_json import dumps as _dumps
 from natsrouter.routing.subjects import AssignmentSubjects
 from natsrouter.service.assignments import AssignmentPusher
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
@@ -42,10 +43,6 @@ from natsrouter.service.events import RouterEvents
 
 # Decide requests handled at once per process over NATS; more wait in nats-py's buffer.
 _MAX_IN_FLIGHT = 1000
-
-
-def _dumps(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _context_of(raw: bytes) -> tuple[str | None, str | None]:
