@@ -43,7 +43,9 @@ async def stream_sizes(url: str) -> dict[str, int]:
 
 
 def push_to(subject: str) -> bytes:
-    return json.dumps(decide_request(push_assignment=True, assignment_subject=subject)).encode()
+    """One request per subject (a request_id names one request)."""
+    body = decide_request(request_id=subject, push_assignment=True, assignment_subject=subject)
+    return json.dumps(body).encode()
 
 
 async def test_reserved_assignment_subjects_are_refused_and_nothing_is_stored(

@@ -233,6 +233,11 @@ class RouterMetrics:
         self.assignments = counter(
             "assignments", "ExecAssignments pushed, by link outcome", ("outcome",)
         )
+        self.decide_replayed = counter(
+            "decide_replayed",
+            "Decide requests answered with the answer already given to their "
+            "(tenant_id, request_id)",
+        )
         self.assignment_subject_refused = counter(
             "assignment_subject_refused",
             "Decide requests refused for the assignment_subject they named",

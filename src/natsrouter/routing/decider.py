@@ -21,18 +21,22 @@ from __future__ import annotations
 
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from natsrouter.routing.bounded import BoundedCache, text_size
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
 from natsrouter.routing.policy import Policy, PolicyStore, Provider, Scalar
 
-# Sessions remembered for sticky routing, at most; the least recently used go first.
-_MAX_STICKY_SESSIONS = 100_000
+# Sessions remembered for sticky routing, at most, in number and in estimated bytes; the
+# least recently used go first.
+MAX_STICKY_SESSIONS = 100_000
+MAX_STICKY_BYTES = 64 * 1024 * 1024
+
+SessionKey = tuple[str, str, str]
 
 
 class DecisionReason(StrEnum):
@@ -122,29 +126,31 @@ def matches(when: Mapping[str, tuple[Scalar, ...]], document: Mapping[str, Any])
 
 
 class StickySessions:
-    """Session -> provider, each entry valid for its policy's TTL; bounded, LRU."""
+    """(tenant, policy, session) -> provider, each valid for its policy's TTL; bounded, LRU."""
 
-    def __init__(self, clock: Callable[[], float], max_sessions: int = _MAX_STICKY_SESSIONS):
-        self._clock = clock
-        self._max = max_sessions
-        self._entries: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        max_sessions: int = MAX_STICKY_SESSIONS,
+        max_bytes: int = MAX_STICKY_BYTES,
+    ) -> None:
+        self._entries: BoundedCache[SessionKey, str] = BoundedCache(
+            max_sessions, max_bytes, clock, touch=True
+        )
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        provider, expires = entry
-        if self._clock() >= expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return provider
+    def get(self, key: SessionKey) -> str | None:
+        return self._entries.get(key)
 
-    def put(self, key: tuple[str, str, str], provider: str, ttl_seconds: int) -> None:
-        self._entries[key] = (provider, self._clock() + ttl_seconds)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+    def put(self, key: SessionKey, provider: str, ttl_seconds: int) -> None:
+        # The provider name is the policy's own string, shared by every entry: not counted.
+        self._entries.put(key, provider, ttl_seconds, text_size(*key))
+
+    def keys(self) -> list[SessionKey]:
+        return list(self._entries.keys())
+
+    @property
+    def bytes(self) -> int:
+        return self._entries.bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -248,7 +254,7 @@ class Decider:
         return next((p for p in policy.providers if p.name == name), None)
 
     @staticmethod
-    def _session(policy: Policy, request: DecideRequest) -> tuple[str, str, str] | None:
+    def _session(policy: Policy, request: DecideRequest) -> SessionKey | None:
         if not policy.sticky.enabled:
             return None
         value = request.metadata.get(policy.sticky.session_key)

@@ -20,6 +20,10 @@ from natsrouter.routing.messages import DecideRequest
 from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.schemas import Schema, field_path, validator
 
+# Joins the parts of an idempotency key; ids refuse control characters, so none contains it
+# and ("a:b", "c") never meets ("a", "b:c").
+_SEP = "\x1f"
+
 #: Payload fields a header of the same name replaces.
 HEADER_FIELDS = ("tenant_id", "trace_id")
 
@@ -43,7 +47,7 @@ class ExecAck:
 
     @property
     def idempotency_key(self) -> str:
-        return f"ack:{self.assignment_id}:{self.status}"
+        return _SEP.join(("ack", self.tenant_id, self.assignment_id, self.status))
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,12 @@ class ExecResult:
 
     @property
     def idempotency_key(self) -> str:
-        return f"result:{self.key}"
+        return _SEP.join(("result", self.tenant_id, self.key))
+
+    @property
+    def usage_msg_id(self) -> str:
+        """``usage-<len(tenant)>:<tenant>:<key>``: scoped by tenant, and unambiguous."""
+        return f"usage-{len(self.tenant_id)}:{self.tenant_id}:{self.key}"
 
 
 _ACK = validator("natsrouter.routing", "exec_ack.schema.json")

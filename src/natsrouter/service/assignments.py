@@ -50,8 +50,15 @@ class AssignmentPusher:
         self._default_subject = default_subject
         self._events = events
 
-    async def push(self, request: DecideRequest, decision: Decision, trace_id: str) -> Pushed:
-        assignment_id = str(uuid.uuid4())
+    async def push(
+        self,
+        request: DecideRequest,
+        decision: Decision,
+        trace_id: str,
+        assignment_id: str | None = None,
+    ) -> Pushed:
+        """Push (again, for a repeated request: same ``assignment_id``, same Nats-Msg-Id)."""
+        assignment_id = assignment_id or str(uuid.uuid4())
         subject = request.assignment_subject or self._default_subject
         document = exec_assignment(assignment_id, request, decision, trace_id)
         result = await self._link.publish_with_ack(

@@ -213,7 +213,7 @@ class ResultsConsumer(_Consumer[ExecResult]):
         published = await self._link.publish_with_ack(
             self._settings.usage_subject,
             strict_json.dumps(usage_event(result)),
-            headers_for(trace_id, result.tenant_id, msg_id=f"usage-{result.key}"),
+            headers_for(trace_id, result.tenant_id, msg_id=result.usage_msg_id),
         )
         if published.outcome is not Outcome.SENT or published.pub_ack is None:
             # Queued counts as not confirmed: the replay stores it under the same id, and the

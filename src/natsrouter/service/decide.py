@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +27,7 @@ from natsrouter.config import Settings
 from natsrouter.link.link import Link
 from natsrouter.link.subscriptions import Subscription
 from natsrouter.link.transport import InboundMessage
-from natsrouter.routing.decider import Decider
+from natsrouter.routing.decider import Decider, Decision
 from natsrouter.routing.messages import (
     DecideRequest,
     ErrorCode,
@@ -37,9 +37,10 @@ from natsrouter.routing.messages import (
 )
 from natsrouter.routing.strict_json import dumps as _dumps
 from natsrouter.routing.subjects import AssignmentSubjects
-from natsrouter.service.assignments import AssignmentPusher
+from natsrouter.service.assignments import AssignmentPusher, Pushed
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
 from natsrouter.service.events import RouterEvents
+from natsrouter.service.remembered import DecideMemory, Remembered, fingerprint
 
 # Decide requests handled at once per process over NATS; more wait in nats-py's buffer.
 _MAX_IN_FLIGHT = 1000
@@ -67,8 +68,10 @@ class DecideService:
         decider: Decider,
         assignments: AssignmentPusher,
         events: RouterEvents,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self._memory = DecideMemory(settings.idempotency_ttl_seconds, clock)
         self._decider = decider
         self._assignments = assignments
         self.events = events
@@ -100,14 +103,13 @@ class DecideService:
             self._check_tenant(request.tenant_id)
             if request.assignment_subject is not None:
                 self._check_subject(request.assignment_subject)
-            decision = self._decider.decide(request)
+            decision, pushed = await self._decide_once(request, trace_id)
             body: dict[str, Any] = {
                 "ok": True,
                 "decision": decision.to_dict(),
                 "context": {"request_id": request.request_id, "trace_id": trace_id},
             }
-            if request.push_assignment:
-                pushed = await self._assignments.push(request, decision, trace_id)
+            if pushed is not None:
                 body["decision"]["assignment_id"] = pushed.assignment_id
                 body["assignment"] = pushed.to_dict()
             outcome, status = "ok", 200
@@ -130,6 +132,43 @@ class DecideService:
             outcome, status = ErrorCode.INTERNAL.value, 500
         self.events.decided(outcome, transport, time.perf_counter() - started)
         return status, body
+
+    async def _decide_once(
+        self, request: DecideRequest, trace_id: str
+    ) -> tuple[Decision, Pushed | None]:
+        """Decide (and push), or give the answer already given to this request."""
+        key = (request.tenant_id, request.request_id)
+        memory = self._memory
+        await memory.wait_turn(key)
+        print_ = fingerprint(request)
+        entry = memory.get(key)
+        if entry is not None:
+            if entry.fingerprint != print_:
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"request_id {request.request_id!r} was used for a different request "
+                    "within idempotency_ttl_seconds",
+                    {"field": "request_id"},
+                )
+            kept = entry.pushed is not None and entry.pushed.result.ok
+            if not request.push_assignment or kept:
+                self.events.decide_replayed()
+                return entry.decision, entry.pushed if request.push_assignment else None
+        memory.begin(key)
+        try:
+            if entry is None:
+                entry = Remembered(print_, self._decider.decide(request))
+            else:
+                self.events.decide_replayed()
+            if request.push_assignment:
+                previous = entry.pushed.assignment_id if entry.pushed else None
+                entry.pushed = await self._assignments.push(
+                    request, entry.decision, trace_id, previous
+                )
+            memory.remember(key, entry)
+        finally:
+            memory.end(key)
+        return entry.decision, entry.pushed if request.push_assignment else None
 
     def _check_tenant(self, tenant_id: str) -> None:
         allowed = self._settings.allowed_tenants

@@ -38,6 +38,9 @@ class RouterEvents:
             **fields,
         )
 
+    def decide_replayed(self) -> None:
+        self.metrics.decide_replayed.inc()
+
     def assignment_subject_refused(self, reason: str) -> None:
         self.metrics.assignment_subject_refused.labels(reason).inc()
 

@@ -99,6 +99,7 @@ class Router:
             self.decider,
             AssignmentPusher(link, settings.assignment_subject, self.events),
             self.events,
+            clock,
         )
         self.intake = NatsDecideIntake(link, self.decide, settings)
         idempotency = IdempotencyWindow(settings.idempotency_ttl_seconds, clock)
