@@ -119,6 +119,7 @@ class Settings:
     nats_fault_injection_enabled: bool = _key(False)
     decide_subject: str = _key("beamline.router.v1.decide", _subject)
     decide_queue_group: str = _key("router-decide-group", _non_empty)
+    decide_max_in_flight: int = _key(1000, _min(1))
     assignment_subject: str = _key("caf.exec.assign.v1", _subject)
     assignment_subjects_allowed: frozenset[str] = _key(frozenset(), _patterns)
     ack_subject: str = _key("caf.exec.assign.v1.ack", _subject)

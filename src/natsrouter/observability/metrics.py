@@ -128,6 +128,10 @@ class LinkMetrics:
         registry.register(
             FastCollector(list(self.operation_total.values()), [self.operation_duration])
         )
+        self.slow_consumer_drops = counter(
+            "slow_consumer_drops",
+            "Inbound messages nats-py dropped: a subscription buffer was full",
+        )
         self.pending_count = gauge("pending_operations_count", "Operations in the pending queue")
         self.pending_bytes = gauge("pending_operations_bytes", "Bytes in the pending queue")
         # The bounds as series, so an alert can say "80% full" without copying the settings.
@@ -202,7 +206,9 @@ DECIDE_OUTCOMES = (
     "unauthorized",
     "policy_not_found",
     "decision_failed",
+    "overloaded",
     "internal",
+    "reply_failed",
 )
 DECIDE_TRANSPORTS = ("nats", "http")
 ASSIGNMENT_OUTCOMES = ("sent", "queued", "dropped", "rejected", "failed_open", "failed")

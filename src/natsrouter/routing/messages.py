@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     POLICY_NOT_FOUND = "policy_not_found"
     DECISION_FAILED = "decision_failed"
+    OVERLOADED = "overloaded"
     INTERNAL = "internal"
 
     @property
@@ -37,6 +38,7 @@ _HTTP_STATUS = {
     ErrorCode.UNAUTHORIZED: 403,
     ErrorCode.POLICY_NOT_FOUND: 404,
     ErrorCode.DECISION_FAILED: 503,
+    ErrorCode.OVERLOADED: 503,
     ErrorCode.INTERNAL: 500,
 }
 
