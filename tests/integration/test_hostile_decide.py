@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from natsrouter.embedded import NatsServer
-from tests.conftest import RouterFactory
+from tests.conftest import RouterFactory, write_policy
 from tests.helpers.jetstream import create_stream, stored_messages
 from tests.helpers.observe import rmetric
 from tests.helpers.waiting import wait_for
@@ -153,3 +155,40 @@ async def test_a_worker_result_with_nan_is_dead_lettered_as_invalid(
     assert (dead.data, dead.headers["dlq_error"]) == (raw, "latency_ms: NaN is not a JSON number")
     assert await stored_messages(nats_server.url, "ROUTER_USAGE") == []
     assert router.health.expected("a", None) == (None, None)
+
+
+async def test_constraints_no_provider_meets_are_422_and_open_breakers_503_retry_after(
+    nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path
+) -> None:
+    """The client's problem (422 constraints_unsatisfiable) vs nobody available now (503)."""
+    priced = {"providers": [{"name": "a", "weight": 1, "expected_cost": 0.5}]}
+    write_policy(policies_dir, "acme", "priced", priced)
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    cheap = decide_request(request_id="cheap", policy_id="priced", constraints={"max_cost": 0.1})
+    status, answer = await http_decide(router.http.port, json.dumps(cheap).encode())
+    assert (status, answer["error"]["code"], answer["error"]["details"]["field"]) == (
+        422,
+        "constraints_unsatisfiable",
+        "constraints",
+    )
+    worker = await FakeWorker.connect(nats_server.url)
+    try:
+        for n, provider in enumerate(("a", "a", "b", "b")):
+            body = {"assignment_id": f"x-{n}", "status": "error", "provider_id": provider}
+            body["tenant_id"] = "acme"
+            await worker.publish_raw("caf.exec.result.v1", json.dumps(body).encode())
+    finally:
+        await worker.close()
+    await wait_for(lambda: rmetric(router, "router_results_total", status="error") == 4, 10)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{router.http.port}/v1/decide", data=json.dumps(decide_request())
+        ) as resp,
+    ):
+        answer = await resp.json()
+        assert (resp.status, resp.headers["Retry-After"]) == (503, "1")
+    assert answer["error"]["code"] == "decision_failed"
+    assert rmetric(router, "router_decide_total", outcome="constraints_unsatisfiable") == 1
+    assert rmetric(router, "router_decide_total", outcome="decision_failed") == 1

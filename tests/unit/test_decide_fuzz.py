@@ -38,6 +38,7 @@ STATUS_OF = {
     "invalid_request": 400,
     "unauthorized": 403,
     "policy_not_found": 404,
+    "constraints_unsatisfiable": 422,
     "decision_failed": 503,
 }
 

@@ -205,6 +205,7 @@ DECIDE_OUTCOMES = (
     "invalid_request",
     "unauthorized",
     "policy_not_found",
+    "constraints_unsatisfiable",
     "decision_failed",
     "overloaded",
     "internal",

@@ -19,6 +19,7 @@ injected, so tests assert exact picks.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -201,17 +202,11 @@ class Decider:
         return self._decision(policy, provider, reason)
 
     def _weighted(self, policy: Policy, request: DecideRequest) -> tuple[str, DecisionReason]:
-        candidates = [
-            p for p in policy.providers if p.weight > 0 and self._within(policy, p.name, request)
-        ]
+        weighted = [p for p in policy.providers if p.weight > 0]
+        candidates = [p for p in weighted if self._within(policy, p.name, request)]
         available = [p for p in candidates if self.health.available(p.name, policy)]
         if not available:
-            raise RequestError(
-                ErrorCode.DECISION_FAILED,
-                "no provider available: "
-                + ("circuit breakers open" if candidates else "none meets weight and constraints"),
-                {"policy_id": policy.policy_id, "providers": [p.name for p in policy.providers]},
-            )
+            raise self._nobody(policy, weighted, candidates)
         point = self._rng.random() * sum(p.weight for p in available)
         chosen = available[-1]
         for provider in available:
@@ -226,6 +221,29 @@ class Decider:
             else DecisionReason.WEIGHTED
         )
         return chosen.name, reason
+
+    def _nobody(
+        self, policy: Policy, weighted: list[Provider], candidates: list[Provider]
+    ) -> RequestError:
+        """Whose problem it is that nobody can be picked: the client's, or nobody's yet."""
+        names = [p.name for p in policy.providers]
+        if weighted and not candidates:
+            # Only the request's constraints left everyone out: asking again will not help.
+            return RequestError(
+                ErrorCode.CONSTRAINTS_UNSATISFIABLE,
+                "no provider of the policy can meet the request's constraints",
+                {"field": "constraints", "policy_id": policy.policy_id, "providers": names},
+            )
+        details: dict[str, Any] = {"policy_id": policy.policy_id, "providers": names}
+        if candidates:
+            wait = self.health.seconds_until_available(p.name for p in candidates)
+            details["retry_after_s"] = max(1, math.ceil(wait))
+        return RequestError(
+            ErrorCode.DECISION_FAILED,
+            "no provider available: "
+            + ("circuit breakers open" if candidates else "no provider has a weight above 0"),
+            details,
+        )
 
     def _usable(self, policy: Policy, name: str, request: DecideRequest) -> bool:
         if not (self.health.available(name, policy) and self._within(policy, name, request)):

@@ -64,6 +64,11 @@ class ProviderHealth:
         breaker = self._breakers.get(name)
         return breaker is None or breaker.available()
 
+    def seconds_until_available(self, names: Iterable[str]) -> float:
+        """How long until the first of ``names`` may be picked again (0 if one may now)."""
+        waits = [b.seconds_until_trial() for n in names if (b := self._breakers.get(n))]
+        return min(waits, default=0.0)
+
     def picked(self, name: str, policy: Policy) -> None:
         breaker = self._breakers.get(name)
         if policy.circuit_breaker.enabled and breaker is not None:

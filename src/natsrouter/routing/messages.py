@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     UNAUTHORIZED = "unauthorized"
     POLICY_NOT_FOUND = "policy_not_found"
+    CONSTRAINTS_UNSATISFIABLE = "constraints_unsatisfiable"
     DECISION_FAILED = "decision_failed"
     OVERLOADED = "overloaded"
     INTERNAL = "internal"
@@ -37,6 +38,7 @@ _HTTP_STATUS = {
     ErrorCode.INVALID_REQUEST: 400,
     ErrorCode.UNAUTHORIZED: 403,
     ErrorCode.POLICY_NOT_FOUND: 404,
+    ErrorCode.CONSTRAINTS_UNSATISFIABLE: 422,
     ErrorCode.DECISION_FAILED: 503,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.INTERNAL: 500,
