@@ -12,6 +12,7 @@ import pytest
 
 from natsrouter.routing.breaker import BreakerState
 from natsrouter.routing.decider import (
+    MAX_SESSION_CHARS,
     Decider,
     DecisionReason,
     StickySessions,
@@ -311,3 +312,18 @@ def test_open_breakers_are_decision_failed_with_the_time_until_one_is_tried(
         decider.decide(request())
     assert caught.value.code is ErrorCode.DECISION_FAILED
     assert caught.value.details["retry_after_s"] == 10
+
+
+def test_a_session_value_over_the_limit_is_not_sticky_and_counted(tmp_path: Path) -> None:
+    """257 characters: decided by weight, not remembered, counted; 256 are sticky."""
+    write(tmp_path, "acme", "default", {**TWO, "sticky": {"enabled": True}})
+    store = PolicyStore(tmp_path)
+    store.reload()
+    skipped: list[int] = []
+    decider = Decider(
+        store, ProviderHealth(), rng=random.Random(1), on_session_too_long=lambda: skipped.append(1)
+    )
+    decider.decide(request(metadata={"session_id": "x" * 257}))
+    assert (len(decider.sticky), skipped) == (0, [1])
+    decider.decide(request(metadata={"session_id": "x" * MAX_SESSION_CHARS}))
+    assert decider.decide(request(metadata={"session_id": "x" * 256})).reason.value == "sticky"

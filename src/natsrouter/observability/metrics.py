@@ -245,6 +245,10 @@ class RouterMetrics:
             "Decide requests answered with the answer already given to their "
             "(tenant_id, request_id)",
         )
+        self.sticky_session_too_long = counter(
+            "sticky_session_too_long",
+            "Decides whose session value was over 256 characters: decided as not sticky",
+        )
         self.assignment_subject_refused = counter(
             "assignment_subject_refused",
             "Decide requests refused for the assignment_subject they named",

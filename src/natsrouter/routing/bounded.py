@@ -20,8 +20,9 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 #: Bytes an entry costs beyond its strings (CPython 3.11, 64-bit: an OrderedDict node and
-#: slot, a tuple of key parts, the (value, expiry, size) tuple and a float), rounded up;
-#: bench/hostile_keys.py measures the real figure.
+#: slot, a tuple of key parts, the (value, expiry, size) tuple and a float): about 320
+#: measured by bench/hostile_keys.py; 400 leaves room for the heap's fragmentation, so the
+#: RSS growth stays near or below the estimate (docs/performance.md).
 ENTRY_OVERHEAD = 400
 
 

@@ -38,6 +38,10 @@ MAX_STICKY_SESSIONS = 100_000
 MAX_STICKY_BYTES = 64 * 1024 * 1024
 
 SessionKey = tuple[str, str, str]
+#: Longest session value (characters) that is sticky; a longer one is decided as if absent
+#: (and counted): refusing the request would fail a client for a hint, and keeping it would
+#: let one client fill the session table with megabytes of keys.
+MAX_SESSION_CHARS = 256
 
 
 class DecisionReason(StrEnum):
@@ -167,9 +171,11 @@ class Decider:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_session_too_long: Callable[[], None] | None = None,
     ) -> None:
         self.policies = policies
         self.health = health
+        self._on_session_too_long = on_session_too_long
         self._rng = rng or random.Random()
         self.sticky = StickySessions(clock)
 
@@ -271,14 +277,18 @@ class Decider:
     def _provider(policy: Policy, name: str) -> Provider | None:
         return next((p for p in policy.providers if p.name == name), None)
 
-    @staticmethod
-    def _session(policy: Policy, request: DecideRequest) -> SessionKey | None:
+    def _session(self, policy: Policy, request: DecideRequest) -> SessionKey | None:
         if not policy.sticky.enabled:
             return None
         value = request.metadata.get(policy.sticky.session_key)
         if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
             return None
-        return (policy.tenant_id, policy.policy_id, str(value))
+        session = str(value)
+        if len(session) > MAX_SESSION_CHARS:
+            if self._on_session_too_long is not None:
+                self._on_session_too_long()
+            return None
+        return (policy.tenant_id, policy.policy_id, session)
 
     def _decision(
         self,

@@ -93,7 +93,13 @@ class Router:
         self.events = RouterEvents(metrics)
         self.policies = PolicyStore(Path(settings.policies_path))
         self.health = ProviderHealth(clock, on_state=self.events.breaker_state)
-        self.decider = Decider(self.policies, self.health, rng=rng, clock=clock)
+        self.decider = Decider(
+            self.policies,
+            self.health,
+            rng=rng,
+            clock=clock,
+            on_session_too_long=self.events.metrics.sticky_session_too_long.inc,
+        )
         self.decide = DecideService(
             settings,
             self.decider,
