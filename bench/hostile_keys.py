@@ -28,7 +28,7 @@ from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import parse_decide_request
 from natsrouter.routing.policy import PolicyStore
 from natsrouter.service.idempotency import IdempotencyWindow
-from natsrouter.service.remembered import DecideMemory, Remembered
+from natsrouter.service.remembered import DecideMemory, Remembered, asked
 
 
 def rss_mib() -> float:
@@ -78,9 +78,14 @@ async def decide_memory_phase(count: int) -> DecideMemory:
     decision = Decision("a", DecisionReason.WEIGHTED, "default", 0, None, None)
     before, started = rss_mib(), time.perf_counter()
     for i in range(count):
-        key = ("acme", long_id(i))
+        # Each entry keeps its own parsed request (what a repeat is compared with).
+        document = {"version": "1", "request_id": long_id(i), "tenant_id": "acme"}
+        document["task"] = {"type": "t", "payload": {"prompt": "hello"}}
+        raw = json.dumps(document).encode()
+        request = parse_decide_request(raw, 1 << 20)
+        key = (request.tenant_id, request.request_id)
         memory.begin(key)
-        memory.remember(key, Remembered(b"0123456789abcdef", decision))
+        memory.remember(key, Remembered(asked(request), decision, len(raw)))
         memory.end(key)
     cache = memory._cache
     report("decide memory", started, before, len(cache), cache.bytes)

@@ -68,7 +68,7 @@ def test_remembered_decisions_expire_with_the_ttl() -> None:
 
     async def remember() -> None:
         memory.begin(("acme", "r"))
-        memory.remember(("acme", "r"), Remembered(b"f", decision))
+        memory.remember(("acme", "r"), Remembered(("default",), decision))
         memory.end(("acme", "r"))
 
     asyncio.run(remember())

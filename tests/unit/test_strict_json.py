@@ -125,3 +125,12 @@ def test_control_characters_in_result_ids_are_invalid(name: str) -> None:
     with pytest.raises(InvalidMessage) as info:
         parse_exec_result(json.dumps(document).encode(), None, LIMIT)
     assert info.value.field == name
+
+
+def test_a_trailing_newline_alone_is_refused_too() -> None:
+    """A regex `$` matches before a final newline: the check must still see it."""
+    document = json.loads(RESULT % '"cost":1')
+    document["assignment_id"] = "\n"
+    with pytest.raises(InvalidMessage) as info:
+        parse_exec_result(json.dumps(document).encode(), None, LIMIT)
+    assert info.value.field == "assignment_id"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from natsrouter.config import build_settings
 from natsrouter.errors import ConfigError
+from natsrouter.routing.messages import RequestError, parse_decide_request
 from natsrouter.routing.subjects import AssignmentSubjects, SubjectRefusal, matches
 
 
@@ -40,3 +43,13 @@ def test_bad_pattern_setting_is_a_config_error() -> None:
     """`>` in the middle of a pattern names the key."""
     with pytest.raises(ConfigError, match="assignment_subjects_allowed"):
         build_settings({"assignment_subjects_allowed": "a.>.b"})
+
+
+def test_a_subject_with_a_trailing_newline_is_invalid_request() -> None:
+    """`a.b\n` would end the PUB line early: refused by the schema naming the field."""
+    document = {"version": "1", "request_id": "r", "tenant_id": "acme"}
+    document["task"] = {"type": "t", "payload": {}}
+    document["assignment_subject"] = "caf.exec.assign.v1.x\n"
+    with pytest.raises(RequestError) as info:
+        parse_decide_request(json.dumps(document).encode(), 1 << 20)
+    assert info.value.details["field"] == "assignment_subject"

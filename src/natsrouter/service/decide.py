@@ -43,7 +43,7 @@ from natsrouter.routing.subjects import AssignmentSubjects
 from natsrouter.service.assignments import AssignmentPusher, Pushed
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
 from natsrouter.service.events import RouterEvents
-from natsrouter.service.remembered import DecideMemory, Remembered, fingerprint
+from natsrouter.service.remembered import DecideMemory, Remembered, asked
 
 # What an overloaded answer suggests: in-flight decides take milliseconds.
 OVERLOAD_RETRY_AFTER_S = 1
@@ -153,7 +153,7 @@ class DecideService:
             self._check_tenant(request.tenant_id)
             if request.assignment_subject is not None:
                 self._check_subject(request.assignment_subject)
-            decision, pushed = await self._decide_once(request, trace_id)
+            decision, pushed = await self._decide_once(request, trace_id, len(raw))
             body: dict[str, Any] = {
                 "ok": True,
                 "decision": decision.to_dict(),
@@ -183,16 +183,15 @@ class DecideService:
         return Answer(status, body, outcome, started)
 
     async def _decide_once(
-        self, request: DecideRequest, trace_id: str
+        self, request: DecideRequest, trace_id: str, size: int
     ) -> tuple[Decision, Pushed | None]:
         """Decide (and push), or give the answer already given to this request."""
         key = (request.tenant_id, request.request_id)
         memory = self._memory
         await memory.wait_turn(key)
-        print_ = fingerprint(request)
         entry = memory.get(key)
         if entry is not None:
-            if entry.fingerprint != print_:
+            if entry.asked != asked(request):
                 raise RequestError(
                     ErrorCode.INVALID_REQUEST,
                     f"request_id {request.request_id!r} was used for a different request "
@@ -206,7 +205,7 @@ class DecideService:
         memory.begin(key)
         try:
             if entry is None:
-                entry = Remembered(print_, self._decider.decide(request))
+                entry = Remembered(asked(request), self._decider.decide(request), size)
             else:
                 self.events.decide_replayed()
             if request.push_assignment:

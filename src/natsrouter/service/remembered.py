@@ -17,11 +17,10 @@ processes the assignment stream's duplicate window deduplicates only a replayed
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from natsrouter.routing.bounded import BoundedCache, text_size
 from natsrouter.routing.decider import Decision
@@ -30,33 +29,36 @@ from natsrouter.service.assignments import Pushed
 
 MAX_ENTRIES = 1_000_000
 MAX_BYTES = 256 * 1024 * 1024
-# Estimated bytes of a Decision and its fingerprint, and of a Pushed with its Result.
+# Estimated bytes of a Decision, of a Pushed with its Result, and of the parsed request per
+# byte of its JSON (Python objects take several times their text).
 _DECISION_BYTES = 600
 _PUSHED_BYTES = 500
+_PARSED_PER_BYTE = 4
 
 Key = tuple[str, str]
 
 
-def fingerprint(request: DecideRequest) -> bytes:
-    """What a repeat must ask for again (the trace id and push flag may differ)."""
-    what = [
+def asked(request: DecideRequest) -> tuple[Any, ...]:
+    """What a repeat must ask for again (the trace id and push flag may differ).
+
+    Kept by reference and compared on a repeat: no hashing on the hot path. Its size is
+    counted as a multiple of the request's bytes.
+    """
+    return (
         request.policy_id,
-        request.task.type,
-        request.task.payload_ref,
-        request.task.payload,
-        request.constraints.max_latency_ms,
-        request.constraints.max_cost,
+        request.task,
+        request.constraints,
         request.metadata,
         request.assignment_subject,
-    ]
-    text = json.dumps(what, sort_keys=True, separators=(",", ":"), default=repr)
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+    )
 
 
 @dataclass
 class Remembered:
-    fingerprint: bytes
+    asked: tuple[Any, ...]
     decision: Decision
+    #: The request's size in bytes, for the memory's byte bound.
+    request_bytes: int = 0
     pushed: Pushed | None = None
 
 
@@ -89,7 +91,12 @@ class DecideMemory:
             busy.set_result(None)
 
     def remember(self, key: Key, entry: Remembered) -> None:
-        size = text_size(*key) + _DECISION_BYTES + (_PUSHED_BYTES if entry.pushed else 0)
+        size = (
+            text_size(*key)
+            + _DECISION_BYTES
+            + _PARSED_PER_BYTE * entry.request_bytes
+            + (_PUSHED_BYTES if entry.pushed else 0)
+        )
         self._cache.put(key, entry, self._ttl, size)
 
     def __len__(self) -> int:
