@@ -15,6 +15,8 @@ import pytest
 from natsrouter.embedded import NatsServer
 from tests.helpers.jetstream import stored_messages
 from tests.helpers.process import RouterProcess
+from tests.helpers.proxy import TcpProxy
+from tests.helpers.waiting import wait_for
 from tests.integration.test_hostile_decide import ROUTER_STREAMS
 from tests.integration.test_router_decide import nats_decide
 
@@ -70,34 +72,36 @@ async def test_reserved_subjects_are_refused_by_a_running_router(
 
 
 async def test_a_running_router_answers_overloaded_beyond_decide_max_in_flight(
-    router: RouterProcess, nats_server: NatsServer
+    tmp_path: Path, proxy: TcpProxy
 ) -> None:
-    """A request whose body never finishes holds the one slot: the next is answered overloaded."""
-    _, writer = await asyncio.open_connection("127.0.0.1", router.http_port)
-    writer.write(
-        b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{"
+    """A push waiting on a black-holed PubAck holds the one slot: the next decide is 503."""
+    router = RouterProcess(
+        {
+            "ROUTER_NATS_URL": proxy.url,
+            "ROUTER_DECIDE_MAX_IN_FLIGHT": "1",
+            "ROUTER_NATS_REQUEST_TIMEOUT_MS": "1000",
+            "ROUTER_JS_PUBLISH_RETRY_DEADLINE_MS": "0",
+        },
+        tmp_path,
     )
-    await writer.drain()
-    answers: list[dict[str, Any]] = []
-
-    async def overloaded() -> bool:
-        answers.append(await nats_decide(nats_server.url, request(f"n-{len(answers)}")))
-        return answers[-1].get("error", {}).get("code") == "overloaded"
-
-    for _ in range(50):
-        if await overloaded():
-            break
-    assert answers[-1]["error"]["details"] == {"limit": 1, "retry_after_s": 1}
-    status, answer = await post(router.decide_url, request("h-1"))
-    assert (status, answer["error"]["code"]) == (503, "overloaded")
-    writer.close()
-    await writer.wait_closed()
-    # The slot is free again once the server has seen the connection go.
-    statuses = []
-    while len(statuses) < 100 and 200 not in statuses:
-        statuses.append((await post(router.decide_url, request("h-2")))[0])
-        await asyncio.sleep(0.02)
-    assert statuses[-1] == 200
-    assert router.metric("router_decide_total", outcome="overloaded") >= 2
-    assert "ROUTER_DECIDE_OVERLOADED" in router.codes()
+    try:
+        # Polled from the event loop, which also runs the proxy.
+        await wait_for(router.ready, 15, "readiness")
+        proxy.blackhole()
+        held = asyncio.create_task(post(router.decide_url, request("held", push_assignment=True)))
+        statuses: list[int] = []
+        while len(statuses) < 200 and 503 not in statuses:
+            status, answer = await post(router.decide_url, request(f"n-{len(statuses)}"))
+            statuses.append(status)
+        assert (statuses[-1], answer["error"]["code"]) == (503, "overloaded")
+        assert answer["error"]["details"] == {"limit": 1, "retry_after_s": 1}
+        assert not held.done()
+        proxy.resume()
+        status, answer = await held
+        assert status == 200  # answered once the PubAck (or the queue) settled it
+        status, _ = await post(router.decide_url, request("after"))
+        assert status == 200
+        assert router.metric("router_decide_total", outcome="overloaded") == 1
+        assert "ROUTER_DECIDE_OVERLOADED" in router.codes()
+    finally:
+        router.kill()

@@ -7,8 +7,8 @@ transport.
 
 Over NATS each request is handled in its own task (nats-py runs a subscription's callback one
 message at a time, and a decide with an assignment waits for a PubAck). Both transports share
-``decide_max_in_flight``: beyond it a request is answered ``overloaded`` at once, unread (an
-answer, where a full buffer would have dropped it). A stop drains the subscription, and
+``decide_max_in_flight``: beyond it a request is answered ``overloaded`` at once, unparsed
+(an answer, where a full buffer would have dropped it). A stop drains the subscription, and
 ``drain`` waits for the requests in hand. The HTTP path does not need NATS to
 answer: while NATS is down it still decides, and the response says what happened to the
 assignment (``queued``, ...).
@@ -346,22 +346,21 @@ def http_app(service: DecideService, max_payload_size: int) -> web.Application:
     """``POST /v1/decide``: the DecideResponse or ErrorResponse with the code's HTTP status."""
 
     async def decide(request: web.Request) -> web.Response:
-        if not service.enter():
-            status, body = service.overloaded("http")
-            return _response(status, body)
+        # The body is read before a slot is taken: a client sending slowly must not hold
+        # slots that NATS requests need (reading is bounded by client_max_size).
         try:
-            try:
-                raw = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                error = RequestError(
-                    ErrorCode.INVALID_REQUEST,
-                    f"payload is over the limit of {max_payload_size} bytes",
-                    {"limit": max_payload_size},
-                )
-                status, body = service.refuse(error, "http")
-                return _response(status, body)
-            status, body = await service.handle(raw, request.headers, "http")
-            return _response(status, body)
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            error = RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"payload is over the limit of {max_payload_size} bytes",
+                {"limit": max_payload_size},
+            )
+            return _response(*service.refuse(error, "http"))
+        if not service.enter():
+            return _response(*service.overloaded("http"))
+        try:
+            return _response(*await service.handle(raw, request.headers, "http"))
         finally:
             service.leave()
 
