@@ -39,7 +39,7 @@ from natsrouter.routing.messages import (
     parse_decide_request,
 )
 from natsrouter.routing.strict_json import dumps as _dumps
-from natsrouter.routing.subjects import AssignmentSubjects
+from natsrouter.routing.subjects import AssignmentSubjects, SubjectRefusal
 from natsrouter.service.assignments import AssignmentPusher, Pushed
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
 from natsrouter.service.events import RouterEvents
@@ -234,7 +234,7 @@ class DecideService:
             self.events.assignment_subject_refused(refusal.value)
             why = (
                 "is reserved to the Router, the server or replies"
-                if refusal.value == "reserved"
+                if refusal is SubjectRefusal.RESERVED
                 else "is not in assignment_subjects_allowed"
             )
             raise RequestError(
