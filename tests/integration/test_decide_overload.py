@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import aiohttp
@@ -58,7 +59,10 @@ async def test_a_graceful_stop_answers_every_request_already_received(
     nats_server: NatsServer, make_router: RouterFactory
 ) -> None:
     """300 requests published, then stop: each one gets its answer (none dropped in buffers)."""
-    router = await make_router([nats_server.url])
+    # A subject of its own: a stray Router of another test that reconnects to a reused port
+    # would share the default queue group and take some of the requests.
+    subject = f"drain.{uuid.uuid4().hex}.decide"
+    router = await make_router([nats_server.url], decide_subject=subject)
     assert await router.link.wait_connected(5)
     nc = await nats.connect(nats_server.url)
     try:
@@ -70,7 +74,7 @@ async def test_a_graceful_stop_answers_every_request_already_received(
 
         await nc.subscribe(inbox + ".*", cb=collect)
         for i in range(300):
-            await nc.publish(SUBJECT, body(f"r-{i}"), reply=f"{inbox}.{i}")
+            await nc.publish(subject, body(f"r-{i}"), reply=f"{inbox}.{i}")
         await nc.flush()
         await router.stop()
         await wait_for(lambda: len(answers) == 300, 5, "every answer")

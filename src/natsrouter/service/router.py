@@ -184,7 +184,9 @@ class Router:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await self.intake.stop()
+        # Draining waits for a server round trip: bounded, for a server that does not answer.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.intake.stop(), left())
         await self.http.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.intake.drain(), left())
