@@ -98,6 +98,18 @@ def _subject(v: str) -> str | None:
     return None
 
 
+def _patterns(v: frozenset[str]) -> str | None:
+    """NATS subject patterns: tokens, ``*`` for one token, ``>`` only as the last token."""
+    for pattern in sorted(v):
+        tokens = pattern.split(".")
+        if any(
+            not t or any(c.isspace() for c in t) or (t == ">" and i != len(tokens) - 1)
+            for i, t in enumerate(tokens)
+        ):
+            return f"must be NATS subject patterns (a.b, a.*, a.>), got {pattern!r}"
+    return None
+
+
 def _non_empty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
@@ -139,7 +151,9 @@ class Settings:
     nats_fault_injection_token: str = field(default="", repr=False)
     decide_subject: str = _key("beamline.router.v1.decide", _subject)
     decide_queue_group: str = _key("router-decide-group", _non_empty)
+    decide_max_in_flight: int = _key(1000, _min(1))
     assignment_subject: str = _key("caf.exec.assign.v1", _subject)
+    assignment_subjects_allowed: frozenset[str] = _key(frozenset(), _patterns)
     ack_subject: str = _key("caf.exec.assign.v1.ack", _subject)
     result_subject: str = _key("caf.exec.result.v1", _subject)
     usage_subject: str = _key("beamline.usage.v1.metered", _subject)

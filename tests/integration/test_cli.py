@@ -203,7 +203,7 @@ def test_run_decides_over_http_out_of_the_box_and_reloads_on_sighup(
         body = json.dumps(
             {
                 "version": "1",
-                "request_id": "r",
+                "request_id": f"r-{policy_id}",
                 "tenant_id": "acme",
                 "policy_id": policy_id,
                 "task": {"type": "t", "payload": {}},

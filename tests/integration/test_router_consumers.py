@@ -72,7 +72,7 @@ async def test_ack_and_result_flow_through_to_a_usage_event(
     await wait_settled(nats_server.url, "ROUTER_RESULTS", "router-results")
     await wait_settled(nats_server.url, "ROUTER_ACKS", "router-acks")
     [usage] = await stored_messages(nats_server.url, "ROUTER_USAGE")
-    assert usage.headers["Nats-Msg-Id"] == f"usage-{assignment['assignment_id']}"
+    assert usage.headers["Nats-Msg-Id"] == f"usage-4:acme:{assignment['assignment_id']}"
     event = json.loads(usage.data)
     assert event["assignment_id"] == assignment["assignment_id"]
     assert (event["tenant_id"], event["status"], event["latency_ms"], event["cost"]) == (
@@ -303,4 +303,6 @@ async def test_two_routers_split_decides_and_results(
     assert sum(decides) == n and min(decides) > 0
     assert min(results) > 0
     usage = await stored_messages(nats_server.url, "ROUTER_USAGE")
-    assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == sorted(f"usage-{i}" for i in ids)
+    assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == sorted(
+        f"usage-4:acme:{i}" for i in ids
+    )

@@ -173,7 +173,7 @@ async def test_request_may_name_its_own_assignment_subject(
     nats_server: NatsServer, make_router: RouterFactory
 ) -> None:
     """assignment_subject in the request is used; '$JS...' is refused as invalid_request."""
-    router = await make_router([nats_server.url])
+    router = await make_router([nats_server.url], assignment_subjects_allowed="custom.>")
     worker = await FakeWorker.connect(nats_server.url, assign_subject="caf.exec.assign.v1")
     try:
         await worker.js.add_stream(name="CUSTOM", subjects=["custom.assign"])

@@ -61,7 +61,7 @@ async def test_server_killed_twice_mid_flow_loses_and_duplicates_nothing(
         await wait_settled(server.url, "ROUTER_RESULTS", "router-results", timeout_s=20)
         usage = await stored_messages(server.url, "ROUTER_USAGE")
         assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == sorted(
-            f"usage-{a}" for a in assignment_ids
+            f"usage-4:acme:{a}" for a in assignment_ids
         )
         processed = rmetric(router, "router_results_total", status="success")
         duplicates = rmetric(router, "router_results_duplicate_total")

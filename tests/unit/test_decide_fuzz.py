@@ -38,6 +38,7 @@ STATUS_OF = {
     "invalid_request": 400,
     "unauthorized": 403,
     "policy_not_found": 404,
+    "constraints_unsatisfiable": 422,
     "decision_failed": 503,
 }
 
@@ -124,7 +125,7 @@ def test_any_tenant_and_policy_strings(router: Any, tenant: str, policy_id: str)
     status = check(
         router, json.dumps({**VALID, "tenant_id": tenant, "policy_id": policy_id}).encode()
     )
-    if tenant not in ("acme", "globex"):
+    if tenant not in ("acme", "globex") and not any(ord(c) < 32 or ord(c) == 127 for c in tenant):
         assert status == 403
 
 

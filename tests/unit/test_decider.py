@@ -12,6 +12,7 @@ import pytest
 
 from natsrouter.routing.breaker import BreakerState
 from natsrouter.routing.decider import (
+    MAX_SESSION_CHARS,
     Decider,
     DecisionReason,
     StickySessions,
@@ -271,3 +272,58 @@ def test_breaker_config_survives_a_reload_with_the_same_thresholds(tmp_path: Pat
     health.record("a", False, 0, 0)
     health.configure(decider.policies.all())
     assert health.state("a") is BreakerState.OPEN
+
+
+def test_constraints_no_provider_can_meet_are_the_clients_problem(tmp_path: Path) -> None:
+    """max_cost below every provider's estimate: constraints_unsatisfiable (422)."""
+    policy = {
+        "providers": [
+            {"name": "a", "weight": 1, "expected_cost": 0.5},
+            {"name": "b", "weight": 1, "expected_cost": 0.2},
+        ]
+    }
+    decider, *_ = make(tmp_path, policy)
+    with pytest.raises(RequestError) as caught:
+        decider.decide(request(constraints={"max_cost": 0.1}))
+    assert (caught.value.code, caught.value.code.http_status) == (
+        ErrorCode.CONSTRAINTS_UNSATISFIABLE,
+        422,
+    )
+    assert caught.value.details == {
+        "field": "constraints",
+        "policy_id": "default",
+        "providers": ["a", "b"],
+    }
+
+
+def test_open_breakers_are_decision_failed_with_the_time_until_one_is_tried(
+    tmp_path: Path,
+) -> None:
+    """Both breakers open: decision_failed, retry_after_s = seconds until the first half-opens."""
+    decider, health, clock, _ = make(
+        tmp_path,
+        {**BREAKER, "circuit_breaker": {**BREAKER["circuit_breaker"], "timeout_ms": 30_000}},
+    )
+    for name in ("a", "b"):
+        health.record(name, False, 0, 0)
+        health.record(name, False, 0, 0)
+        clock.now += 10
+    with pytest.raises(RequestError) as caught:
+        decider.decide(request())
+    assert caught.value.code is ErrorCode.DECISION_FAILED
+    assert caught.value.details["retry_after_s"] == 10
+
+
+def test_a_session_value_over_the_limit_is_not_sticky_and_counted(tmp_path: Path) -> None:
+    """257 characters: decided by weight, not remembered, counted; 256 are sticky."""
+    write(tmp_path, "acme", "default", {**TWO, "sticky": {"enabled": True}})
+    store = PolicyStore(tmp_path)
+    store.reload()
+    skipped: list[int] = []
+    decider = Decider(
+        store, ProviderHealth(), rng=random.Random(1), on_session_too_long=lambda: skipped.append(1)
+    )
+    decider.decide(request(metadata={"session_id": "x" * 257}))
+    assert (len(decider.sticky), skipped) == (0, [1])
+    decider.decide(request(metadata={"session_id": "x" * MAX_SESSION_CHARS}))
+    assert decider.decide(request(metadata={"session_id": "x" * 256})).reason.value == "sticky"

@@ -100,7 +100,7 @@ def test_missing_required_fields_are_refused(missing: str) -> None:
     [
         (b"\xff\xfe{}", "not UTF-8"),
         (b"{not json", "not valid JSON"),
-        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than"),
         (b"[]", "(document)"),
         (b"null", "(document)"),
     ],
@@ -194,9 +194,13 @@ def test_fuzz_mutated_valid_requests(key: str, value: Any) -> None:
     _parses_or_refuses(json.dumps(document).encode())
 
 
+# Any character but the controls, which would split the NATS header lines ids become.
+ids = st.text(st.characters(exclude_categories=["Cc"]), min_size=1, max_size=256)
+
+
 @settings(max_examples=100, deadline=None)
-@given(st.text(min_size=1, max_size=256), st.text(min_size=1, max_size=256))
+@given(ids, ids)
 def test_fuzz_any_ids_are_kept_exactly(request_id: str, tenant_id: str) -> None:
-    """Valid requests with arbitrary (non-empty) ids parse, ids kept byte for byte."""
+    """Valid requests with arbitrary (non-empty, no control character) ids parse exactly."""
     request = parse({**VALID, "request_id": request_id, "tenant_id": tenant_id})
     assert (request.request_id, request.tenant_id) == (request_id, tenant_id)

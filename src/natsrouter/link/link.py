@@ -137,6 +137,8 @@ class Link:
         self._msg_seq = itertools.count(1)
 
         base = transport or NatsTransport(ConnectOptions.from_settings(settings))
+        if isinstance(base, NatsTransport):
+            base.on_slow_consumer = self._t.slow_consumer
         self.faults: FaultRegistry | None = None
         if settings.nats_fault_injection_enabled:
             self.faults = FaultRegistry(rng=self._rng, on_injected=self._fault_injected)
@@ -513,13 +515,14 @@ class Link:
         self._subscriptions.append(sub)
         return sub
 
-    async def unsubscribe(self, sub: Subscription) -> None:
+    async def unsubscribe(self, sub: Subscription, *, drain: bool = False) -> None:
+        """Stop the subscription; with ``drain``, messages already received are delivered."""
         sub.cancelled = True
         with contextlib.suppress(ValueError):
             self._subscriptions.remove(sub)
         if sub.native is not None and sub.bound_generation == self._generation:
             with contextlib.suppress(LinkError):
-                await sub.native.unsubscribe()
+                await (sub.native.drain() if drain else sub.native.unsubscribe())
         sub.native = None
 
     async def _bind(self, conn: Connection, generation: int, sub: Subscription) -> None:

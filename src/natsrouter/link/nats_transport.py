@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +176,12 @@ class _Subscription:
         except Exception as exc:
             raise translate(exc) from exc
 
+    async def drain(self) -> None:
+        try:
+            await self._sub.drain()
+        except Exception as exc:
+            raise translate(exc) from exc
+
 
 class _PullConsumer:
     def __init__(self, psub: Any) -> None:
@@ -214,9 +220,15 @@ class _AbortConnect(Exception):
 class NatsConnection:
     """One live nats-py client; reports its own death once through ``on_lost``."""
 
-    def __init__(self, server: str, on_lost: LostCallback) -> None:
+    def __init__(
+        self,
+        server: str,
+        on_lost: LostCallback,
+        on_slow_consumer: Callable[[str], None] | None = None,
+    ) -> None:
         self._server = server
         self._on_lost = on_lost
+        self._on_slow_consumer = on_slow_consumer
         self._nc = Client()
         self._js: Any = None
         self._closing = False
@@ -258,6 +270,11 @@ class NatsConnection:
     async def _on_error(self, exc: Exception) -> None:
         if self._opening:
             raise _AbortConnect(exc)
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            # nats-py dropped a message: a subscription's buffer was full.
+            if self._on_slow_consumer is not None:
+                self._on_slow_consumer(exc.subject)
+            return
         log.debug("nats client error", server=self._server, error=exc)
 
     async def _on_closed(self) -> None:
@@ -414,9 +431,11 @@ class NatsTransport:
 
     def __init__(self, options: ConnectOptions) -> None:
         self._options = options
+        #: Told the subject of each message nats-py drops from a full subscription buffer.
+        self.on_slow_consumer: Callable[[str], None] | None = None
 
     async def connect(self, server: str, on_lost: LostCallback) -> NatsConnection:
-        conn = NatsConnection(server, on_lost)
+        conn = NatsConnection(server, on_lost, self.on_slow_consumer)
         await conn.open(self._options)
         return conn
 

@@ -285,5 +285,17 @@ class LinkTelemetry:
             error=str(err),
         )
 
+    def slow_consumer(self, subject: str) -> None:
+        """nats-py dropped an inbound message (a full subscription buffer)."""
+        self.metrics.slow_consumer_drops.inc()
+        suppressed = self._burst("slow_consumer")
+        if suppressed is not None:
+            self.log.warning(
+                "message dropped: subscription buffer full (slow consumer)",
+                error_code="NATS_SLOW_CONSUMER",
+                subject=subject,
+                suppressed=suppressed,
+            )
+
     def handler_failed(self, subject: str, exc: BaseException) -> None:
         self.log.error("message handler raised", subject=subject, error=exc, exc_info=exc)

@@ -93,6 +93,9 @@ LostCallback = Callable[["Connection", LinkError], None]
 
 class NativeSubscription(Protocol):
     async def unsubscribe(self) -> None: ...
+    async def drain(self) -> None:
+        """Unsubscribe after delivering what the server sent before it saw the UNSUB."""
+        ...
 
 
 class PullConsumer(Protocol):

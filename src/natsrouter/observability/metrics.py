@@ -128,6 +128,10 @@ class LinkMetrics:
         registry.register(
             FastCollector(list(self.operation_total.values()), [self.operation_duration])
         )
+        self.slow_consumer_drops = counter(
+            "slow_consumer_drops",
+            "Inbound messages nats-py dropped: a subscription buffer was full",
+        )
         self.pending_count = gauge("pending_operations_count", "Operations in the pending queue")
         self.pending_bytes = gauge("pending_operations_bytes", "Bytes in the pending queue")
         # The bounds as series, so an alert can say "80% full" without copying the settings.
@@ -202,8 +206,11 @@ DECIDE_OUTCOMES = (
     "unauthenticated",
     "unauthorized",
     "policy_not_found",
+    "constraints_unsatisfiable",
     "decision_failed",
+    "overloaded",
     "internal",
+    "reply_failed",
 )
 DECIDE_TRANSPORTS = ("nats", "http")
 ASSIGNMENT_OUTCOMES = ("sent", "queued", "dropped", "rejected", "failed_open", "failed")
@@ -211,6 +218,7 @@ RESULT_STATUSES = ("success", "error", "timeout", "cancelled")
 ACK_STATUSES = ("accepted", "rejected", "error")
 CONSUMERS = ("results", "acks")
 DLQ_REASONS = ("invalid", "unauthorized", "max_deliver")
+SUBJECT_REFUSALS = ("reserved", "not_allowed")
 
 
 class RouterMetrics:
@@ -232,6 +240,20 @@ class RouterMetrics:
         )
         self.assignments = counter(
             "assignments", "ExecAssignments pushed, by link outcome", ("outcome",)
+        )
+        self.decide_replayed = counter(
+            "decide_replayed",
+            "Decide requests answered with the answer already given to their "
+            "(tenant_id, request_id)",
+        )
+        self.sticky_session_too_long = counter(
+            "sticky_session_too_long",
+            "Decides whose session value was over 256 characters: decided as not sticky",
+        )
+        self.assignment_subject_refused = counter(
+            "assignment_subject_refused",
+            "Decide requests refused for the assignment_subject they named",
+            ("reason",),
         )
         self.results = counter("results", "ExecResults processed, by status", ("status",))
         self.acks = counter("acks", "ExecAssignmentAcks processed, by status", ("status",))
@@ -284,6 +306,8 @@ class RouterMetrics:
             self.decide_duration.labels(transport)
         for outcome in ASSIGNMENT_OUTCOMES:
             self.assignments.labels(outcome)
+        for reason in SUBJECT_REFUSALS:
+            self.assignment_subject_refused.labels(reason)
         for status in RESULT_STATUSES:
             self.results.labels(status)
         for status in ACK_STATUSES:

@@ -67,6 +67,14 @@ class CircuitBreaker:
             return True
         return state is BreakerState.HALF_OPEN and self._trials < self.config.half_open_max_calls
 
+    def seconds_until_trial(self) -> float:
+        """How long until the breaker lets a call through (0 when it does now)."""
+        if self.available():
+            return 0.0
+        if self._state is BreakerState.OPEN:
+            return self.config.timeout_ms / 1000 - (self._clock() - self._opened_at)
+        return 1.0  # half-open, trial calls in progress: their results decide
+
     def picked(self) -> None:
         """The provider was chosen: while half-open that uses one trial call."""
         if self.config.enabled and self.state is BreakerState.HALF_OPEN:

@@ -19,20 +19,29 @@ injected, so tests assert exact picks.
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from natsrouter.routing.bounded import BoundedCache, text_size
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
 from natsrouter.routing.policy import Policy, PolicyStore, Provider, Scalar
 
-# Sessions remembered for sticky routing, at most; the least recently used go first.
-_MAX_STICKY_SESSIONS = 100_000
+# Sessions remembered for sticky routing, at most, in number and in estimated bytes; the
+# least recently used go first.
+MAX_STICKY_SESSIONS = 100_000
+MAX_STICKY_BYTES = 64 * 1024 * 1024
+
+SessionKey = tuple[str, str, str]
+#: Longest session value (characters) that is sticky; a longer one is decided as if absent
+#: (and counted): refusing the request would fail a client for a hint, and keeping it would
+#: let one client fill the session table with megabytes of keys.
+MAX_SESSION_CHARS = 256
 
 
 class DecisionReason(StrEnum):
@@ -122,29 +131,31 @@ def matches(when: Mapping[str, tuple[Scalar, ...]], document: Mapping[str, Any])
 
 
 class StickySessions:
-    """Session -> provider, each entry valid for its policy's TTL; bounded, LRU."""
+    """(tenant, policy, session) -> provider, each valid for its policy's TTL; bounded, LRU."""
 
-    def __init__(self, clock: Callable[[], float], max_sessions: int = _MAX_STICKY_SESSIONS):
-        self._clock = clock
-        self._max = max_sessions
-        self._entries: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        max_sessions: int = MAX_STICKY_SESSIONS,
+        max_bytes: int = MAX_STICKY_BYTES,
+    ) -> None:
+        self._entries: BoundedCache[SessionKey, str] = BoundedCache(
+            max_sessions, max_bytes, clock, touch=True
+        )
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        provider, expires = entry
-        if self._clock() >= expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return provider
+    def get(self, key: SessionKey) -> str | None:
+        return self._entries.get(key)
 
-    def put(self, key: tuple[str, str, str], provider: str, ttl_seconds: int) -> None:
-        self._entries[key] = (provider, self._clock() + ttl_seconds)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+    def put(self, key: SessionKey, provider: str, ttl_seconds: int) -> None:
+        # The provider name is the policy's own string, shared by every entry: not counted.
+        self._entries.put(key, provider, ttl_seconds, text_size(*key))
+
+    def keys(self) -> list[SessionKey]:
+        return list(self._entries.keys())
+
+    @property
+    def bytes(self) -> int:
+        return self._entries.bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -160,9 +171,11 @@ class Decider:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_session_too_long: Callable[[], None] | None = None,
     ) -> None:
         self.policies = policies
         self.health = health
+        self._on_session_too_long = on_session_too_long
         self._rng = rng or random.Random()
         self.sticky = StickySessions(clock)
 
@@ -195,17 +208,11 @@ class Decider:
         return self._decision(policy, provider, reason)
 
     def _weighted(self, policy: Policy, request: DecideRequest) -> tuple[str, DecisionReason]:
-        candidates = [
-            p for p in policy.providers if p.weight > 0 and self._within(policy, p.name, request)
-        ]
+        weighted = [p for p in policy.providers if p.weight > 0]
+        candidates = [p for p in weighted if self._within(policy, p.name, request)]
         available = [p for p in candidates if self.health.available(p.name, policy)]
         if not available:
-            raise RequestError(
-                ErrorCode.DECISION_FAILED,
-                "no provider available: "
-                + ("circuit breakers open" if candidates else "none meets weight and constraints"),
-                {"policy_id": policy.policy_id, "providers": [p.name for p in policy.providers]},
-            )
+            raise self._nobody(policy, weighted, candidates)
         point = self._rng.random() * sum(p.weight for p in available)
         chosen = available[-1]
         for provider in available:
@@ -220,6 +227,29 @@ class Decider:
             else DecisionReason.WEIGHTED
         )
         return chosen.name, reason
+
+    def _nobody(
+        self, policy: Policy, weighted: list[Provider], candidates: list[Provider]
+    ) -> RequestError:
+        """Whose problem it is that nobody can be picked: the client's, or nobody's yet."""
+        names = [p.name for p in policy.providers]
+        if weighted and not candidates:
+            # Only the request's constraints left everyone out: asking again will not help.
+            return RequestError(
+                ErrorCode.CONSTRAINTS_UNSATISFIABLE,
+                "no provider of the policy can meet the request's constraints",
+                {"field": "constraints", "policy_id": policy.policy_id, "providers": names},
+            )
+        details: dict[str, Any] = {"policy_id": policy.policy_id, "providers": names}
+        if candidates:
+            wait = self.health.seconds_until_available(p.name for p in candidates)
+            details["retry_after_s"] = max(1, math.ceil(wait))
+        return RequestError(
+            ErrorCode.DECISION_FAILED,
+            "no provider available: "
+            + ("circuit breakers open" if candidates else "no provider has a weight above 0"),
+            details,
+        )
 
     def _usable(self, policy: Policy, name: str, request: DecideRequest) -> bool:
         if not (self.health.available(name, policy) and self._within(policy, name, request)):
@@ -247,14 +277,18 @@ class Decider:
     def _provider(policy: Policy, name: str) -> Provider | None:
         return next((p for p in policy.providers if p.name == name), None)
 
-    @staticmethod
-    def _session(policy: Policy, request: DecideRequest) -> tuple[str, str, str] | None:
+    def _session(self, policy: Policy, request: DecideRequest) -> SessionKey | None:
         if not policy.sticky.enabled:
             return None
         value = request.metadata.get(policy.sticky.session_key)
         if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
             return None
-        return (policy.tenant_id, policy.policy_id, str(value))
+        session = str(value)
+        if len(session) > MAX_SESSION_CHARS:
+            if self._on_session_too_long is not None:
+                self._on_session_too_long()
+            return None
+        return (policy.tenant_id, policy.policy_id, session)
 
     def _decision(
         self,

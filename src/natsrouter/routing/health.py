@@ -12,6 +12,7 @@ process keeps its own breakers, fed by the share of results its consumer receive
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -63,6 +64,11 @@ class ProviderHealth:
         breaker = self._breakers.get(name)
         return breaker is None or breaker.available()
 
+    def seconds_until_available(self, names: Iterable[str]) -> float:
+        """How long until the first of ``names`` may be picked again (0 if one may now)."""
+        waits = [b.seconds_until_trial() for n in names if (b := self._breakers.get(n))]
+        return min(waits, default=0.0)
+
     def picked(self, name: str, policy: Policy) -> None:
         breaker = self._breakers.get(name)
         if policy.circuit_breaker.enabled and breaker is not None:
@@ -77,7 +83,8 @@ class ProviderHealth:
             before = breaker.state
             breaker.record(success)
             self._changed(name, before, breaker)
-        if success:
+        # Parsers refuse non-finite numbers; this keeps estimates finite whatever the caller.
+        if success and math.isfinite(latency_ms) and math.isfinite(cost):
             estimate = self._estimates.get(name)
             if estimate is None:
                 self._estimates[name] = _Estimate(latency_ms, cost)

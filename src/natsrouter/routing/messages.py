@@ -8,14 +8,15 @@ newer clients can talk to older Routers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from natsrouter.errors import NatsRouterError
+from natsrouter.routing import strict_json
 from natsrouter.routing.policy import DEFAULT_POLICY_ID
+from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.schemas import field_path, validator
 
 
@@ -24,7 +25,9 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     UNAUTHORIZED = "unauthorized"
     POLICY_NOT_FOUND = "policy_not_found"
+    CONSTRAINTS_UNSATISFIABLE = "constraints_unsatisfiable"
     DECISION_FAILED = "decision_failed"
+    OVERLOADED = "overloaded"
     INTERNAL = "internal"
 
     @property
@@ -37,7 +40,9 @@ _HTTP_STATUS = {
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.UNAUTHORIZED: 403,
     ErrorCode.POLICY_NOT_FOUND: 404,
+    ErrorCode.CONSTRAINTS_UNSATISFIABLE: 422,
     ErrorCode.DECISION_FAILED: 503,
+    ErrorCode.OVERLOADED: 503,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -97,11 +102,11 @@ def parse_decide_request(raw: bytes, max_payload_size: int) -> DecideRequest:
             size=len(raw),
         )
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise _invalid("payload is not UTF-8") from None
-    except (json.JSONDecodeError, RecursionError):
-        raise _invalid("payload is not valid JSON") from None
+        document = strict_json.loads(raw)
+    except StrictJsonError as err:
+        if err.field == "(document)":
+            raise _invalid(f"payload: {err.message}") from None
+        raise _invalid(f"{err.field}: {err.message}", field=err.field) from None
     error = _VALIDATOR.error(document)
     if error is not None:
         where = field_path(error)

@@ -9,14 +9,15 @@ stays in force.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from natsrouter.errors import NatsRouterError
+from natsrouter.routing import strict_json
 from natsrouter.routing.breaker import BreakerConfig
+from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.schemas import field_path, validator
 
 DEFAULT_POLICY_ID = "default"
@@ -116,11 +117,11 @@ def load_policy_file(path: Path, root: Path) -> Policy:
         raise PolicyError(path, "(path)", "expected <tenant>/<policy_id>.json")
     tenant_id, policy_id = relative.parts[0], relative.stem
     try:
-        document = json.loads(path.read_bytes())
+        document = strict_json.loads(path.read_bytes())
     except OSError as exc:  # removed or unreadable between listing and reading
         raise PolicyError(path, "(document)", f"cannot be read: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PolicyError(path, "(document)", f"not valid JSON: {exc}") from None
+    except StrictJsonError as exc:
+        raise PolicyError(path, exc.field, exc.message) from None
     return parse_policy(path, tenant_id, policy_id, document)
 
 

@@ -8,16 +8,21 @@ over payload fields, CONTRACT §1) and then check the shipped schema; anything w
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from natsrouter.errors import NatsRouterError
+from natsrouter.routing import strict_json
 from natsrouter.routing.decider import Decision
 from natsrouter.routing.messages import DecideRequest
+from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.schemas import Schema, field_path, validator
+
+# Joins the parts of an idempotency key; ids refuse control characters, so none contains it
+# and ("a:b", "c") never meets ("a", "b:c").
+_SEP = "\x1f"
 
 #: Payload fields a header of the same name replaces.
 HEADER_FIELDS = ("tenant_id", "trace_id")
@@ -42,7 +47,7 @@ class ExecAck:
 
     @property
     def idempotency_key(self) -> str:
-        return f"ack:{self.assignment_id}:{self.status}"
+        return _SEP.join(("ack", self.tenant_id, self.assignment_id, self.status))
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,12 @@ class ExecResult:
 
     @property
     def idempotency_key(self) -> str:
-        return f"result:{self.key}"
+        return _SEP.join(("result", self.tenant_id, self.key))
+
+    @property
+    def usage_msg_id(self) -> str:
+        """``usage-<len(tenant)>:<tenant>:<key>``: scoped by tenant, and unambiguous."""
+        return f"usage-{len(self.tenant_id)}:{self.tenant_id}:{self.key}"
 
 
 _ACK = validator("natsrouter.routing", "exec_ack.schema.json")
@@ -76,11 +86,9 @@ def _document(raw: bytes, headers: Mapping[str, str] | None, max_size: int) -> d
     if len(raw) > max_size:
         raise InvalidMessage("(document)", f"{len(raw)} bytes is over the limit of {max_size}")
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidMessage("(document)", "not UTF-8") from None
-    except (json.JSONDecodeError, RecursionError):
-        raise InvalidMessage("(document)", "not valid JSON") from None
+        document = strict_json.loads(raw)
+    except StrictJsonError as err:
+        raise InvalidMessage(err.field, err.message) from None
     if not isinstance(document, dict):
         raise InvalidMessage("(document)", "expected a JSON object")
     for name in HEADER_FIELDS:

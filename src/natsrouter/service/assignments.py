@@ -7,13 +7,13 @@ stream's duplicate window). The caller gets the link's typed outcome.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from natsrouter.link.link import Link
 from natsrouter.link.outcome import Result
+from natsrouter.routing import strict_json
 from natsrouter.routing.decider import Decision
 from natsrouter.routing.messages import DecideRequest
 from natsrouter.routing.worker_messages import exec_assignment
@@ -50,13 +50,20 @@ class AssignmentPusher:
         self._default_subject = default_subject
         self._events = events
 
-    async def push(self, request: DecideRequest, decision: Decision, trace_id: str) -> Pushed:
-        assignment_id = str(uuid.uuid4())
+    async def push(
+        self,
+        request: DecideRequest,
+        decision: Decision,
+        trace_id: str,
+        assignment_id: str | None = None,
+    ) -> Pushed:
+        """Push (again, for a repeated request: same ``assignment_id``, same Nats-Msg-Id)."""
+        assignment_id = assignment_id or str(uuid.uuid4())
         subject = request.assignment_subject or self._default_subject
         document = exec_assignment(assignment_id, request, decision, trace_id)
         result = await self._link.publish_with_ack(
             subject,
-            json.dumps(document, separators=(",", ":")).encode(),
+            strict_json.dumps(document),
             headers_for(trace_id, request.tenant_id, msg_id=assignment_id),
         )
         reason = result.reason.value if result.reason is not None else None

@@ -24,7 +24,7 @@ fetched batch is redelivered meanwhile (and ends in the DLQ as ``max_deliver``).
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 from collections.abc import Awaitable
 from typing import Generic, Protocol, TypeVar
 
@@ -32,6 +32,7 @@ from natsrouter.config import Settings
 from natsrouter.link.link import Link
 from natsrouter.link.outcome import Outcome, Result
 from natsrouter.link.transport import ConsumerSpec, JsMessage
+from natsrouter.routing import strict_json
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.worker_messages import (
     ExecAck,
@@ -51,6 +52,14 @@ ACKS_DURABLE = "router-acks"
 #: Any other (``Nats-Expected-Stream``, ``Nats-Expected-Last-*``, ``Nats-TTL``,
 #: ``Nats-Rollup``, ``Nats-Msg-Id``, ...) would steer the Router's own publish to the DLQ.
 PASS_THROUGH_HEADERS = frozenset({"trace_id", "traceparent", "tracestate", "tenant_id"})
+
+
+# Control characters, escaped before text (which may quote a worker's keys) becomes a header.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _header_safe(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class _Message(Protocol):
@@ -169,7 +178,7 @@ class _Consumer(Generic[M]):
                 # One dead letter per stored message, however often this runs.
                 "Nats-Msg-Id": f"dlq-{meta.stream}-{meta.stream_seq}" if meta else new_trace_id(),
                 "dlq_reason": reason,
-                "dlq_error": error[:512],
+                "dlq_error": _header_safe(error)[:512],
                 "dlq_original_subject": msg.subject,
                 "dlq_num_delivered": str(meta.num_delivered if meta else 1),
             }
@@ -237,8 +246,8 @@ class ResultsConsumer(_Consumer[ExecResult]):
             msg,
             self._link.publish_with_ack(
                 self._settings.usage_subject,
-                json.dumps(usage_event(result), separators=(",", ":")).encode(),
-                headers_for(trace_id, result.tenant_id, msg_id=f"usage-{result.key}"),
+                strict_json.dumps(usage_event(result)),
+                headers_for(trace_id, result.tenant_id, msg_id=result.usage_msg_id),
             ),
         )
         if published.outcome is not Outcome.SENT or published.pub_ack is None:

@@ -6,8 +6,10 @@ its traceback) and the process keeps serving. Each request is counted by outcome
 transport.
 
 Over NATS each request is handled in its own task (nats-py runs a subscription's callback one
-message at a time, and a decide with an assignment waits for a PubAck), bounded by
-``_MAX_IN_FLIGHT``; ``drain`` waits for them at shutdown. The HTTP path does not need NATS to
+message at a time, and a decide with an assignment waits for a PubAck). Both transports share
+``decide_max_in_flight``: beyond it a request is answered ``overloaded`` at once, unparsed
+(an answer, where a full buffer would have dropped it). A stop drains the subscription, and
+``drain`` waits for the requests in hand. The HTTP path does not need NATS to
 answer: while NATS is down it still decides, and the response says what happened to the
 assignment (``queued``, ...).
 """
@@ -18,16 +20,17 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
 from natsrouter.config import Settings
 from natsrouter.link.link import Link
+from natsrouter.link.outcome import Outcome
 from natsrouter.link.subscriptions import Subscription
 from natsrouter.link.transport import InboundMessage
-from natsrouter.routing.decider import Decider
+from natsrouter.routing.decider import Decider, Decision
 from natsrouter.routing.messages import (
     DecideRequest,
     ErrorCode,
@@ -35,16 +38,17 @@ from natsrouter.routing.messages import (
     error_response,
     parse_decide_request,
 )
-from natsrouter.service.assignments import AssignmentPusher
+from natsrouter.routing.strict_json import dumps as _dumps
+from natsrouter.routing.subjects import AssignmentSubjects, SubjectRefusal
+from natsrouter.service.assignments import AssignmentPusher, Pushed
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
 from natsrouter.service.events import RouterEvents
+from natsrouter.service.remembered import DecideMemory, Remembered, asked
 
-# Decide requests handled at once per process over NATS; more wait in nats-py's buffer.
-_MAX_IN_FLIGHT = 1000
-
-
-def _dumps(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
+# What an overloaded answer suggests: in-flight decides take milliseconds.
+OVERLOAD_RETRY_AFTER_S = 1
+#: ``router_decide_total`` outcome of a NATS decide whose answer could not be published.
+REPLY_FAILED = "reply_failed"
 
 
 def _context_of(raw: bytes) -> tuple[str | None, str | None]:
@@ -62,6 +66,13 @@ def _context_of(raw: bytes) -> tuple[str | None, str | None]:
     )
 
 
+class Answer(NamedTuple):
+    status: int
+    body: dict[str, Any]
+    outcome: str
+    started: float
+
+
 class DecideService:
     def __init__(
         self,
@@ -69,16 +80,66 @@ class DecideService:
         decider: Decider,
         assignments: AssignmentPusher,
         events: RouterEvents,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self._max_in_flight = settings.decide_max_in_flight
+        #: Decide requests being answered now, over both transports.
+        self.in_flight = 0
+        self._memory = DecideMemory(settings.idempotency_ttl_seconds, clock)
         self._decider = decider
         self._assignments = assignments
         self.events = events
+        self._subjects = AssignmentSubjects(
+            settings.assignment_subject,
+            settings.assignment_subjects_allowed,
+            (
+                settings.decide_subject,
+                settings.ack_subject,
+                settings.result_subject,
+                settings.usage_subject,
+            ),
+        )
 
     async def handle(
         self, raw: bytes, headers: Mapping[str, str] | None, transport: str
     ) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, response document) for one request; never raises."""
+        """(HTTP status, response document) for one request, counted; never raises."""
+        answer = await self.answer(raw, headers, transport)
+        self.count(answer, transport)
+        return answer.status, answer.body
+
+    def count(self, answer: Answer, transport: str, *, reply_sent: bool = True) -> None:
+        """Count an answer by its outcome, or as ``reply_failed`` when it never left."""
+        outcome = answer.outcome if reply_sent else REPLY_FAILED
+        self.events.decided(outcome, transport, time.perf_counter() - answer.started)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def enter(self) -> bool:
+        """Take an in-flight slot; False when ``decide_max_in_flight`` are being answered."""
+        if self.in_flight >= self._max_in_flight:
+            return False
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    def overloaded(self, transport: str) -> tuple[int, dict[str, Any]]:
+        """The answer to a request beyond ``decide_max_in_flight``, given without reading it."""
+        limit = self._max_in_flight
+        error = RequestError(
+            ErrorCode.OVERLOADED,
+            f"{limit} decide requests are being answered; try again shortly",
+            {"limit": limit, "retry_after_s": OVERLOAD_RETRY_AFTER_S},
+        )
+        self.events.decide_overloaded(transport, limit)
+        self.events.decided(ErrorCode.OVERLOADED.value, transport, 0.0)
+        return error.code.http_status, error_response(error)
+
+    async def answer(self, raw: bytes, headers: Mapping[str, str] | None, transport: str) -> Answer:
+        """The answer to one request, not yet counted; never raises."""
         started = time.perf_counter()
         request: DecideRequest | None = None
         trace_id = trace_from_headers(headers)
@@ -90,14 +151,15 @@ class DecideService:
             )
             trace_id = request.trace_id or new_trace_id()
             self._check_tenant(request.tenant_id)
-            decision = self._decider.decide(request)
+            if request.assignment_subject is not None:
+                self._check_subject(request.assignment_subject)
+            decision, pushed = await self._decide_once(request, trace_id, len(raw))
             body: dict[str, Any] = {
                 "ok": True,
                 "decision": decision.to_dict(),
                 "context": {"request_id": request.request_id, "trace_id": trace_id},
             }
-            if request.push_assignment:
-                pushed = await self._assignments.push(request, decision, trace_id)
+            if pushed is not None:
                 body["decision"]["assignment_id"] = pushed.assignment_id
                 body["assignment"] = pushed.to_dict()
             outcome, status = "ok", 200
@@ -118,8 +180,43 @@ class DecideService:
             error = RequestError(ErrorCode.INTERNAL, "internal error")
             body = error_response(error, request_id, trace_id)
             outcome, status = ErrorCode.INTERNAL.value, 500
-        self.events.decided(outcome, transport, time.perf_counter() - started)
-        return status, body
+        return Answer(status, body, outcome, started)
+
+    async def _decide_once(
+        self, request: DecideRequest, trace_id: str, size: int
+    ) -> tuple[Decision, Pushed | None]:
+        """Decide (and push), or give the answer already given to this request."""
+        key = (request.tenant_id, request.request_id)
+        memory = self._memory
+        await memory.wait_turn(key)
+        entry = memory.get(key)
+        if entry is not None:
+            if entry.asked != asked(request):
+                raise RequestError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"request_id {request.request_id!r} was used for a different request "
+                    "within idempotency_ttl_seconds",
+                    {"field": "request_id"},
+                )
+            kept = entry.pushed is not None and entry.pushed.result.ok
+            if not request.push_assignment or kept:
+                self.events.decide_replayed()
+                return entry.decision, entry.pushed if request.push_assignment else None
+        memory.begin(key)
+        try:
+            if entry is None:
+                entry = Remembered(asked(request), self._decider.decide(request), size)
+            else:
+                self.events.decide_replayed()
+            if request.push_assignment:
+                previous = entry.pushed.assignment_id if entry.pushed else None
+                entry.pushed = await self._assignments.push(
+                    request, entry.decision, trace_id, previous
+                )
+            memory.remember(key, entry)
+        finally:
+            memory.end(key)
+        return entry.decision, entry.pushed if request.push_assignment else None
 
     def _check_tenant(self, tenant_id: str) -> None:
         allowed = self._settings.allowed_tenants
@@ -129,6 +226,21 @@ class DecideService:
                 ErrorCode.UNAUTHORIZED,
                 f"tenant {tenant_id!r} is not allowed",
                 {"tenant_id": tenant_id},
+            )
+
+    def _check_subject(self, subject: str) -> None:
+        refusal = self._subjects.refusal(subject)
+        if refusal is not None:
+            self.events.assignment_subject_refused(refusal.value)
+            why = (
+                "is reserved to the Router, the server or replies"
+                if refusal is SubjectRefusal.RESERVED
+                else "is not in assignment_subjects_allowed"
+            )
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"assignment_subject: {subject!r} {why}",
+                {"field": "assignment_subject", "reason": refusal.value},
             )
 
     def refuse(self, error: RequestError, transport: str) -> tuple[int, dict[str, Any]]:
@@ -161,7 +273,6 @@ class NatsDecideIntake:
         self._queue = settings.decide_queue_group
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
 
     async def start(self) -> None:
         self._subscription = await self._link.subscribe(
@@ -169,27 +280,49 @@ class NatsDecideIntake:
         )
 
     async def _on_message(self, msg: InboundMessage) -> None:
-        await self._slots.acquire()
+        # Never wait here: nats-py delivers one message at a time, and a callback that waits
+        # lets its buffer fill until it drops requests unanswered (a slow consumer).
+        if not self._service.enter():
+            _, body = self._service.overloaded("nats")
+            await self._reply(msg, body)
+            return
         task = asyncio.get_running_loop().create_task(self._answer(msg))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._slots.release()
+        self._service.leave()
 
     async def _answer(self, msg: InboundMessage) -> None:
-        _, body = await self._service.handle(msg.data, msg.headers, "nats")
+        answer = await self._service.answer(msg.data, msg.headers, "nats")
+        sent = await self._reply(msg, answer.body)
+        self._service.count(answer, "nats", reply_sent=sent)
+
+    async def _reply(self, msg: InboundMessage, body: dict[str, Any]) -> bool:
+        """Publish the answer; True only when the link sent it."""
         # A request without a reply inbox is answered on <subject>.reply (CONTRACT §1).
+        subject = msg.reply or f"{self._subject}.reply"
         try:
-            await self._link.publish(msg.reply or f"{self._subject}.reply", _dumps(body))
+            result = await self._link.publish(subject, _dumps(body))
         except Exception as exc:  # noqa: BLE001 - nobody awaits this task: say it here
             self._service.events.internal_error("decide reply", exc)
+            return False
+        if result.outcome is not Outcome.SENT:
+            # Queued or dropped: the caller is likely to time out before a late answer.
+            reason = result.reason.value if result.reason is not None else None
+            self._service.events.reply_failed(result.outcome.value, reason)
+            return False
+        return True
 
     async def stop(self) -> None:
-        """Stop taking requests (other Router processes in the group get them)."""
+        """Stop taking requests, handing on the ones already received (they get answers).
+
+        Draining, not unsubscribing: requests the server delivered before it saw the UNSUB
+        are still answered; other Router processes in the group get the later ones.
+        """
         if self._subscription is not None:
-            await self._link.unsubscribe(self._subscription)
+            await self._link.unsubscribe(self._subscription, drain=True)
             self._subscription = None
 
     async def drain(self) -> None:
@@ -198,10 +331,23 @@ class NatsDecideIntake:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _response(status: int, body: dict[str, Any]) -> web.Response:
+    """The answer as JSON; a 503 says when to try again (``Retry-After``, seconds)."""
+    headers = {}
+    retry_after = body.get("error", {}).get("details", {}).get("retry_after_s")
+    if status == 503 and retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.Response(
+        body=_dumps(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
 def http_app(service: DecideService, max_payload_size: int) -> web.Application:
     """``POST /v1/decide``: the DecideResponse or ErrorResponse with the code's HTTP status."""
 
     async def decide(request: web.Request) -> web.Response:
+        # The body is read before a slot is taken: a client sending slowly must not hold
+        # slots that NATS requests need (reading is bounded by client_max_size).
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -210,10 +356,13 @@ def http_app(service: DecideService, max_payload_size: int) -> web.Application:
                 f"payload is over the limit of {max_payload_size} bytes",
                 {"limit": max_payload_size},
             )
-            status, body = service.refuse(error, "http")
-            return web.Response(body=_dumps(body), status=status, content_type="application/json")
-        status, body = await service.handle(raw, request.headers, "http")
-        return web.Response(body=_dumps(body), status=status, content_type="application/json")
+            return _response(*service.refuse(error, "http"))
+        if not service.enter():
+            return _response(*service.overloaded("http"))
+        try:
+            return _response(*await service.handle(raw, request.headers, "http"))
+        finally:
+            service.leave()
 
     # One byte over the limit lets the service say "over the limit" in the contract's words.
     app = web.Application(client_max_size=max_payload_size + 1)

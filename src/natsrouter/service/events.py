@@ -7,12 +7,16 @@ embedded server's, in ``embedded.py``), so docs/logging.md can be checked agains
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from natsrouter.observability.logging import get_logger
 from natsrouter.observability.metrics import DECIDE_OUTCOMES, DECIDE_TRANSPORTS, RouterMetrics
 from natsrouter.routing.breaker import BreakerState
+
+# At most one line per interval for events a flood repeats (overload, unsent answers).
+RATE_LIMIT_INTERVAL_S = 10.0
 
 
 class RouterEvents:
@@ -25,6 +29,10 @@ class RouterEvents:
         self._decide_duration = {t: metrics.decide_duration.labels(t) for t in DECIDE_TRANSPORTS}
         # Called with (outcome, transport, seconds) for every decide: the $SRV.STATS counts.
         self.decide_observers: list[Callable[[str, str, float], None]] = []
+        # Lines that a flood would repeat are logged at most once per interval.
+        self._overloaded = 0
+        self._overloaded_next_log = 0.0
+        self._reply_failed_next_log = 0.0
 
     # -- decide ----------------------------------------------------------------------------
 
@@ -43,6 +51,40 @@ class RouterEvents:
             transport=transport,
             **fields,
         )
+
+    def decide_overloaded(self, transport: str, limit: int) -> None:
+        """Log the first refusal, then at most one line per interval with the count."""
+        self._overloaded += 1
+        now = time.monotonic()
+        if now < self._overloaded_next_log:
+            return
+        self._overloaded_next_log = now + RATE_LIMIT_INTERVAL_S
+        self.log.warning(
+            "decide requests refused: too many in flight",
+            error_code="ROUTER_DECIDE_OVERLOADED",
+            transport=transport,
+            limit=limit,
+            refused=self._overloaded,
+        )
+        self._overloaded = 0
+
+    def reply_failed(self, outcome: str, reason: str | None) -> None:
+        now = time.monotonic()
+        if now < self._reply_failed_next_log:
+            return
+        self._reply_failed_next_log = now + RATE_LIMIT_INTERVAL_S
+        self.log.warning(
+            "decide answer not sent",
+            error_code="ROUTER_DECIDE_REPLY_FAILED",
+            outcome=outcome,
+            reason=reason,
+        )
+
+    def decide_replayed(self) -> None:
+        self.metrics.decide_replayed.inc()
+
+    def assignment_subject_refused(self, reason: str) -> None:
+        self.metrics.assignment_subject_refused.labels(reason).inc()
 
     def internal_error(self, where: str, exc: BaseException, **fields: Any) -> None:
         self.log.error(

@@ -97,12 +97,19 @@ class Router:
         self.events = RouterEvents(metrics)
         self.policies = PolicyStore(Path(settings.policies_path))
         self.health = ProviderHealth(clock, on_state=self.events.breaker_state)
-        self.decider = Decider(self.policies, self.health, rng=rng, clock=clock)
+        self.decider = Decider(
+            self.policies,
+            self.health,
+            rng=rng,
+            clock=clock,
+            on_session_too_long=self.events.metrics.sticky_session_too_long.inc,
+        )
         self.decide = DecideService(
             settings,
             self.decider,
             AssignmentPusher(link, settings.assignment_subject, self.events),
             self.events,
+            clock,
         )
         self.intake = NatsDecideIntake(link, self.decide, settings)
         counts = EndpointCounts()
@@ -185,7 +192,9 @@ class Router:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await self.intake.stop()
+        # Draining waits for a server round trip: bounded, for a server that does not answer.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.intake.stop(), left())
         await self.nats_service.stop()
         await self.http.stop()
         with contextlib.suppress(TimeoutError):

@@ -1,0 +1,94 @@
+"""A per-key memory with expiry, bounded in entries and in bytes: hostile keys cannot grow it.
+
+Every per-key cache of the Router (sticky sessions, remembered decide answers, processed
+ack and result keys) takes its keys from clients or workers, who choose how many there are
+and how long each is. A bound on entries alone lets a million 256-character keys cost
+several times what a million short ones do, so each entry also carries an estimate of its
+bytes (its strings' lengths plus ``ENTRY_OVERHEAD`` for the dict slot, tuple and floats),
+and the oldest entries go first when either bound is passed. ``touch`` on ``get`` makes the
+order least-recently-used instead of oldest-inserted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+#: Bytes an entry costs beyond its strings (CPython 3.11, 64-bit: an OrderedDict node and
+#: slot, a tuple of key parts, the (value, expiry, size) tuple and a float): about 320
+#: measured by bench/hostile_keys.py; 400 leaves room for the heap's fragmentation, so the
+#: RSS growth stays near or below the estimate (docs/performance.md).
+ENTRY_OVERHEAD = 400
+
+
+def text_size(*parts: str) -> int:
+    """Bytes of the strings an entry holds (CPython's compact str: ~49 + 1 per ASCII char)."""
+    return sum(49 + len(p) for p in parts)
+
+
+class BoundedCache(Generic[K, V]):
+    def __init__(
+        self,
+        max_entries: int,
+        max_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        touch: bool = False,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._touch = touch
+        self._entries: OrderedDict[K, tuple[V, float, int]] = OrderedDict()
+        self.bytes = 0
+        #: Entries pushed out by a bound before they expired.
+        self.evicted = 0
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires, _ = entry
+        if self._clock() >= expires:
+            self._remove(key)
+            return None
+        if self._touch:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V, ttl_s: float, size: int) -> None:
+        """Remember ``value`` for ``ttl_s``; ``size`` is the entry's estimated bytes."""
+        self._remove(key)
+        size += ENTRY_OVERHEAD
+        self._entries[key] = (value, self._clock() + ttl_s, size)
+        self.bytes += size
+        self._trim()
+
+    def _remove(self, key: K) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[2]
+
+    def _trim(self) -> None:
+        now = self._clock()
+        while self._entries:
+            key, (_, expires, size) = next(iter(self._entries.items()))
+            over = len(self._entries) > self.max_entries or self.bytes > self.max_bytes
+            if not over and expires > now:
+                break
+            del self._entries[key]
+            self.bytes -= size
+            if expires > now:
+                self.evicted += 1
+
+    def keys(self) -> list[K]:
+        """Keys held, oldest (or least recently used) first; expired ones included."""
+        return list(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)

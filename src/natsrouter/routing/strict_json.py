@@ -1,0 +1,155 @@
+"""Standard JSON only, in and out: what every door of the Router parses and emits with.
+
+Python's ``json`` accepts ``NaN``, ``Infinity`` and integers of any size, and writes ``NaN``
+back out, which is not JSON: one worker result with ``"cost": NaN`` would have made every
+later decide answer, assignment and usage event unreadable to a standard parser. ``loads``
+refuses, with the field named:
+
+- ``NaN``, ``Infinity``, ``-Infinity``, and numbers a float cannot hold (``1e400``);
+- integers outside what 64 bits hold (below -2**63 or above 2**64-1), refused from their
+  digits, before Python turns thousands of digits into an int;
+- documents nested deeper than ``MAX_DEPTH`` arrays or objects (the Router re-serialises
+  ``metadata`` and ``payload``; a bounded depth keeps every later step far from the
+  interpreter's recursion limit).
+
+``dumps`` is compact and refuses a non-finite float rather than write it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+MAX_DEPTH = 64
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+# Digits (and sign) of the longest integer in range: -9223372036854775808.
+_MAX_INT_CHARS = 20
+
+
+class StrictJsonError(Exception):
+    """Not standard JSON, or outside the bounds above; ``field`` names where, when known."""
+
+    def __init__(self, message: str, field: str = "(document)") -> None:
+        super().__init__(f"{field}: {message}")
+        self.message = message
+        self.field = field
+
+
+class _Bad:
+    """Stands for a refused number while looking for where it is."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _constant(name: str) -> Any:
+    raise StrictJsonError(f"{name} is not a JSON number")
+
+
+def _int(text: str) -> int:
+    value = int(text) if len(text) <= _MAX_INT_CHARS else None
+    if value is None or not INT_MIN <= value <= INT_MAX:
+        raise StrictJsonError("integer out of the 64-bit range")
+    return value
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise StrictJsonError("number too large for a float")
+    return value
+
+
+def _mark_int(text: str) -> Any:
+    try:
+        return _int(text)
+    except StrictJsonError as err:
+        return _Bad(err.message)
+
+
+def _mark_float(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _Bad("number too large for a float")
+
+
+def _path(prefix: str, key: str | int) -> str:
+    return f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}".lstrip(".")
+
+
+def _find_bad(document: Any) -> tuple[str, str]:
+    """(field, why) of the first refused number in a leniently parsed document."""
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, _Bad):
+            return where or "(document)", value.why
+        if isinstance(value, dict):
+            stack.extend((_path(where, k), v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((_path(where, i), v) for i, v in reversed(list(enumerate(value))))
+    return "(document)", "not standard JSON"
+
+
+def _locate(text: str) -> StrictJsonError:
+    """Parse again, marking instead of refusing, to name the field of the refused number."""
+    try:
+        document = json.loads(
+            text,
+            parse_constant=lambda name: _Bad(f"{name} is not a JSON number"),
+            parse_int=_mark_int,
+            parse_float=_mark_float,
+        )
+    except (ValueError, RecursionError):
+        return StrictJsonError("not standard JSON")
+    field, why = _find_bad(document)
+    return StrictJsonError(why, field)
+
+
+def _depth(document: Any) -> int:
+    deepest = 0
+    stack: list[tuple[int, Any]] = [(1, document)]
+    while stack:
+        level, value = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((level + 1, child) for child in children)
+    return deepest
+
+
+# Built once: json.loads with hooks builds a decoder and its scanner on every call (~4 µs).
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_int=_int, parse_float=_float)
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse standard JSON within the bounds above; raises only ``StrictJsonError``."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise StrictJsonError("not UTF-8") from None
+    try:
+        document = _DECODER.decode(text)
+    except StrictJsonError:
+        raise _locate(text) from None
+    except RecursionError:
+        raise StrictJsonError(f"nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # JSONDecodeError, and anything else the scanner refuses
+        raise StrictJsonError("not valid JSON") from None
+    # Counting brackets runs at C speed; only a document with enough of them is walked.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(document) > MAX_DEPTH:
+        raise StrictJsonError(f"nested deeper than {MAX_DEPTH} levels")
+    return document
+
+
+def dumps(document: Mapping[str, Any]) -> bytes:
+    """Compact standard JSON; raises ``ValueError`` on NaN or an infinity."""
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()

@@ -1,0 +1,103 @@
+"""Idempotent decide: the same (tenant_id, request_id) within the TTL gets the same answer.
+
+A client that retries after a timeout must not create a second job or a second bill. So
+each decided request is remembered for ``idempotency_ttl_seconds``, keyed by
+``(tenant_id, request_id)`` (two tenants may use the same ``request_id``): a repeat gets the
+same decision and the same ``assignment_id``, and its assignment is pushed at most once more,
+only when the first push was not sent nor kept (``failed``, ``dropped``, ...), under the same
+``Nats-Msg-Id``, so the stream stores it once. Copies that arrive while the first is being
+decided wait for it. A repeat that asks for something else (another task, policy,
+constraints, metadata or subject) is refused: reusing a request id is a client bug.
+
+Per process and bounded in entries and bytes (``routing.bounded``); across Router
+processes the assignment stream's duplicate window deduplicates only a replayed
+``Nats-Msg-Id``, not a new decision (docs/router.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from natsrouter.routing.bounded import BoundedCache, text_size
+from natsrouter.routing.decider import Decision
+from natsrouter.routing.messages import DecideRequest
+from natsrouter.service.assignments import Pushed
+
+MAX_ENTRIES = 1_000_000
+MAX_BYTES = 256 * 1024 * 1024
+# Estimated bytes of a Decision, of a Pushed with its Result, and of the parsed request per
+# byte of its JSON (Python objects take several times their text).
+_DECISION_BYTES = 600
+_PUSHED_BYTES = 500
+_PARSED_PER_BYTE = 4
+
+Key = tuple[str, str]
+
+
+def asked(request: DecideRequest) -> tuple[Any, ...]:
+    """What a repeat must ask for again (the trace id and push flag may differ).
+
+    Kept by reference and compared on a repeat: no hashing on the hot path. Its size is
+    counted as a multiple of the request's bytes.
+    """
+    return (
+        request.policy_id,
+        request.task,
+        request.constraints,
+        request.metadata,
+        request.assignment_subject,
+    )
+
+
+@dataclass
+class Remembered:
+    asked: tuple[Any, ...]
+    decision: Decision
+    #: The request's size in bytes, for the memory's byte bound.
+    request_bytes: int = 0
+    pushed: Pushed | None = None
+
+
+class DecideMemory:
+    def __init__(
+        self,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = MAX_ENTRIES,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        self._ttl = ttl_seconds
+        self._cache: BoundedCache[Key, Remembered] = BoundedCache(max_entries, max_bytes, clock)
+        self._busy: dict[Key, asyncio.Future[None]] = {}
+
+    async def wait_turn(self, key: Key) -> None:
+        """Wait while another copy of this request is being decided."""
+        while (busy := self._busy.get(key)) is not None:
+            await asyncio.shield(busy)
+
+    def get(self, key: Key) -> Remembered | None:
+        return self._cache.get(key)
+
+    def begin(self, key: Key) -> None:
+        self._busy[key] = asyncio.get_running_loop().create_future()
+
+    def end(self, key: Key) -> None:
+        busy = self._busy.pop(key, None)
+        if busy is not None and not busy.done():
+            busy.set_result(None)
+
+    def remember(self, key: Key, entry: Remembered) -> None:
+        size = (
+            text_size(*key)
+            + _DECISION_BYTES
+            + _PARSED_PER_BYTE * entry.request_bytes
+            + (_PUSHED_BYTES if entry.pushed else 0)
+        )
+        self._cache.put(key, entry, self._ttl, size)
+
+    def __len__(self) -> int:
+        return len(self._cache)

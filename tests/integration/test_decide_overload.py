@@ -1,0 +1,104 @@
+"""Overload is answered, not dropped; a graceful stop answers every request it received."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+
+from natsrouter.embedded import NatsServer
+from natsrouter.errors import Reason
+from natsrouter.link.faults import Fault, FaultTarget
+from tests.conftest import RouterFactory
+from tests.helpers.observe import codes, rmetric
+from tests.helpers.waiting import wait_for
+from tests.integration.test_router_decide import decide_request, nats_decide
+
+pytestmark = pytest.mark.integration
+SUBJECT = "beamline.router.v1.decide"
+
+
+def body(request_id: str, push: bool = False) -> bytes:
+    return json.dumps(decide_request(request_id=request_id, push_assignment=push)).encode()
+
+
+async def test_beyond_decide_max_in_flight_a_decide_is_answered_overloaded_at_once(
+    nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
+) -> None:
+    """Two slow decides hold both slots: the third gets overloaded over NATS and HTTP 503."""
+    router = await make_router(
+        [nats_server.url], decide_max_in_flight=2, nats_fault_injection_enabled=True
+    )
+    assert await router.link.wait_connected(5)
+    router.link.inject(FaultTarget.PUBLISH_WITH_ACK, Fault.delay(1500))
+    slow = [
+        asyncio.create_task(nats_decide(nats_server.url, body(f"slow-{i}", True))) for i in (1, 2)
+    ]
+    await wait_for(lambda: router.decide.in_flight == 2, 5, "two decides in flight")
+    answer = await nats_decide(nats_server.url, body("third"))
+    assert answer["error"]["code"] == "overloaded"
+    assert answer["context"]["request_id"] is None
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{router.http.port}/v1/decide", data=body("fourth")) as resp,
+    ):
+        assert (resp.status, resp.headers["Retry-After"]) == (503, "1")
+        assert (await resp.json())["error"]["code"] == "overloaded"
+    assert all(not t.done() for t in slow)
+    assert [a["ok"] for a in await asyncio.gather(*slow)] == [True, True]
+    assert rmetric(router, "router_decide_total", outcome="overloaded") == 2
+    assert codes(logs).count("ROUTER_DECIDE_OVERLOADED") == 1  # rate-limited
+
+
+async def test_a_graceful_stop_answers_every_request_already_received(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """300 requests published, then stop: each one gets its answer (none dropped in buffers)."""
+    # A subject of its own: a stray Router of another test that reconnects to a reused port
+    # would share the default queue group and take some of the requests.
+    subject = f"drain.{uuid.uuid4().hex}.decide"
+    router = await make_router([nats_server.url], decide_subject=subject)
+    assert await router.link.wait_connected(5)
+    nc = await nats.connect(nats_server.url)
+    try:
+        inbox = nc.new_inbox()
+        answers: list[dict[str, Any]] = []
+
+        async def collect(msg: Any) -> None:
+            answers.append(json.loads(msg.data))
+
+        await nc.subscribe(inbox + ".*", cb=collect)
+        for i in range(300):
+            await nc.publish(subject, body(f"r-{i}"), reply=f"{inbox}.{i}")
+        await nc.flush()
+        await router.stop()
+        await wait_for(lambda: len(answers) == 300, 5, "every answer")
+    finally:
+        await nc.close()
+    assert {a["ok"] for a in answers} == {True}
+    assert rmetric(router, "router_decide_total", outcome="ok") == 300
+
+
+async def test_a_decide_whose_answer_was_not_published_is_counted_reply_failed(
+    nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
+) -> None:
+    """The answer's publish fails: outcome reply_failed (not ok), ROUTER_DECIDE_REPLY_FAILED."""
+    router = await make_router([nats_server.url], nats_fault_injection_enabled=True)
+    assert await router.link.wait_connected(5)
+    router.link.inject(FaultTarget.PUBLISH, Fault.error(Reason.SERVER_ERROR))
+    nc = await nats.connect(nats_server.url)
+    try:
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.request(SUBJECT, body("lost"), timeout=0.5)
+    finally:
+        await nc.close()
+    await wait_for(
+        lambda: rmetric(router, "router_decide_total", outcome="reply_failed") == 1, 5, "count"
+    )
+    assert rmetric(router, "router_decide_total", outcome="ok") == 0
+    assert "ROUTER_DECIDE_REPLY_FAILED" in codes(logs)

@@ -1,0 +1,135 @@
+"""Idempotent decide and tenant-scoped keys, against a real nats-server (streams read back)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from natsrouter.embedded import NatsServer
+from tests.conftest import TWO_PROVIDERS, RouterFactory, write_policy
+from tests.helpers.jetstream import create_stream, stored_messages
+from tests.helpers.observe import rmetric
+from tests.helpers.waiting import wait_for
+from tests.helpers.worker import FakeWorker
+from tests.integration.test_router_decide import decide_request, http_decide, nats_decide
+
+pytestmark = pytest.mark.integration
+
+
+def push(**overrides: object) -> bytes:
+    return json.dumps(decide_request(push_assignment=True, **overrides)).encode()
+
+
+async def test_a_repeated_decide_gets_the_same_answer_and_one_stored_assignment(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """Three sends (NATS, HTTP, NATS) of one request: one decision, one assignment stored."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    first = await nats_decide(nats_server.url, push())
+    status, second = await http_decide(router.http.port, push(trace_id="retry-trace"))
+    third = await nats_decide(nats_server.url, push())
+    assert status == 200
+    assert first["decision"] == second["decision"] == third["decision"]
+    assert second["context"] == {"request_id": "req-1", "trace_id": "retry-trace"}
+    stored = await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [first["decision"]["assignment_id"]]
+    assert rmetric(router, "router_assignments_total", outcome="sent") == 1
+    assert rmetric(router, "router_decide_replayed_total") == 2
+    assert rmetric(router, "router_decide_total", outcome="ok") == 3
+
+
+async def test_concurrent_copies_of_one_decide_push_one_assignment(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """Ten copies in flight at once: the first decides, the others wait and get its answer."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    answers = await asyncio.gather(*(nats_decide(nats_server.url, push()) for _ in range(10)))
+    assert len({a["decision"]["assignment_id"] for a in answers}) == 1
+    assert len(await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")) == 1
+
+
+async def test_the_same_request_id_with_a_different_request_is_refused(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """A request_id reused for another task within the TTL: invalid_request naming it."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    await nats_decide(nats_server.url, push())
+    other = push(task={"type": "image", "payload": {}})
+    status, answer = await http_decide(router.http.port, other)
+    assert (status, answer["error"]["details"]) == (400, {"field": "request_id"})
+    assert len(await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")) == 1
+
+
+async def test_two_tenants_with_the_same_request_id_are_both_decided_and_billed(
+    nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path
+) -> None:
+    """acme and globex both send req-1: two assignments, two results, two usage events."""
+    write_policy(policies_dir, "globex", "default", TWO_PROVIDERS)
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    acme = await nats_decide(nats_server.url, push())
+    globex = await nats_decide(nats_server.url, push(tenant_id="globex"))
+    assert acme["decision"]["assignment_id"] != globex["decision"]["assignment_id"]
+    assert len(await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")) == 2
+    worker = await FakeWorker.connect(nats_server.url)
+    try:
+        for tenant in ("acme", "globex"):
+            # Results keyed by request_id only: the ids collide across tenants.
+            body = {"request_id": "req-1", "status": "success", "provider_id": "a"}
+            body["tenant_id"] = tenant
+            await worker.publish_raw("caf.exec.result.v1", json.dumps(body).encode())
+    finally:
+        await worker.close()
+    await wait_for(lambda: rmetric(router, "router_results_total", status="success") == 2, 10)
+    usage = await stored_messages(nats_server.url, "ROUTER_USAGE")
+    assert sorted(json.loads(m.data)["tenant_id"] for m in usage) == ["acme", "globex"]
+    assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == [
+        "usage-4:acme:req-1",
+        "usage-6:globex:req-1",
+    ]
+    assert rmetric(router, "router_results_duplicate_total") == 0
+
+
+async def test_sticky_sessions_are_scoped_by_tenant(
+    nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path
+) -> None:
+    """The same session_id under two tenants is two sessions."""
+    sticky = {**TWO_PROVIDERS, "sticky": {"enabled": True}}
+    write_policy(policies_dir, "acme", "default", sticky)
+    write_policy(policies_dir, "globex", "default", sticky)
+    router = await make_router([nats_server.url])
+    for tenant in ("acme", "globex"):
+        body = decide_request(tenant_id=tenant, metadata={"session_id": "s-1"})
+        status, _ = await http_decide(router.http.port, json.dumps(body).encode())
+        assert status == 200
+    assert sorted(router.decider.sticky.keys()) == [
+        ("acme", "default", "s-1"),
+        ("globex", "default", "s-1"),
+    ]
+
+
+async def test_a_repeat_pushes_again_an_assignment_that_was_not_stored_under_the_same_id(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """First push fails (no stream); the retry after the stream exists stores it, same id."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    body = push(assignment_subject="caf.exec.assign.v1.gpu")
+    first = await nats_decide(nats_server.url, body)
+    assert first["assignment"]["outcome"] == "failed"
+    await create_stream(nats_server.url, "GPU", ["caf.exec.assign.v1.gpu"])
+    second = await nats_decide(nats_server.url, body)
+    third = await nats_decide(nats_server.url, body)
+    assignment_id = first["decision"]["assignment_id"]
+    assert [a["assignment"]["outcome"] for a in (second, third)] == ["sent", "sent"]
+    assert {second["decision"]["assignment_id"], third["decision"]["assignment_id"]} == {
+        assignment_id
+    }
+    stored = await stored_messages(nats_server.url, "GPU")
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [assignment_id]

@@ -1,0 +1,136 @@
+"""Strict JSON at every door: NaN, infinities, huge integers and deep nesting are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from natsrouter.routing.health import ProviderHealth
+from natsrouter.routing.messages import ErrorCode, RequestError, parse_decide_request
+from natsrouter.routing.policy import PolicyError, load_policy_file
+from natsrouter.routing.strict_json import MAX_DEPTH, StrictJsonError, dumps, loads
+from natsrouter.routing.worker_messages import InvalidMessage, parse_exec_ack, parse_exec_result
+
+LIMIT = 1 << 20
+REQUEST = (
+    '{"version":"1","request_id":"r","tenant_id":"acme","task":{"type":"t","payload":{}},'
+    '"constraints":{"max_cost":%s}}'
+)
+RESULT = '{"assignment_id":"a","status":"success","provider_id":"p","tenant_id":"acme",%s}'
+HOSTILE_NUMBERS = ("NaN", "Infinity", "-Infinity", "1e400", "9" * 25, "9" * 5000)
+
+
+@pytest.mark.parametrize("number", HOSTILE_NUMBERS)
+def test_decide_request_with_a_hostile_number_is_invalid_request_naming_the_field(
+    number: str,
+) -> None:
+    """constraints.max_cost = NaN, Infinity, 1e400 or a huge integer: invalid_request."""
+    with pytest.raises(RequestError) as info:
+        parse_decide_request((REQUEST % number).encode(), LIMIT)
+    assert info.value.code is ErrorCode.INVALID_REQUEST
+    assert info.value.details["field"] == "constraints.max_cost"
+
+
+@pytest.mark.parametrize("number", HOSTILE_NUMBERS)
+@pytest.mark.parametrize("name", ["latency_ms", "cost", "timestamp"])
+def test_result_with_a_hostile_number_is_invalid(name: str, number: str) -> None:
+    """An ExecResult carrying NaN, Infinity or a huge number is InvalidMessage naming it."""
+    with pytest.raises(InvalidMessage) as info:
+        parse_exec_result((RESULT % f'"{name}":{number}').encode(), None, LIMIT)
+    assert info.value.field == name
+
+
+def test_ack_with_nan_anywhere_is_invalid() -> None:
+    """An ExecAssignmentAck with a NaN in an extra field is InvalidMessage."""
+    raw = b'{"assignment_id":"a","status":"accepted","tenant_id":"acme","x":[1,NaN]}'
+    with pytest.raises(InvalidMessage) as info:
+        parse_exec_ack(raw, None, LIMIT)
+    assert info.value.field == "x[1]"
+
+
+def test_deep_nesting_is_a_clear_error_at_any_depth() -> None:
+    """Past MAX_DEPTH levels (or the parser's own limit) the error says nested too deeply."""
+    for depth in (MAX_DEPTH + 1, 100_000):
+        raw = ('{"version":"1","metadata":' + "[" * depth + "]" * depth + "}").encode()
+        with pytest.raises(RequestError) as info:
+            parse_decide_request(raw, 1 << 22)
+        assert f"nested deeper than {MAX_DEPTH} levels" in info.value.message
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    """MAX_DEPTH levels, the document itself included, parse."""
+    text = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    assert loads(text) is not None
+
+
+def test_64_bit_integers_at_both_ends_are_accepted() -> None:
+    """-2**63 and 2**64-1 are numbers every 64-bit consumer can hold one way or the other."""
+    assert loads(f"[{-(2**63)},{2**64 - 1}]") == [-(2**63), 2**64 - 1]
+
+
+def test_policy_file_with_infinity_is_refused_naming_the_field(tmp_path: Path) -> None:
+    """A policy's expected_cost = Infinity never becomes a provider estimate."""
+    path = tmp_path / "acme" / "default.json"
+    path.parent.mkdir()
+    path.write_text('{"providers":[{"name":"a","weight":1,"expected_cost":Infinity}]}')
+    with pytest.raises(PolicyError) as info:
+        load_policy_file(path, tmp_path)
+    assert info.value.field == "providers[0].expected_cost"
+
+
+def test_provider_estimates_stay_finite() -> None:
+    """A non-finite latency or cost never reaches the running averages."""
+    health = ProviderHealth()
+    health.record("p", True, 10.0, 0.5)
+    health.record("p", True, float("nan"), float("inf"))
+    assert health.expected("p", None) == (10.0, 0.5)
+
+
+def test_dumps_refuses_nan_rather_than_emit_it() -> None:
+    """What the Router emits is standard JSON or nothing."""
+    with pytest.raises(ValueError):
+        dumps({"cost": float("nan")})
+    assert json.loads(dumps({"a": 1.5}), parse_constant=_refuse) == {"a": 1.5}
+
+
+def _refuse(name: str) -> Any:
+    raise AssertionError(name)
+
+
+def test_strict_json_error_is_the_only_exception() -> None:
+    """Broken text and bad UTF-8 raise StrictJsonError too."""
+    for raw in (b"\xff", b"{", b"[1,]"):
+        with pytest.raises(StrictJsonError):
+            loads(raw)
+
+
+@pytest.mark.parametrize("name", ["request_id", "tenant_id", "trace_id"])
+def test_control_characters_in_ids_that_become_headers_are_refused(name: str) -> None:
+    """A CR/LF in an id would split a NATS header line: invalid_request naming the field."""
+    document = json.loads(REQUEST % "1")
+    document[name] = "acme\r\nNats-Msg-Id: forged"
+    with pytest.raises(RequestError) as info:
+        parse_decide_request(json.dumps(document).encode(), LIMIT)
+    assert info.value.details["field"] == name
+
+
+@pytest.mark.parametrize("name", ["assignment_id", "tenant_id", "trace_id"])
+def test_control_characters_in_result_ids_are_invalid(name: str) -> None:
+    """The same in an ExecResult: InvalidMessage naming the field."""
+    document = json.loads(RESULT % '"cost":1')
+    document[name] = "x\ny"
+    with pytest.raises(InvalidMessage) as info:
+        parse_exec_result(json.dumps(document).encode(), None, LIMIT)
+    assert info.value.field == name
+
+
+def test_a_trailing_newline_alone_is_refused_too() -> None:
+    """A regex `$` matches before a final newline: the check must still see it."""
+    document = json.loads(RESULT % '"cost":1')
+    document["assignment_id"] = "\n"
+    with pytest.raises(InvalidMessage) as info:
+        parse_exec_result(json.dumps(document).encode(), None, LIMIT)
+    assert info.value.field == "assignment_id"
