@@ -30,6 +30,8 @@ FAST: dict[str, Any] = {
     "nats_reconnect_jitter": 0.2,
     "nats_ping_interval_ms": 200,
     "nats_request_timeout_ms": 1000,
+    # Needed only where a test enables fault injection (it guards /admin/faults).
+    "nats_fault_injection_token": ADMIN_TOKEN,
 }
 
 

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from natsrouter.config import Settings, redact_url
 from natsrouter.errors import LinkError
 from natsrouter.link.link import Link
+from natsrouter.link.pending import Limits, MemoryPendingQueue
 from natsrouter.observability.metrics import LinkMetrics
 
 EXIT_OK = 0
@@ -30,7 +31,16 @@ def servers_of(settings: Settings) -> tuple[str, ...]:
 async def request(settings: Settings, subject: str, body: bytes, timeout_s: float) -> int:
     """Send one request; print the reply (exit 0) or say why there is none (exit 1)."""
     servers = servers_of(settings)
-    link = Link(settings, LinkMetrics(CollectorRegistry()), servers=servers)
+    # Never the configured spool: a request is not queued, and the Router that owns the spool
+    # holds its lock.
+    pending = MemoryPendingQueue(
+        Limits(
+            settings.nats_max_pending_operations,
+            settings.nats_max_pending_bytes,
+            settings.nats_pending_overflow,
+        )
+    )
+    link = Link(settings, LinkMetrics(CollectorRegistry()), servers=servers, pending=pending)
     await link.start()
     try:
         if not await link.wait_connected(timeout_s):

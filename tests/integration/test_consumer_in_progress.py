@@ -117,7 +117,7 @@ async def test_a_held_usage_publish_keeps_its_batch_from_redelivery(
     assert rmetric(router, "router_jetstream_redelivery_total", consumer="results") == 0
     usage = await stored_messages(nats_server.url, "ROUTER_USAGE")
     assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == [
-        f"usage-{result_for(assignment(n))['assignment_id']}" for n in range(3)
+        f"usage-4:acme:{result_for(assignment(n))['assignment_id']}" for n in range(3)
     ]
     assert await stored_messages(nats_server.url, "ROUTER_DLQ") == []
 

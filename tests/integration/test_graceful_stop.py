@@ -96,7 +96,7 @@ async def test_in_flight_decides_and_results_are_finished_before_stop_returns(
     reply = await answer
     assert reply["assignment"]["outcome"] == "sent"
     usage = await stored_messages(nats_server.url, "ROUTER_USAGE")
-    assert [m.headers["Nats-Msg-Id"] for m in usage] == ["usage-a-1"]
+    assert [m.headers["Nats-Msg-Id"] for m in usage] == ["usage-4:acme:a-1"]
     assert await consumer_state(nats_server.url, "ROUTER_RESULTS", "router-results") == (0, 0)
 
 

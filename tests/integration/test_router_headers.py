@@ -92,7 +92,7 @@ async def test_usage_events_and_dead_letters_carry_no_worker_directive(
         await worker.close()
     [usage] = await stored_messages(nats_server.url, "ROUTER_USAGE")
     assert set(usage.headers) == {"trace_id", "tenant_id", "version", "traceparent", "Nats-Msg-Id"}
-    assert usage.headers["Nats-Msg-Id"] == "usage-a-1"
+    assert usage.headers["Nats-Msg-Id"] == "usage-4:acme:a-1"
     [dead] = await stored_messages(nats_server.url, "ROUTER_DLQ")
     assert dead.headers == {
         **TRACE,
