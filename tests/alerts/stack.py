@@ -95,15 +95,17 @@ def decide_http(router: RouterProcess, request_id: str) -> dict[str, Any]:
 _RANGE = re.compile(r"\[(\d+)m\]")
 
 
-def fast_rules(tmp: Path, for_: str = "2s", window_divisor: int = 0) -> Path:
-    """The shipped rules with every ``for`` set to ``for_`` and, with a divisor, every range
-    window ``[Nm]`` cut to ``[N*60/divisor s]``, so that an increase() alert resolves soon
-    after its fault is gone. The thresholds and expressions stay as shipped."""
+def fast_rules(tmp: Path, for_: str = "2s", window_divisor: int = 0, for_divisor: int = 0) -> Path:
+    """The shipped rules with every ``for`` set to ``for_`` (or, with ``for_divisor``, each
+    ``Nm`` cut to ``N*60/for_divisor`` seconds, which keeps their order) and, with
+    ``window_divisor``, every range window ``[Nm]`` cut likewise, so that an increase()
+    alert resolves soon after its fault is gone. Thresholds and expressions stay as shipped."""
     document = yaml.safe_load(RULES.read_text())
     for group in document["groups"]:
         for rule in group["rules"]:
             if "for" in rule:
-                rule["for"] = for_
+                minutes = int(str(rule["for"]).removesuffix("m"))
+                rule["for"] = f"{minutes * 60 // for_divisor}s" if for_divisor else for_
             if window_divisor:
                 rule["expr"] = _RANGE.sub(
                     lambda m: f"[{int(m.group(1)) * 60 // window_divisor}s]", rule["expr"]

@@ -1,0 +1,160 @@
+"""A real Alertmanager runs the shipped example configuration, its receivers' URLs pointed
+at a local webhook sink and its timers cut to 1/30: a real Prometheus (the shipped rules,
+``for`` and windows cut to 1/30, which keeps their order) scrapes two real Routers on one
+nats-server, X (reconnection exhausted after 3 attempts) and Y (never exhausted). Killing
+the server pages for X, tells chat about Y, and X's overlapping warnings stay silent."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from natsrouter.embedded import NatsServer
+from tests.alerts.conftest import ALERTMANAGER_EXAMPLE
+from tests.alerts.stack import fast_rules, start_router
+from tests.helpers.alertmanager import AlertmanagerServer, WebhookSink
+from tests.helpers.process import RouterProcess
+from tests.helpers.prometheus import PrometheusServer
+
+pytestmark = pytest.mark.integration
+
+DIVISOR = 30
+TIMERS = ("group_wait", "group_interval", "repeat_interval")
+UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def _shorter(duration: str) -> str:
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)", duration).groups()  # type: ignore[union-attr]
+    return f"{max(100, int(number) * UNITS_MS[unit] // DIVISOR)}ms"
+
+
+def _shorten_route(route: dict[str, Any]) -> None:
+    for key in TIMERS:
+        if key in route:
+            route[key] = _shorter(route[key])
+    for child in route.get("routes", []):
+        _shorten_route(child)
+
+
+def example_config(sink: WebhookSink) -> dict[str, Any]:
+    """The shipped example with each receiver's URL on the sink (/<receiver>), timers cut."""
+    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    for receiver in config["receivers"]:
+        for pagerduty in receiver.get("pagerduty_configs", []):
+            pagerduty["url"] = sink.url(f"/{receiver['name']}")
+        for slack in receiver.get("slack_configs", []):
+            slack["api_url"] = sink.url(f"/{receiver['name']}")
+    _shorten_route(config["route"])
+    return config
+
+
+def pager_events(sink: WebhookSink) -> list[tuple[str, str]]:
+    """(event_action, summary) of every PagerDuty event the pager receiver sent."""
+    return [(e["event_action"], e["payload"]["summary"]) for e in sink.received("/pager")]
+
+
+def chat_subjects(sink: WebhookSink) -> list[str]:
+    """The subject line (``[FIRING:1] <alertname> <instance> ...``) of every chat message."""
+    return [m["attachments"][0]["fallback"] for m in sink.received("/chat")]
+
+
+class Stack:
+    def __init__(self, tool: Callable[[str], str], tmp: Path, nats_url: str) -> None:
+        self.sink = WebhookSink()
+        self.x = start_router(tmp / "x", nats_url)
+        self.y = start_router(tmp / "y", nats_url, ROUTER_NATS_RECONNECT_ATTEMPTS="0")
+        (tmp / "am").mkdir()
+        self.alertmanager = AlertmanagerServer(
+            tool("prometheus-alertmanager"), tmp / "am", example_config(self.sink)
+        )
+        (tmp / "prom").mkdir()
+        self.prometheus = PrometheusServer(
+            tool("prometheus"),
+            tmp / "prom",
+            [self.instance(self.x), self.instance(self.y)],
+            fast_rules(tmp / "prom", for_divisor=DIVISOR, window_divisor=DIVISOR),
+            alertmanager=self.alertmanager.address,
+        )
+
+    @staticmethod
+    def instance(router: RouterProcess) -> str:
+        return f"127.0.0.1:{router.metrics_port}"
+
+    def start(self) -> None:
+        self.sink.start()
+        self.alertmanager.start()
+        self.prometheus.start()
+
+    def stop(self) -> None:
+        self.prometheus.stop()
+        self.alertmanager.stop()
+        self.sink.stop()
+        self.x.kill()
+        self.y.kill()
+
+    def held(self, name: str, router: RouterProcess) -> list[dict[str, Any]]:
+        """What Alertmanager holds of alert ``name`` for ``router``."""
+        return [
+            a
+            for a in self.alertmanager.alerts()
+            if a["labels"]["alertname"] == name and a["labels"]["instance"] == self.instance(router)
+        ]
+
+
+@pytest.fixture
+def stack(tool: Callable[[str], str], nats_server: NatsServer, tmp_path: Path) -> Iterator[Stack]:
+    built = Stack(tool, tmp_path, nats_server.url)
+    try:
+        built.start()
+        yield built
+    finally:
+        built.stop()
+
+
+def wait(condition: Callable[[], object], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.2)
+
+
+INHIBITED = ("RouterNatsNotConnected", "RouterNatsReconnectFailureRatioHigh")
+
+
+def test_critical_pages_warning_chats_and_connection_down_inhibits_its_warnings(
+    nats_server: NatsServer, stack: Stack
+) -> None:
+    """Pager gets X's ConnectionDown, chat Y's NotConnected, and X's warnings are suppressed."""
+    x, y = stack.instance(stack.x), stack.instance(stack.y)
+    prometheus = stack.prometheus
+    wait(lambda: len(prometheus.query("router_nats_connection_status == 1")) == 2, "scrapes")
+
+    nats_server.kill()
+    down = f"RouterNatsConnectionDown {x}"
+    wait(lambda: any(down in s for a, s in pager_events(stack.sink) if a == "trigger"), "a page")
+    wait(lambda: any(f"RouterNatsNotConnected {y}" in s for s in chat_subjects(stack.sink)), "chat")
+    for name in INHIBITED:
+        wait(lambda n=name: stack.held(n, stack.x), f"{name} of X in Alertmanager")
+        (held,) = stack.held(name, stack.x)
+        assert held["status"]["state"] == "suppressed", name
+        assert held["status"]["inhibitedBy"] != [], name
+    (paged,) = stack.held("RouterNatsConnectionDown", stack.x)
+    assert paged["status"]["state"] == "active"
+    assert paged["receivers"] == [{"name": "pager"}]
+    assert stack.held("RouterNatsConnectionDown", stack.y) == []  # Y keeps trying: no page
+    (chatted,) = stack.held("RouterNatsNotConnected", stack.y)
+    assert (chatted["status"]["state"], chatted["receivers"]) == ("active", [{"name": "chat"}])
+
+    nats_server.start()
+    wait(lambda: any(down in s for a, s in pager_events(stack.sink) if a == "resolve"), "resolve")
+    subjects = chat_subjects(stack.sink)
+    assert [s for s in subjects for name in INHIBITED if f"{name} {x}" in s] == []
+    assert all("RouterNatsConnectionDown" not in s for s in subjects)  # never to chat
+    assert [s for _, s in pager_events(stack.sink) if f" {y}" in s] == []  # Y never paged
