@@ -100,8 +100,10 @@ class PrometheusServer:
         assert document["status"] == "success", document
         return document["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._get("/api/v1/query", query=expr)["result"]
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """Instant query, now or ``at`` (Unix seconds)."""
+        params = {"query": expr} if at is None else {"query": expr, "time": str(at)}
+        result: list[dict[str, Any]] = self._get("/api/v1/query", **params)["result"]
         return result
 
     def query_range(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
