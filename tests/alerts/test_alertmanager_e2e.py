@@ -6,17 +6,15 @@ the server pages for X, tells chat about Y, and X's overlapping warnings stay si
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from natsrouter.embedded import NatsServer
-from tests.alerts.conftest import ALERTMANAGER_EXAMPLE
+from tests.alerts.routing import chat_subjects, example_config, pager_events
 from tests.alerts.stack import fast_rules, start_router
 from tests.helpers.alertmanager import AlertmanagerServer, WebhookSink
 from tests.helpers.process import RouterProcess
@@ -25,43 +23,6 @@ from tests.helpers.prometheus import PrometheusServer
 pytestmark = pytest.mark.integration
 
 DIVISOR = 30
-TIMERS = ("group_wait", "group_interval", "repeat_interval")
-UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-
-
-def _shorter(duration: str) -> str:
-    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)", duration).groups()  # type: ignore[union-attr]
-    return f"{max(100, int(number) * UNITS_MS[unit] // DIVISOR)}ms"
-
-
-def _shorten_route(route: dict[str, Any]) -> None:
-    for key in TIMERS:
-        if key in route:
-            route[key] = _shorter(route[key])
-    for child in route.get("routes", []):
-        _shorten_route(child)
-
-
-def example_config(sink: WebhookSink) -> dict[str, Any]:
-    """The shipped example with each receiver's URL on the sink (/<receiver>), timers cut."""
-    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
-    for receiver in config["receivers"]:
-        for pagerduty in receiver.get("pagerduty_configs", []):
-            pagerduty["url"] = sink.url(f"/{receiver['name']}")
-        for slack in receiver.get("slack_configs", []):
-            slack["api_url"] = sink.url(f"/{receiver['name']}")
-    _shorten_route(config["route"])
-    return config
-
-
-def pager_events(sink: WebhookSink) -> list[tuple[str, str]]:
-    """(event_action, summary) of every PagerDuty event the pager receiver sent."""
-    return [(e["event_action"], e["payload"]["summary"]) for e in sink.received("/pager")]
-
-
-def chat_subjects(sink: WebhookSink) -> list[str]:
-    """The subject line (``[FIRING:1] <alertname> <instance> ...``) of every chat message."""
-    return [m["attachments"][0]["fallback"] for m in sink.received("/chat")]
 
 
 class Stack:
@@ -71,7 +32,7 @@ class Stack:
         self.y = start_router(tmp / "y", nats_url, ROUTER_NATS_RECONNECT_ATTEMPTS="0")
         (tmp / "am").mkdir()
         self.alertmanager = AlertmanagerServer(
-            tool("prometheus-alertmanager"), tmp / "am", example_config(self.sink)
+            tool("prometheus-alertmanager"), tmp / "am", example_config(self.sink, DIVISOR)
         )
         (tmp / "prom").mkdir()
         self.prometheus = PrometheusServer(

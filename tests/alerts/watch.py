@@ -1,8 +1,9 @@
-"""Watching alerts of a real Prometheus from several fault scenarios at once.
+"""Watching alerts of a real Prometheus (and the Alertmanager it sends to) from several
+fault scenarios at once.
 
 Each scenario runs in its own thread against its own Routers; ``Watch`` waits for an alert
-of one instance to fire or to resolve and keeps when that happened and the labels it fired
-with, for the assertions and for build/alerts-report.md.
+of one instance to fire or to resolve and keeps when that happened, the labels it fired with
+and whether Alertmanager inhibited it, for the assertions and for build/alerts-report.md.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.helpers.alertmanager import AlertmanagerServer
 from tests.helpers.prometheus import PrometheusServer
 
 
@@ -25,6 +27,9 @@ class Record:
     labels: dict[str, str] = field(default_factory=dict)
     cleared_at: float | None = None
     resolved_at: float | None = None
+    inhibited: bool = False  # seen suppressed by an inhibit rule in Alertmanager
+    receivers: list[str] = field(default_factory=list)  # reached by a firing notification
+    receivers_during: list[str] = field(default_factory=list)  # the same, before cleared_at
 
     @property
     def to_fire_s(self) -> float | None:
@@ -41,8 +46,14 @@ class Watch:
     """Polls /api/v1/alerts every 0.2 s in a thread: an alert's firing and resolved times are
     when the poll first saw them, whichever scenario is waiting at that moment."""
 
-    def __init__(self, prometheus: PrometheusServer, timeout_s: float = 60) -> None:
+    def __init__(
+        self,
+        prometheus: PrometheusServer,
+        alertmanager: AlertmanagerServer | None = None,
+        timeout_s: float = 60,
+    ) -> None:
         self.prometheus = prometheus
+        self.alertmanager = alertmanager
         self.timeout_s = timeout_s
         self.records: dict[tuple[str, str], Record] = {}
         self._lock = threading.Lock()
@@ -62,6 +73,7 @@ class Watch:
         while not self._stop.wait(0.2):
             try:
                 active = self.prometheus.alerts()
+                held = self.alertmanager.alerts() if self.alertmanager else []
             except OSError:
                 continue
             now = time.time()
@@ -73,6 +85,10 @@ class Watch:
                     record = self.records.get(key)
                     if record and alert["state"] == "firing" and record.fired_at is None:
                         record.fired_at, record.labels = now, alert["labels"]
+                for alert in held:
+                    key = (alert["labels"]["alertname"], alert["labels"].get("instance", ""))
+                    if key in self.records and alert["status"]["inhibitedBy"]:
+                        self.records[key].inhibited = True
                 for key, record in self.records.items():
                     done = record.fired_at is not None and record.cleared_at is not None
                     if done and record.resolved_at is None and key not in keys:
@@ -112,6 +128,12 @@ class Watch:
         self._wait(
             lambda: all(r.fired_at is not None for r in records), f"{alerts} {instance} firing"
         )
+
+    def inhibited(self, alerts: list[str], instance: str) -> None:
+        """Wait until Alertmanager has suppressed each of ``alerts`` of ``instance`` (its
+        notification pipeline ran for them and an inhibit rule muted them)."""
+        records = [self.records[(alert, instance)] for alert in alerts]
+        self._wait(lambda: all(r.inhibited for r in records), f"{alerts} {instance} inhibited")
 
     def resolved(self, alerts: list[str], instance: str) -> None:
         """Wait until none of ``alerts`` of ``instance`` is active any more."""

@@ -25,7 +25,7 @@ from natsrouter.embedded import free_port
 class WebhookSink:
     def __init__(self) -> None:
         self.port = free_port()
-        self._received: list[tuple[str, dict[str, Any]]] = []
+        self._received: list[tuple[float, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -37,7 +37,7 @@ class WebhookSink:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         with self._lock:
-            self._received.append((request.path, body))
+            self._received.append((time.time(), request.path, body))
         return web.json_response({"status": "ok"})
 
     async def _start(self) -> None:
@@ -58,10 +58,11 @@ class WebhookSink:
         self._thread.join(10)
         self._loop.close()
 
-    def received(self, path: str) -> list[dict[str, Any]]:
-        """The JSON bodies POSTed to ``path``, oldest first."""
+    def received(self, path: str, before: float | None = None) -> list[dict[str, Any]]:
+        """The JSON bodies POSTed to ``path`` (before the Unix time ``before``), oldest first."""
+        limit = float("inf") if before is None else before
         with self._lock:
-            return [body for got, body in self._received if got == path]
+            return [body for at, got, body in self._received if got == path and at < limit]
 
 
 class AlertmanagerServer:
