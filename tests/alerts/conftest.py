@@ -2,8 +2,8 @@
 
 Every test here is marked ``alerts``. A missing ``promtool``, ``amtool``, ``prometheus`` or
 ``prometheus-alertmanager`` skips a test on a developer machine that could not install them
-(scripts/install-prometheus says why), and fails it where ``NATSROUTER_REQUIRE_PROMETHEUS=1`` or ``CI`` is set: CI must
-run these tests, never count them as passed without running.
+(scripts/install-prometheus says why), and fails it where ``NATSROUTER_REQUIRE_PROMETHEUS=1``
+or ``CI`` is set: CI must run these tests, never count them as passed without running.
 """
 
 from __future__ import annotations
