@@ -1,9 +1,9 @@
 """Fixtures of the alert suite: the Prometheus tools, required in CI, skipped only by hand.
 
-Every test here is marked ``alerts``. A missing ``promtool``, ``amtool`` or ``prometheus``
-skips a test on a developer machine that could not install them (scripts/install-prometheus
-says why), and fails it where ``NATSROUTER_REQUIRE_PROMETHEUS=1`` or ``CI`` is set: CI must
-run these tests, never count them as passed without running.
+Every test here is marked ``alerts``. A missing ``promtool``, ``amtool``, ``prometheus`` or
+``prometheus-alertmanager`` skips a test on a developer machine that could not install them
+(scripts/install-prometheus says why), and fails it where ``NATSROUTER_REQUIRE_PROMETHEUS=1``
+or ``CI`` is set: CI must run these tests, never count them as passed without running.
 """
 
 from __future__ import annotations

@@ -8,13 +8,27 @@ those the code primes at start; a label whose values are not primed (``provider`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
+
+METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+
+
+def kept_names() -> dict[str, tuple[str, str]]:
+    """docs/metrics.md's "Names kept from the contract": kept → (promtool's complaint, the
+    lint-clean name exported beside it). Alerts and panels use the lint-clean name."""
+    text = METRICS_DOC.read_text()
+    section = text.split("## Names kept from the contract")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `(router_[a-z_]+)` \| (.+?) \| `(router_[a-z_]+)` \|$", section, re.M)
+    return {kept: (complaint, clean) for kept, complaint, clean in rows}
+
 
 #: Labels Prometheus adds to every scraped series.
 TARGET_LABELS = frozenset({"instance", "job"})

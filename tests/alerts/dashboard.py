@@ -33,15 +33,22 @@ def panels() -> list[dict[str, Any]]:
     return [panel for panel in document()["panels"] if panel["type"] != "row"]
 
 
-def substitute(expr: str) -> str:
-    for variable, value in SUBSTITUTIONS.items():
+def substitute(expr: str, rate_interval: str = SUBSTITUTIONS["$__rate_interval"]) -> str:
+    for variable, value in {**SUBSTITUTIONS, "$__rate_interval": rate_interval}.items():
         expr = expr.replace(variable, value)
     return expr
 
 
-def queries() -> list[Query]:
+def queries(rate_interval: str = SUBSTITUTIONS["$__rate_interval"]) -> list[Query]:
+    """Every panel's queries; ``rate_interval`` stands for Grafana's ``$__rate_interval``."""
     return [
-        Query(panel["title"], target["refId"], substitute(target["expr"]))
+        Query(panel["title"], target["refId"], substitute(target["expr"], rate_interval))
         for panel in panels()
         for target in panel["targets"]
     ]
+
+
+def query(name: str, rate_interval: str = SUBSTITUTIONS["$__rate_interval"]) -> str:
+    """The expression of the query ``"<panel title> [<refId>]"``."""
+    (found,) = [q.expr for q in queries(rate_interval) if q.name == name]
+    return found

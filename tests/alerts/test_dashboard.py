@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from natsrouter.observability.verify import expected_families
-from tests.alerts.contract import contract
+from tests.alerts.contract import contract, kept_names
 from tests.alerts.dashboard import document, panels, queries
 from tests.alerts.promql import problems, series
 
@@ -90,10 +90,14 @@ def _family(name: str) -> str:
 
 
 def test_every_exported_metric_has_a_panel() -> None:
+    """Every exported family is on a panel, a kept contract name through its lint-clean twin."""
     shown = {_family(name) for query in queries() for name in series(query.expr)}
     exported = {_family(name) for name in contract().labels}
     assert exported == set(expected_families())  # the same families verify-metrics checks
-    assert sorted(exported - shown) == []
+    kept = kept_names()
+    assert sorted(exported - shown - set(kept)) == []
+    assert {clean for _, clean in kept.values()} <= shown
+    assert not set(kept) & shown  # panels use the lint-clean name
 
 
 def test_the_panels_the_issue_asks_for() -> None:

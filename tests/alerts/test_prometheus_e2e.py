@@ -1,6 +1,8 @@
 """A real Prometheus scrapes a real ``natsrouter run`` every second with the shipped rules
-(``for`` shortened): killing nats-server fires RouterNatsConnectionDown, restarting it
-resolves the alert, and every dashboard query returns data from what was scraped."""
+(``for`` shortened) over a scripted window: traffic while connected, nats-server killed, three
+assignments queued, nats-server restarted and the three replayed. RouterNatsConnectionDown
+fires and resolves, every dashboard query returns data, and the panels show the values the
+script knows."""
 
 from __future__ import annotations
 
@@ -8,59 +10,33 @@ import asyncio
 import json
 import math
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
-import yaml
 
 from natsrouter.embedded import NatsServer
-from tests.alerts.conftest import RULES
-from tests.alerts.dashboard import queries
+from tests.alerts.dashboard import queries, query
+from tests.alerts.stack import decide_body, decide_http, fast_rules, start_router
 from tests.helpers.process import RouterProcess
 from tests.helpers.prometheus import PrometheusServer
 from tests.helpers.worker import FakeWorker
 
 pytestmark = pytest.mark.integration
 
-# Exhaustion within a second of the kill (status 0), reconnection within a second of the restart.
-ROUTER_ENV = {
-    "ROUTER_NATS_CONNECT_TIMEOUT_MS": "500",
-    "ROUTER_NATS_RECONNECT_DELAY_MS": "50",
-    "ROUTER_NATS_MAX_RECONNECT_DELAY_MS": "300",
-    "ROUTER_NATS_RECONNECT_ATTEMPTS": "3",
-    "ROUTER_NATS_PING_INTERVAL_MS": "500",
-    "ROUTER_NATS_REQUEST_TIMEOUT_MS": "1000",
-}
-POLICY = {
-    "providers": [{"name": "p1", "weight": 60}, {"name": "p2", "weight": 40}],
-    "circuit_breaker": {"enabled": True, "failure_threshold": 3},
-}
 FOR = "2s"  # every `for` of the shipped rules, shortened
-
-
-def shortened_rules(tmp: Path) -> Path:
-    document = yaml.safe_load(RULES.read_text())
-    for group in document["groups"]:
-        for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = FOR
-    path = tmp / "rules.yml"
-    path.write_text(yaml.safe_dump(document))
-    return path
+#: Grafana's $__rate_interval for the truth checks: longer than the whole window, so that
+#: increase() at the last scrape is exactly last - first (every counter starts at 0).
+WHOLE = "5m"
+WHOLE_S = 300
 
 
 @pytest.fixture
 def router(nats_server: NatsServer, tmp_path: Path) -> Iterator[RouterProcess]:
-    policy = tmp_path / "router" / "policies" / "acme" / "default.json"
-    policy.parent.mkdir(parents=True)
-    policy.write_text(json.dumps(POLICY))
-    process = RouterProcess({"ROUTER_NATS_URL": nats_server.url, **ROUTER_ENV}, policy.parents[2])
+    process = start_router(tmp_path / "router", nats_server.url)
     try:
-        process.wait(process.ready, what="router ready")
         yield process
     finally:
         process.kill()
@@ -73,31 +49,13 @@ def prometheus(
     home = tmp_path / "prometheus"
     home.mkdir()
     server = PrometheusServer(
-        tool("prometheus"), home, [f"127.0.0.1:{router.metrics_port}"], shortened_rules(home)
+        tool("prometheus"), home, [f"127.0.0.1:{router.metrics_port}"], fast_rules(home, FOR)
     )
     server.start()
     try:
         yield server
     finally:
         server.stop()
-
-
-def decide_request(request_id: str) -> bytes:
-    body = {
-        "version": "1",
-        "request_id": request_id,
-        "tenant_id": "acme",
-        "task": {"type": "text", "payload": {}},
-        "push_assignment": True,
-    }
-    return json.dumps(body).encode()
-
-
-def decide_http(router: RouterProcess, n: int) -> dict[str, Any]:
-    request = urllib.request.Request(router.decide_url, data=decide_request(f"http-{n}"))
-    with urllib.request.urlopen(request, timeout=5) as resp:
-        answer: dict[str, Any] = json.loads(resp.read())
-    return answer
 
 
 async def traffic(url: str, router: RouterProcess) -> None:
@@ -107,10 +65,10 @@ async def traffic(url: str, router: RouterProcess) -> None:
     worker = FakeWorker(nc, "caf.exec.assign.v1", "caf.exec.assign.v1.ack", "caf.exec.result.v1")
     try:
         for n in range(3):
-            reply = await nc.request("beamline.router.v1.decide", decide_request(f"nats-{n}"), 5)
+            reply = await nc.request("beamline.router.v1.decide", decide_body(f"nats-{n}"), 5)
             assert json.loads(reply.data)["ok"] is True, reply.data
         for n in range(3):
-            assert (await asyncio.to_thread(decide_http, router, n))["ok"] is True
+            assert (await asyncio.to_thread(decide_http, router, f"http-{n}"))["ok"] is True
         for assignment, _ in await worker.assignments(6):
             await worker.ack(assignment)
             await worker.result(assignment)
@@ -131,9 +89,10 @@ def has_number(series: list[dict[str, Any]]) -> bool:
     return any(not math.isnan(float(v)) for s in series for _, v in s["values"])
 
 
-def test_connection_down_fires_and_resolves_and_every_panel_has_data(
+def test_connection_down_fires_and_resolves_and_the_panels_show_the_scripted_values(
     nats_server: NatsServer, router: RouterProcess, prometheus: PrometheusServer
 ) -> None:
+    """Over connected -> killed -> restarted, the panels return what the script did."""
     started = time.time()
     # A scrape before the traffic, so that rate() sees it happen.
     prometheus.wait(lambda: prometheus.query("router_nats_connection_status == 1"), 15, "a scrape")
@@ -151,7 +110,7 @@ def test_connection_down_fires_and_resolves_and_every_panel_has_data(
 
     nats_server.kill()
     router.wait(lambda: router.metric("router_nats_connection_status") == 0, what="exhausted")
-    queued = [decide_http(router, n)["assignment"]["outcome"] for n in range(10, 13)]
+    queued = [decide_http(router, f"q{n}")["assignment"]["outcome"] for n in range(3)]
     assert queued == ["queued"] * 3
     prometheus.wait(lambda: firing(prometheus, "RouterNatsConnectionDown"), 30, "the alert to fire")
     (alert,) = firing(prometheus, "RouterNatsConnectionDown")
@@ -184,7 +143,9 @@ def test_connection_down_fires_and_resolves_and_every_panel_has_data(
         15,
         "the replay scraped",
     )
-    time.sleep(2)  # two more scrapes after the replay: every rate() has two points past it
+    replayed_at = last_scrape(prometheus)
+    # Two more scrapes after the replay: every rate() has two points past it.
+    prometheus.wait(lambda: last_scrape(prometheus) >= replayed_at + 2, 15, "two more scrapes")
 
     end = time.time()
     empty = [
@@ -193,3 +154,75 @@ def test_connection_down_fires_and_resolves_and_every_panel_has_data(
         if not has_number(prometheus.query_range(query.expr, started, end))
     ]
     assert empty == []
+
+    status = over_time(prometheus, "Connection status over time [A]", started, end)
+    assert [v for v in collapse(status) if v != 0.5] == [1, 0, 1]  # 0.5: reconnecting
+    pending = over_time(prometheus, "Pending operations [A]", started, end)
+    assert (max(pending), pending[-1]) == (3, 0)
+
+    at = last_scrape(prometheus)
+    assert truth(prometheus, "Replay [A]", at, per_window=True) == {"": 3}
+    assert truth(prometheus, "Replay [B]", at, per_window=True) == {"": 0}
+    assert truth(prometheus, "Connection events [B]", at) == {"": 1}  # lost
+    assert truth(prometheus, "Connection events [C]", at) == {"": 1}  # restored
+    assert truth(prometheus, "Decide rate by outcome [A]", at, per_window=True) == {
+        "ok": 9,
+        "invalid_request": 0,
+        "unauthorized": 0,
+        "policy_not_found": 0,
+        "decision_failed": 0,
+        "internal": 0,
+    }
+    assert truth(prometheus, "Assignments by outcome [A]", at, per_window=True) == {
+        "sent": 6,
+        "queued": 3,
+        "dropped": 0,
+        "rejected": 0,
+        "failed_open": 0,
+        "failed": 0,
+    }
+    assert truth(prometheus, "Consumer throughput [A]", at, per_window=True) == {
+        "success": 6,
+        "error": 0,
+        "timeout": 0,
+        "cancelled": 0,
+    }
+    assert truth(prometheus, "Redeliveries and dead letters [B]", at)["results,invalid"] == 1
+
+
+def over_time(prometheus: PrometheusServer, name: str, start: float, end: float) -> list[float]:
+    """The values of the panel query ``name`` (one series) every second from start to end."""
+    (series,) = prometheus.query_range(panel(name), start, end)
+    return [float(v) for _, v in series["values"]]
+
+
+def collapse(values: list[float]) -> list[float]:
+    """A series' values with consecutive repeats folded: its sequence of states."""
+    out: list[float] = []
+    for value in values:
+        if not out or out[-1] != value:
+            out.append(value)
+    return out
+
+
+def last_scrape(prometheus: PrometheusServer) -> float:
+    (sample,) = prometheus.query("timestamp(router_nats_connection_status)")
+    return float(sample["value"][1])
+
+
+def panel(name: str) -> str:
+    return query(name, WHOLE)
+
+
+def truth(
+    prometheus: PrometheusServer, name: str, at: float, per_window: bool = False
+) -> dict[str, float]:
+    """The panel query ``name`` at the last scrape, its rate window the whole test: by the
+    values of its grouping labels (comma-joined), a rate turned into a count."""
+    factor = WHOLE_S if per_window else 1
+    return {
+        ",".join(v for k, v in sorted(s["metric"].items()) if k != "instance"): round(
+            float(s["value"][1]) * factor, 6
+        )
+        for s in prometheus.query(panel(name), at)
+    }

@@ -16,8 +16,8 @@ from tests.alerts.conftest import (
     RULE_TESTS,
     RULES,
 )
-from tests.alerts.contract import contract
-from tests.alerts.promql import problems
+from tests.alerts.contract import contract, kept_names
+from tests.alerts.promql import problems, series
 from tests.alerts.rules import alerts, unit_tests
 
 Tool = Callable[[str], str]
@@ -85,6 +85,13 @@ def test_unit_tests_fail_when_the_for_duration_is_dropped(
 def test_alerts_name_only_series_and_labels_the_router_exports() -> None:
     found = {alert.name: problems(alert.expr, contract()) for alert in alerts()}
     assert {name: issues for name, issues in found.items() if issues} == {}
+
+
+def test_alerts_use_the_lint_clean_name_not_a_kept_contract_name() -> None:
+    """No alert reads a name docs/metrics.md keeps only for the contract."""
+    used = {name for alert in alerts() for name in series(alert.expr)}
+    assert "router_nats_pending_operations" in used
+    assert used & set(kept_names()) == set()
 
 
 def test_the_contract_check_itself_catches_unknown_names() -> None:

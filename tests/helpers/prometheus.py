@@ -1,7 +1,8 @@
 """A real Prometheus server (Debian's ``prometheus``) on a free loopback port, for tests.
 
-It scrapes the given targets every second and evaluates the given rule file every second;
-``query``, ``query_range`` and ``alerts`` read its HTTP API.
+It scrapes the given targets every second and evaluates the given rule file every second,
+sending alerts to an Alertmanager when one is given; ``query``, ``query_range`` and ``alerts``
+read its HTTP API.
 """
 
 from __future__ import annotations
@@ -21,27 +22,35 @@ from natsrouter.embedded import free_port
 
 
 class PrometheusServer:
-    def __init__(self, binary: str, tmp: Path, targets: list[str], rule_file: Path) -> None:
+    def __init__(
+        self,
+        binary: str,
+        tmp: Path,
+        targets: list[str],
+        rule_file: Path,
+        alertmanager: str | None = None,
+    ) -> None:
         self.binary = binary
         self.tmp = tmp
         self.port = free_port()
         self.config = tmp / "prometheus.yml"
         self.log = tmp / "prometheus.log"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {
-                        "scrape_interval": "1s",
-                        "scrape_timeout": "900ms",
-                        "evaluation_interval": "1s",
-                    },
-                    "rule_files": [str(rule_file)],
-                    "scrape_configs": [
-                        {"job_name": "natsrouter", "static_configs": [{"targets": targets}]}
-                    ],
-                }
-            )
-        )
+        config: dict[str, Any] = {
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "900ms",
+                "evaluation_interval": "1s",
+            },
+            "rule_files": [str(rule_file)],
+            "scrape_configs": [
+                {"job_name": "natsrouter", "static_configs": [{"targets": targets}]}
+            ],
+        }
+        if alertmanager is not None:  # host:port
+            config["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]
+            }
+        self.config.write_text(yaml.safe_dump(config))
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30) -> None:
@@ -91,8 +100,10 @@ class PrometheusServer:
         assert document["status"] == "success", document
         return document["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._get("/api/v1/query", query=expr)["result"]
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """Instant query, now or ``at`` (Unix seconds)."""
+        params = {"query": expr} if at is None else {"query": expr, "time": str(at)}
+        result: list[dict[str, Any]] = self._get("/api/v1/query", **params)["result"]
         return result
 
     def query_range(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:

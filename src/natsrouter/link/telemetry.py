@@ -202,6 +202,7 @@ class LinkTelemetry:
 
     def pending_gauges(self, count: int, size_bytes: int) -> None:
         self.metrics.pending_count.set(count)
+        self.metrics.pending_operations.set(count)
         self.metrics.pending_bytes.set(size_bytes)
 
     def replay_started(self, pending_count: int) -> None:

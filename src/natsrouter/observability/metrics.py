@@ -132,7 +132,13 @@ class LinkMetrics:
             "slow_consumer_drops",
             "Inbound messages nats-py dropped: a subscription buffer was full",
         )
+        # The contract's name ends in _count, which Prometheus reserves for histograms and
+        # summaries (promtool check metrics flags it); it stays for compatibility, and the
+        # lint-clean twin below carries the same value for alerts and dashboards.
         self.pending_count = gauge("pending_operations_count", "Operations in the pending queue")
+        self.pending_operations = gauge(
+            "pending_operations", "Operations in the pending queue (lint-clean name)"
+        )
         self.pending_bytes = gauge("pending_operations_bytes", "Bytes in the pending queue")
         # The bounds as series, so an alert can say "80% full" without copying the settings.
         self.pending_limit = gauge(
