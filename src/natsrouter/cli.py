@@ -20,12 +20,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from natsrouter.api.http import HttpServer, build_app
 from natsrouter.config import Settings, load_settings
 from natsrouter.embedded import EmbeddedServerError, NatsServer
 from natsrouter.errors import ConfigError
 from natsrouter.link.link import Link
 from natsrouter.link.spool import open_pending_queue
-from natsrouter.observability.http import HttpServer, build_app
 from natsrouter.observability.logging import configure_logging, get_logger
 from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
 from natsrouter.observability.verify import fetch, verify

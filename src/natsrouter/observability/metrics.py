@@ -3,7 +3,7 @@
 The container takes its ``CollectorRegistry`` as an argument: production passes one registry
 for the process, each test builds a fresh one and reads values with ``get_sample_value``.
 Label values are bounded: ``reason`` is an ``errors.Reason``, ``operation`` a
-``link.outcome.Operation``; never a subject or an id.
+``operation.Operation``; never a subject or an id.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from natsrouter.errors import Reason
-from natsrouter.link.outcome import Operation
 from natsrouter.observability.fast import FastCollector, FastCounter, FastHistogram
+from natsrouter.operation import Operation
 
 # `*_created` series double the exposition and no alert or panel uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
