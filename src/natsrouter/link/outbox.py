@@ -1,0 +1,154 @@
+"""The outbox: publishes the link accepted but could not send yet, and their ledger.
+
+This is the accumulator half of the link's publishing (the ``Sender`` in sender.py is the
+other half, which sends and replays). It decides what happens to an operation that cannot
+go out now: kept in the bounded pending queue (memory or the SQLite spool), refused
+(fail-open, full under ``reject_new``), or dropped (full under ``drop_oldest``, spool
+error); it expires items older than ``nats_pending_operation_timeout_ms``; and it keeps the
+no-silent-loss ledger (``Accounting``) balanced for every one of those ends.
+
+It knows nothing of connections: it is unit-tested with a queue and a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from natsrouter.config import Settings
+from natsrouter.errors import LinkError, NotConnectedError, Reason
+from natsrouter.link.accounting import Accounting
+from natsrouter.link.outcome import Outcome, Result
+from natsrouter.link.pending import Admission, PendingItem, PendingOp, PendingQueue
+from natsrouter.link.spool import SpoolError
+from natsrouter.link.telemetry import LinkTelemetry
+
+
+class Outbox:
+    """The pending queue with its admission, expiry and ledger."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: PendingQueue,
+        accounting: Accounting,
+        telemetry: LinkTelemetry,
+        *,
+        wall_clock: Callable[[], float],
+        fail_open: Callable[[], bool],
+        state_name: Callable[[], str],
+    ) -> None:
+        self._settings = settings
+        self.queue = queue
+        self.accounting = accounting
+        self._t = telemetry
+        self._wall = wall_clock
+        self._fail_open = fail_open
+        self._state_name = state_name
+        metrics = telemetry.metrics
+        metrics.track_ledger(accounting.as_dict)
+        metrics.pending_limit.set(settings.nats_max_pending_operations)
+        metrics.pending_bytes_limit.set(settings.nats_max_pending_bytes)
+        if queue.count:  # a spool from an earlier process: replayed once connected
+            accounting.recovered = queue.count
+            self._t.spool_recovered(settings.nats_pending_spool_path, queue.count, queue.size_bytes)
+            self.gauges()
+
+    @property
+    def count(self) -> int:
+        return self.queue.count
+
+    def gauges(self) -> None:
+        self._t.pending_gauges(self.queue.count, self.queue.size_bytes)
+
+    # -- taking an operation in --------------------------------------------------------------
+
+    def not_sendable(self, op: PendingOp, connected: bool) -> Result:
+        """An operation that may not go out now (not connected, or behind queued items)."""
+        self.accounting.slow += 1
+        if not connected:
+            # Counted, not logged per call: the rate-limited "queued" line speaks for it.
+            self._t.failed(op.operation, NotConnectedError(), op.subject, log=False)
+        return self.hold(op, Reason.NOT_CONNECTED)
+
+    def failed(self, err: LinkError) -> Result:
+        """An operation the server refused for good, never queued (counted ``failed``)."""
+        self.accounting.failed += 1
+        return Result(Outcome.FAILED, reason=err.reason, error=err)
+
+    def hold(self, op: PendingOp, reason: Reason) -> Result:
+        """Keep an operation that could not be sent now, or refuse it (fail-open, full)."""
+        if self._fail_open():
+            self.accounting.failed_open += 1
+            self._t.fail_open(op.operation, op.subject, reason)
+            return Result(Outcome.FAILED_OPEN, reason=reason)
+        self.expire()
+        queue = self.queue
+        try:
+            pushed = queue.push(op, self._wall())
+        except SpoolError as exc:
+            self.accounting.dropped += 1
+            self._t.spool_failed("push", exc, dropped=True)
+            return Result(Outcome.DROPPED, reason=Reason.SPOOL_ERROR)
+        limits = queue.limits
+        dropped = len(pushed.evicted) + (1 if pushed.admission is Admission.DROP else 0)
+        if pushed.admission is not Admission.STORE:
+            self._t.queue_full(queue.count, limits.max_count, limits.overflow.value, dropped)
+        self.gauges()
+        self.accounting.dropped += dropped
+        if pushed.admission is Admission.REJECT:
+            self.accounting.rejected += 1
+            return Result(Outcome.REJECTED, reason=Reason.QUEUE_FULL)
+        if pushed.item is None:
+            return Result(Outcome.DROPPED, reason=Reason.QUEUE_FULL)
+        self._t.queued(op.operation, op.subject, self._state_name(), queue.count)
+        return Result(Outcome.QUEUED, pending_id=pushed.item.id, reason=reason)
+
+    def expire(self) -> None:
+        """Drop items older than ``nats_pending_operation_timeout_ms`` (when set)."""
+        timeout_ms = self._settings.nats_pending_operation_timeout_ms
+        if not timeout_ms or not self.queue.count:
+            return
+        try:
+            expired = self.queue.expire(self._wall() - timeout_ms / 1000)
+        except SpoolError as exc:
+            self._t.spool_failed("expire", exc)
+            return
+        if expired:
+            self.accounting.dropped += len(expired)
+            self._t.expired(len(expired))
+            self.gauges()
+
+    # -- ends of queued items (called by the sender) -----------------------------------------
+
+    def oldest_after(self, cursor: int) -> PendingItem | None:
+        """The next item to replay; raises ``SpoolError``."""
+        return self.queue.oldest_after(cursor)
+
+    def sent(self, item: PendingItem) -> None:
+        """A replayed item was sent: remove it (counted as sent by the success counters)."""
+        try:
+            self.queue.remove(item.id)
+        except SpoolError as exc:
+            # Sent but still in the spool: sent again later, deduplicated by its id.
+            self._t.spool_failed("remove", exc)
+        self.accounting.replayed += 1
+
+    def not_sent(self, item: PendingItem) -> None:
+        """A replayed item failed and stays queued; its attempts are recorded."""
+        try:
+            self.queue.record_failure(item.id)
+        except SpoolError:
+            return  # only the attempts column
+
+    def status(self) -> dict[str, Any]:
+        limits = self.queue.limits
+        return {
+            "spool": self._settings.nats_pending_spool_path or None,
+            "recovered": self.accounting.recovered,
+            "count": self.queue.count,
+            "bytes": self.queue.size_bytes,
+            "max_count": limits.max_count,
+            "max_bytes": limits.max_bytes,
+            "overflow": limits.overflow.value,
+        }

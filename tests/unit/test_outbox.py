@@ -1,0 +1,174 @@
+"""The outbox and its sender, with a fake transport: keep, refuse, expire, replay, retry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from natsrouter.config import build_settings
+from natsrouter.errors import OperationTimeoutError, Reason, ServerError
+from natsrouter.link import Link, Outcome
+from natsrouter.link.accounting import Accounting
+from natsrouter.link.outbox import Outbox
+from natsrouter.link.outcome import Operation
+from natsrouter.link.pending import Limits, MemoryPendingQueue, PendingOp
+from natsrouter.link.telemetry import LinkTelemetry
+from natsrouter.observability.metrics import LinkMetrics
+from tests.conftest import FAST
+from tests.helpers.fake_transport import FakeServer, FakeTransport
+from tests.helpers.observe import metric
+from tests.helpers.waiting import wait_for
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _outbox(wall: Wall, *, fail_open: bool = False, **overrides: Any) -> Outbox:
+    settings = build_settings({**FAST, **overrides})
+    limits = Limits(
+        settings.nats_max_pending_operations,
+        settings.nats_max_pending_bytes,
+        settings.nats_pending_overflow,
+    )
+    metrics = LinkMetrics(CollectorRegistry())
+    accounting = Accounting(
+        (
+            metrics.operation_total[Operation.PUBLISH],
+            metrics.operation_total[Operation.PUBLISH_WITH_ACK],
+        )
+    )
+    return Outbox(
+        settings,
+        MemoryPendingQueue(limits),
+        accounting,
+        LinkTelemetry(metrics),
+        wall_clock=wall,
+        fail_open=lambda: fail_open,
+        state_name=lambda: "reconnecting",
+    )
+
+
+def _op(n: int, subject: str = "s.x") -> PendingOp:
+    return PendingOp(Operation.PUBLISH_WITH_ACK, subject, b"%d" % n, {"Nats-Msg-Id": f"m{n}"})
+
+
+def test_an_operation_that_cannot_go_out_is_queued_and_counted() -> None:
+    """Not connected: the operation is queued with an id, the ledger balances."""
+    box = _outbox(Wall())
+    result = box.not_sendable(_op(1), connected=False)
+    assert (result.outcome, result.pending_id, result.reason) == (
+        Outcome.QUEUED,
+        1,
+        Reason.NOT_CONNECTED,
+    )
+    assert (box.count, box.accounting.accepted) == (1, 1)
+    assert box.accounting.balanced(box.count)
+
+
+def test_reject_new_refuses_past_the_limit() -> None:
+    """reject_new with room for 2: the third is rejected, counted, the ledger balances."""
+    box = _outbox(Wall(), nats_max_pending_operations=2, nats_pending_overflow="reject_new")
+    outcomes = [box.not_sendable(_op(i), connected=False).outcome for i in range(3)]
+    assert outcomes == [Outcome.QUEUED, Outcome.QUEUED, Outcome.REJECTED]
+    assert (box.accounting.rejected, box.count) == (1, 2)
+    assert box.accounting.balanced(box.count)
+
+
+def test_drop_oldest_counts_each_eviction() -> None:
+    """drop_oldest with room for 2: five pushes evict the three oldest, counted dropped."""
+    box = _outbox(Wall(), nats_max_pending_operations=2)
+    for i in range(5):
+        box.not_sendable(_op(i), connected=False)
+    kept = [box.oldest_after(0), box.oldest_after(4)]
+    assert [item.op.payload for item in kept if item] == [b"3", b"4"]
+    assert box.accounting.dropped == 3
+    assert box.accounting.balanced(box.count)
+
+
+def test_items_older_than_the_expiry_are_dropped() -> None:
+    """With a 1 s expiry, an item 1.5 s old is dropped (expired) on the next push."""
+    wall = Wall()
+    box = _outbox(wall, nats_pending_operation_timeout_ms=1000)
+    box.not_sendable(_op(1), connected=False)
+    wall.now += 1.5
+    box.not_sendable(_op(2), connected=False)
+    assert (box.count, box.accounting.dropped) == (1, 1)
+    assert box.accounting.balanced(box.count)
+
+
+def test_fail_open_keeps_nothing() -> None:
+    """In fail-open mode nothing is queued: the operation ends failed_open."""
+    box = _outbox(Wall(), fail_open=True)
+    assert box.not_sendable(_op(1), connected=False).outcome is Outcome.FAILED_OPEN
+    assert (box.count, box.accounting.failed_open) == (0, 1)
+
+
+# -- the link with a fake transport ------------------------------------------------------------
+
+LinkMaker = Callable[..., Awaitable[tuple[Link, FakeServer]]]
+
+
+@pytest.fixture
+async def fake_link() -> AsyncIterator[LinkMaker]:
+    links: list[Link] = []
+
+    async def make(start: bool = True, **overrides: Any) -> tuple[Link, FakeServer]:
+        settings = build_settings({**FAST, "nats_url": "nats://fake:4222", **overrides})
+        server = FakeServer()
+        link = Link(settings, LinkMetrics(CollectorRegistry()), transport=FakeTransport(server))
+        links.append(link)
+        if start:
+            await link.start()
+            assert await link.wait_connected(2)
+        return link, server
+
+    yield make
+    for link in links:
+        await link.close()
+
+
+async def test_publishes_accepted_before_connecting_are_replayed_in_order(
+    fake_link: LinkMaker,
+) -> None:
+    """Queued before the first connection, sent once connected, oldest first, ids kept."""
+    link, server = await fake_link(start=False)
+    for i in range(5):
+        result = await link.publish_with_ack("s.x", b"%d" % i, {"Nats-Msg-Id": f"m{i}"})
+        assert result.outcome is Outcome.QUEUED
+    await link.start()
+    await wait_for(lambda: link.pending.count == 0, 2)
+    assert server.payloads() == [b"0", b"1", b"2", b"3", b"4"]
+    assert [s.headers["Nats-Msg-Id"] for s in server.sent if s.headers] == [
+        f"m{i}" for i in range(5)
+    ]
+    assert link.accounting.balanced(0)
+
+
+async def test_an_unsettled_publish_is_retried_with_the_same_id(fake_link: LinkMaker) -> None:
+    """A timeout then a success: sent once more with the same Nats-Msg-Id, result sent."""
+    link, server = await fake_link()
+    server.fail["s.x"] = [OperationTimeoutError()]
+    result = await link.publish_with_ack("s.x", b"a")
+    assert result.outcome is Outcome.SENT
+    assert len(server.sent) == 1
+    assert server.sent[0].headers is not None and "Nats-Msg-Id" in server.sent[0].headers
+    assert metric(link, "router_nats_publish_with_ack_retries_total") == 1
+    assert link.accounting.balanced(0)
+
+
+async def test_a_refusal_ends_failed_at_once(fake_link: LinkMaker) -> None:
+    """A server error on a direct publish: failed with its reason, nothing queued."""
+    link, server = await fake_link()
+    server.refuse_subject["s.x"] = ServerError("maximum payload exceeded")
+    result = await link.publish_with_ack("s.x", b"a")
+    assert (result.outcome, result.reason) == (Outcome.FAILED, Reason.SERVER_ERROR)
+    assert (link.pending.count, link.accounting.failed) == (0, 1)
+    assert link.accounting.balanced(0)
