@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from natsrouter.errors import ConnectionClosedError, LinkError
+from natsrouter.errors import ConnectionClosedError, LinkError, OperationTimeoutError
 from natsrouter.link.outcome import PubAck
 from natsrouter.link.transport import (
     AckKind,
@@ -44,7 +44,7 @@ class FakeServer:
     fail: dict[str, list[LinkError]] = field(default_factory=dict)
     #: subject -> an error raised by every publish to it, until removed.
     refuse_subject: dict[str, LinkError] = field(default_factory=dict)
-    #: subjects whose JetStream publishes wait until the event is set.
+    #: subjects whose JetStream publishes wait until the event is set (or time out).
     hold: dict[str, asyncio.Event] = field(default_factory=dict)
     #: subject -> stream name, for find_stream.
     streams: dict[str, str] = field(default_factory=dict)
@@ -122,7 +122,10 @@ class FakeConnection:
         self._check()
         gate = self._server.hold.get(subject)
         if gate is not None:
-            await gate.wait()
+            try:
+                await asyncio.wait_for(gate.wait(), timeout_s)
+            except TimeoutError:
+                raise OperationTimeoutError(f"no PubAck for {subject}") from None
         err = self._server.error_for(subject)
         if err is not None:
             raise err

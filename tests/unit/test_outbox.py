@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -12,6 +14,8 @@ from natsrouter.config import build_settings
 from natsrouter.errors import OperationTimeoutError, Reason, ServerError
 from natsrouter.link import Link, Outcome
 from natsrouter.link.accounting import Accounting
+from natsrouter.link.backoff import BackoffPolicy
+from natsrouter.link.destinations import Destinations
 from natsrouter.link.outbox import Outbox
 from natsrouter.link.outcome import Operation
 from natsrouter.link.pending import Limits, MemoryPendingQueue, PendingOp
@@ -53,6 +57,7 @@ def _outbox(wall: Wall, *, fail_open: bool = False, **overrides: Any) -> Outbox:
         wall_clock=wall,
         fail_open=lambda: fail_open,
         state_name=lambda: "reconnecting",
+        destinations=Destinations(BackoffPolicy(50, 200, 0.0), random.Random(0), wall, print),
     )
 
 
@@ -87,8 +92,8 @@ def test_drop_oldest_counts_each_eviction() -> None:
     box = _outbox(Wall(), nats_max_pending_operations=2)
     for i in range(5):
         box.not_sendable(_op(i), connected=False)
-    kept = [box.oldest_after(0), box.oldest_after(4)]
-    assert [item.op.payload for item in kept if item] == [b"3", b"4"]
+    assert [item.op.payload for item in box.batch_after(0, 10)] == [b"3", b"4"]
+    assert box.held == {"s.x": 2}
     assert box.accounting.dropped == 3
     assert box.accounting.balanced(box.count)
 
@@ -171,4 +176,26 @@ async def test_a_refusal_ends_failed_at_once(fake_link: LinkMaker) -> None:
     result = await link.publish_with_ack("s.x", b"a")
     assert (result.outcome, result.reason) == (Outcome.FAILED, Reason.SERVER_ERROR)
     assert (link.pending.count, link.accounting.failed) == (0, 1)
+    assert link.accounting.balanced(0)
+
+
+async def test_a_slow_subject_holds_only_its_own_items(fake_link: LinkMaker) -> None:
+    """One subject times out: the others' queued items and new publishes go out meanwhile."""
+    link, server = await fake_link(start=False, nats_request_timeout_ms=300)
+    server.hold["slow.x"] = asyncio.Event()  # its PubAcks never come until set
+    for i in range(3):
+        await link.publish_with_ack("slow.x", b"s%d" % i)
+        await link.publish_with_ack("fast.x", b"f%d" % i)
+    await link.start()
+    await wait_for(lambda: server.payloads("fast.x") == [b"f0", b"f1", b"f2"], 2)
+    assert link.pending.count == 3  # the slow ones, still queued
+    fresh = await link.publish_with_ack("other.x", b"o")
+    behind = await link.publish_with_ack("slow.x", b"s3")
+    assert (fresh.outcome, behind.outcome) == (Outcome.SENT, Outcome.QUEUED)
+    await wait_for(lambda: "slow.x" in link.status()["pending"]["blocked"], 2)
+    assert metric(link, "router_nats_blocked_destinations") == 1
+    server.hold["slow.x"].set()
+    await wait_for(lambda: link.pending.count == 0, 5)
+    assert server.payloads("slow.x") == [b"s0", b"s1", b"s2", b"s3"]
+    assert metric(link, "router_nats_blocked_destinations") == 0
     assert link.accounting.balanced(0)

@@ -7,17 +7,23 @@ go out now: kept in the bounded pending queue (memory or the SQLite spool), refu
 error); it expires items older than ``nats_pending_operation_timeout_ms``; and it keeps the
 no-silent-loss ledger (``Accounting``) balanced for every one of those ends.
 
+Order is kept per subject: ``held`` counts the queued items of each subject, and a new
+publish to a subject that has items queued goes behind them (the link checks ``held``
+before sending directly); publishes to other subjects go straight out. ``destinations``
+says which subjects wait out their own backoff after failing.
+
 It knows nothing of connections: it is unit-tested with a queue and a clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from natsrouter.config import Settings
 from natsrouter.errors import LinkError, NotConnectedError, Reason
 from natsrouter.link.accounting import Accounting
+from natsrouter.link.destinations import Destinations
 from natsrouter.link.outcome import Outcome, Result
 from natsrouter.link.pending import Admission, PendingItem, PendingOp, PendingQueue
 from natsrouter.link.spool import SpoolError
@@ -37,6 +43,8 @@ class Outbox:
         wall_clock: Callable[[], float],
         fail_open: Callable[[], bool],
         state_name: Callable[[], str],
+        destinations: Destinations,
+        on_push: Callable[[str], None] = lambda _subject: None,
     ) -> None:
         self._settings = settings
         self.queue = queue
@@ -45,6 +53,12 @@ class Outbox:
         self._wall = wall_clock
         self._fail_open = fail_open
         self._state_name = state_name
+        self.destinations = destinations
+        #: Called after an item was queued (wakes the sender while connected).
+        self.on_push = on_push
+        #: Queued items per subject (subjects with none are absent): the publish path reads
+        #: it to keep order per subject.
+        self.held: dict[str, int] = {}
         metrics = telemetry.metrics
         metrics.track_ledger(accounting.as_dict)
         metrics.pending_limit.set(settings.nats_max_pending_operations)
@@ -53,6 +67,10 @@ class Outbox:
             accounting.recovered = queue.count
             self._t.spool_recovered(settings.nats_pending_spool_path, queue.count, queue.size_bytes)
             self.gauges()
+            try:
+                self.held.update(queue.subject_counts())
+            except SpoolError as exc:
+                self._t.spool_failed("read", exc)
 
     @property
     def count(self) -> int:
@@ -64,11 +82,15 @@ class Outbox:
     # -- taking an operation in --------------------------------------------------------------
 
     def not_sendable(self, op: PendingOp, connected: bool) -> Result:
-        """An operation that may not go out now (not connected, or behind queued items)."""
+        """An operation that may not go out now: not connected, or behind its subject's items.
+
+        Behind its subject's items, the reason is the subject's last failure, if any.
+        """
         self.accounting.slow += 1
-        if not connected:
-            # Counted, not logged per call: the rate-limited "queued" line speaks for it.
-            self._t.failed(op.operation, NotConnectedError(), op.subject, log=False)
+        if connected:
+            return self.hold(op, self.destinations.reason(op.subject))
+        # Counted, not logged per call: the rate-limited "queued" line speaks for it.
+        self._t.failed(op.operation, NotConnectedError(), op.subject, log=False)
         return self.hold(op, Reason.NOT_CONNECTED)
 
     def failed(self, err: LinkError) -> Result:
@@ -76,10 +98,11 @@ class Outbox:
         self.accounting.failed += 1
         return Result(Outcome.FAILED, reason=err.reason, error=err)
 
-    def hold(self, op: PendingOp, reason: Reason) -> Result:
+    def hold(self, op: PendingOp, reason: Reason | None) -> Result:
         """Keep an operation that could not be sent now, or refuse it (fail-open, full)."""
         if self._fail_open():
             self.accounting.failed_open += 1
+            reason = reason or Reason.NOT_CONNECTED
             self._t.fail_open(op.operation, op.subject, reason)
             return Result(Outcome.FAILED_OPEN, reason=reason)
         self.expire()
@@ -96,13 +119,28 @@ class Outbox:
             self._t.queue_full(queue.count, limits.max_count, limits.overflow.value, dropped)
         self.gauges()
         self.accounting.dropped += dropped
+        self._forget(pushed.evicted)
         if pushed.admission is Admission.REJECT:
             self.accounting.rejected += 1
             return Result(Outcome.REJECTED, reason=Reason.QUEUE_FULL)
         if pushed.item is None:
             return Result(Outcome.DROPPED, reason=Reason.QUEUE_FULL)
+        self.held[op.subject] = self.held.get(op.subject, 0) + 1
         self._t.queued(op.operation, op.subject, self._state_name(), queue.count)
+        self.on_push(op.subject)
         return Result(Outcome.QUEUED, pending_id=pushed.item.id, reason=reason)
+
+    def _forget(self, items: Sequence[PendingItem]) -> None:
+        """Items left the queue: take them out of the per-subject counts."""
+        held = self.held
+        for item in items:
+            subject = item.op.subject
+            left = held.get(subject, 0) - 1
+            if left > 0:
+                held[subject] = left
+            else:
+                held.pop(subject, None)
+                self.destinations.healthy(subject)  # nothing of it waits any more
 
     def expire(self) -> None:
         """Drop items older than ``nats_pending_operation_timeout_ms`` (when set)."""
@@ -115,23 +153,27 @@ class Outbox:
             self._t.spool_failed("expire", exc)
             return
         if expired:
+            self._forget(expired)
             self.accounting.dropped += len(expired)
             self._t.expired(len(expired))
             self.gauges()
 
     # -- ends of queued items (called by the sender) -----------------------------------------
 
-    def oldest_after(self, cursor: int) -> PendingItem | None:
-        """The next item to replay; raises ``SpoolError``."""
-        return self.queue.oldest_after(cursor)
+    def batch_after(self, cursor: int, limit: int) -> list[PendingItem]:
+        """The next items to replay, oldest first; raises ``SpoolError``."""
+        return self.queue.batch_after(cursor, limit)
 
     def sent(self, item: PendingItem) -> None:
         """A replayed item was sent: remove it (counted as sent by the success counters)."""
         try:
-            self.queue.remove(item.id)
+            removed = self.queue.remove(item.id)
         except SpoolError as exc:
             # Sent but still in the spool: sent again later, deduplicated by its id.
             self._t.spool_failed("remove", exc)
+            removed = False
+        if removed:
+            self._forget((item,))
         self.accounting.replayed += 1
 
     def not_sent(self, item: PendingItem) -> None:
@@ -151,4 +193,5 @@ class Outbox:
             "max_count": limits.max_count,
             "max_bytes": limits.max_bytes,
             "overflow": limits.overflow.value,
+            "blocked": self.destinations.status(),
         }

@@ -95,6 +95,11 @@ class PendingQueue(Protocol):
     def size_bytes(self) -> int: ...
     def push(self, op: PendingOp, now: float) -> PushResult: ...
     def oldest_after(self, after_id: int) -> PendingItem | None: ...
+    def batch_after(self, after_id: int, limit: int) -> list[PendingItem]: ...
+    def subject_counts(self) -> dict[str, int]:
+        """How many items each subject has queued (read once, when the link starts)."""
+        ...
+
     def remove(self, item_id: int) -> bool: ...
     def record_failure(self, item_id: int) -> None: ...
     def expire(self, enqueued_before: float) -> list[PendingItem]: ...
@@ -146,6 +151,21 @@ class MemoryPendingQueue:
             if item_id > after_id:
                 return item
         return None
+
+    def batch_after(self, after_id: int, limit: int) -> list[PendingItem]:
+        batch: list[PendingItem] = []
+        for item_id, item in self._items.items():
+            if item_id > after_id:
+                batch.append(item)
+                if len(batch) >= limit:
+                    break
+        return batch
+
+    def subject_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self._items.values():
+            counts[item.op.subject] = counts.get(item.op.subject, 0) + 1
+        return counts
 
     def remove(self, item_id: int) -> bool:
         item = self._items.pop(item_id, None)

@@ -6,14 +6,17 @@ The other half of the outbox (outbox.py keeps and accounts, this module sends). 
   outbox, a refusal ends ``failed`` (``send_failed``);
 - retries an unsettled JetStream publish (timeout, a stream between leaders) with its
   ``Nats-Msg-Id`` until ``js_publish_retry_deadline_ms`` (``retry_publish``);
-- replays the pending queue oldest first on each new connection, and again now and then
-  while items remain (``start_replay``, ``maybe_replay_again``).
+- replays the pending queue while connected (``start``): oldest first, order kept per
+  subject, a subject that fails waiting out its own backoff (``destinations.py``) while the
+  others flow, JetStream items with a window of PubAcks in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from natsrouter.config import Settings
 from natsrouter.errors import LinkError, Reason
@@ -36,8 +39,14 @@ SENT = Result(Outcome.SENT)
 UNSETTLED = frozenset({Reason.TIMEOUT, Reason.NO_RESPONDERS})
 _RETRY_PAUSE_S = 0.05
 _RETRY_PAUSE_MAX_S = 1.0
-# Replay yields to the event loop after this many items, so intake keeps flowing.
+# Items read from the queue (one spool query) per batch; replay yields between batches.
 _REPLAY_BATCH = 100
+
+
+@dataclass
+class _Tally:
+    sent: int = 0
+    failed: int = 0
 
 
 class Sender:
@@ -54,7 +63,7 @@ class Sender:
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         direct: Callable[[], Connection | None],
-        replay_changed: Callable[[], None],
+        max_in_flight: int = 1,
     ) -> None:
         self._settings = settings
         self._outbox = outbox
@@ -64,18 +73,15 @@ class Sender:
         self._clock = clock
         self._wall = wall_clock
         self._direct = direct
-        self._replay_changed = replay_changed
+        self._max_in_flight = max(max_in_flight, 1)
+        self._recheck_s = settings.nats_max_reconnect_delay_ms / 1000
+        self._wake = asyncio.Event()
         self.request_timeout_s = settings.nats_request_timeout_ms / 1000
         self.retry_deadline_s = settings.js_publish_retry_deadline_ms / 1000
         metrics = telemetry.metrics
         self._pwa_total = metrics.operation_total[Operation.PUBLISH_WITH_ACK]
         self._pwa_duration = metrics.duration_of[Operation.PUBLISH_WITH_ACK]
         self.task: asyncio.Task[None] | None = None
-        self._last_replay = 0.0
-
-    @property
-    def replaying(self) -> bool:
-        return self.task is not None and not self.task.done()
 
     # -- one operation -----------------------------------------------------------------------
 
@@ -99,8 +105,15 @@ class Sender:
         if err.connection_lost and conn is session.conn:
             session.on_lost(session.generation, conn, err)
         if err.retriable:
-            return self._outbox.hold(op, err.reason)
+            return self._held_after_failure(op, err)
         return self._outbox.failed(err)
+
+    def _held_after_failure(self, op: PendingOp, err: LinkError) -> Result:
+        """Hold what failed in a way that can pass; while connected its subject backs off."""
+        result = self._outbox.hold(op, err.reason)
+        if result.outcome is Outcome.QUEUED and self._session.live() is not None:
+            self._outbox.destinations.failed(op.subject, err.reason)
+        return result
 
     async def retry_publish(
         self, op: PendingOp, err: LinkError, conn: Connection, started: float
@@ -125,7 +138,7 @@ class Sender:
             pause = min(pause * 2, _RETRY_PAUSE_MAX_S)
             current = self._direct()
             if current is None:
-                break  # lost, or a replay runs: the queue keeps the order and the id
+                break  # lost: the queue keeps the order and the id
             conn = current
             attempt += 1
             self._t.publish_retry(err, op.subject, attempt)
@@ -143,7 +156,7 @@ class Sender:
             self._pwa_total.value += 1
             return Result(Outcome.SENT, ack)
         outbox.accounting.slow += 1
-        return outbox.hold(op, err.reason)
+        return self._held_after_failure(op, err)
 
     async def stream_exists(self, conn: Connection, subject: str) -> bool:
         """True when a stream holds ``subject``, or when the server cannot say right now."""
@@ -154,66 +167,132 @@ class Sender:
 
     # -- replay ------------------------------------------------------------------------------
 
-    def start_replay(self, conn: Connection, generation: int) -> None:
-        self._outbox.expire()
-        if self._outbox.count:
-            self.task = self._tasks.own(self._replay(conn, generation), "replay")
-            self._replay_changed()
+    def start(self, conn: Connection, generation: int) -> None:
+        """Run the replay loop for a new connection (until it is lost or replaced)."""
+        self._wake.set()
+        self.task = self._tasks.own(self._run(conn, generation), "replay")
 
-    def maybe_replay_again(self, conn: Connection, generation: int) -> None:
-        """Items a replay left behind (refused by the server) are retried now and then."""
-        due = self._clock() - self._last_replay >= self._settings.nats_max_reconnect_delay_ms / 1000
-        if not self.replaying and due and self._outbox.count:
-            self.start_replay(conn, generation)
+    def wake(self, subject: str) -> None:
+        """An item was queued: replay it soon, unless its subject waits out a backoff."""
+        if not self._outbox.destinations.waiting(subject):
+            self._wake.set()
 
     def cancel(self) -> None:
-        """Stop a running replay (the connection was lost); its items stay queued."""
+        """Stop the replay (the connection was lost); its items stay queued."""
         task = self.task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _replay(self, conn: Connection, generation: int) -> None:
-        """Send pending operations oldest first; an item that fails stays queued."""
+    async def _run(self, conn: Connection, generation: int) -> None:
+        """Replay passes while this connection lasts: at once, then when woken or due."""
         outbox = self._outbox
-        self._t.replay_started(outbox.count)
-        success = failed = 0
+        first = True
+        while generation == self._session.generation:
+            self._wake.clear()
+            outbox.expire()
+            if outbox.count:
+                await self._pass(conn, generation, announce=first)
+                first = False
+            due = outbox.destinations.next_due()
+            if due is not None:
+                timeout: float | None = max(due - self._clock(), 0.0)
+            elif outbox.count:
+                timeout = self._recheck_s  # left behind without a backoff (a spool error)
+            else:
+                timeout = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _pass(self, conn: Connection, generation: int, *, announce: bool) -> None:
+        """Send the queue oldest first, skipping subjects that wait or failed in this pass.
+
+        JetStream items go out with up to ``max_in_flight`` PubAcks awaited at once (each
+        carries its ``Nats-Msg-Id``, so a resend is stored once); core items are sent inline.
+        A subject that failed before sends one item alone (a probe) before the rest.
+        """
+        outbox = self._outbox
+        dest = outbox.destinations
+        if announce:
+            self._t.replay_started(outbox.count)
+        tally = _Tally()
+        skip: set[str] = set()
+        flying: dict[str, set[asyncio.Task[None]]] = {}
+        window: set[asyncio.Task[None]] = set()
+        windows: dict[str, float | None] = {}  # duplicate window by subject, this pass
         cursor = 0
-        windows: dict[str, float | None] = {}  # duplicate window by subject, this replay
         try:
             while generation == self._session.generation:
                 try:
-                    item = outbox.oldest_after(cursor)
+                    items = outbox.batch_after(cursor, _REPLAY_BATCH)
                 except SpoolError as exc:
                     self._t.spool_failed("read", exc)
                     break
-                if item is None:
+                if not items:
                     break
-                cursor = item.id
-                if item.op.operation is Operation.PUBLISH_WITH_ACK:
+                for item in items:
+                    cursor = item.id
+                    subject = item.op.subject
+                    if subject in skip:
+                        continue
+                    if dest.waiting(subject):
+                        skip.add(subject)
+                        continue
+                    if dest.probing(subject) and flying.get(subject):
+                        await asyncio.wait(flying[subject])  # the probe goes alone
+                        if subject in skip:
+                            continue
+                    if item.op.operation is not Operation.PUBLISH_WITH_ACK:
+                        if flying.get(subject):  # order per subject: after its PubAcks
+                            await asyncio.wait(flying[subject])
+                        if subject not in skip:
+                            await self._replay_one(conn, generation, item, skip, tally)
+                        continue
                     await self._check_dedup_window(conn, item, windows)
-                try:
-                    await self.send(conn, item.op)
-                except LinkError as err:
-                    failed += 1
-                    outbox.not_sent(item)
-                    self._t.replay_item(sent=False)
-                    self._t.failed(item.op.operation, err, item.op.subject)
-                    if err.connection_lost:
-                        self._session.on_lost(generation, conn, err)
-                        break
-                    continue
-                outbox.sent(item)
-                success += 1
-                self._t.replay_item(sent=True)
-                if success % _REPLAY_BATCH == 0:
-                    outbox.gauges()
-                    await asyncio.sleep(0)
+                    while len(window) >= self._max_in_flight:
+                        await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
+                    if subject in skip or generation != self._session.generation:
+                        continue
+                    task = asyncio.ensure_future(
+                        self._replay_one(conn, generation, item, skip, tally)
+                    )
+                    window.add(task)
+                    task.add_done_callback(window.discard)
+                    on_subject = flying.setdefault(subject, set())
+                    on_subject.add(task)
+                    task.add_done_callback(on_subject.discard)
+                outbox.gauges()
+                await asyncio.sleep(0)  # intake keeps flowing between batches
+            if window:
+                await asyncio.wait(window)
         finally:
-            self.task = None
-            self._replay_changed()
-            self._last_replay = self._clock()
+            for task in window:
+                task.cancel()
             outbox.gauges()
-            self._t.replay_complete(success, failed, outbox.count)
+            if announce or tally.sent or tally.failed:
+                self._t.replay_complete(tally.sent, tally.failed, outbox.count)
+
+    async def _replay_one(
+        self, conn: Connection, generation: int, item: PendingItem, skip: set[str], tally: _Tally
+    ) -> None:
+        outbox = self._outbox
+        subject = item.op.subject
+        try:
+            await self.send(conn, item.op)
+        except LinkError as err:
+            tally.failed += 1
+            self._t.replay_item(sent=False)
+            self._t.failed(item.op.operation, err, subject)
+            if err.connection_lost:
+                self._session.on_lost(generation, conn, err)
+                return
+            skip.add(subject)
+            outbox.not_sent(item)
+            outbox.destinations.failed(subject, err.reason)
+            return
+        outbox.sent(item)
+        outbox.destinations.healthy(subject)
+        tally.sent += 1
+        self._t.replay_item(sent=True)
 
     async def _check_dedup_window(
         self, conn: Connection, item: PendingItem, windows: dict[str, float | None]

@@ -194,6 +194,24 @@ class SqlitePendingQueue:
             raise SpoolError(f"{self.path}: cannot read pending operations: {exc}") from exc
         return None if row is None else _item(row)
 
+    def batch_after(self, after_id: int, limit: int) -> list[PendingItem]:
+        """Up to ``limit`` items past ``after_id``, oldest first: one query per batch."""
+        try:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM pending WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: cannot read pending operations: {exc}") from exc
+        return [_item(row) for row in rows]
+
+    def subject_counts(self) -> dict[str, int]:
+        try:
+            rows = self._db.execute("SELECT subject, count(*) FROM pending GROUP BY subject")
+            return {subject: count for subject, count in rows}
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: cannot read pending operations: {exc}") from exc
+
     def remove(self, item_id: int) -> bool:
         try:
             row = self._db.execute(

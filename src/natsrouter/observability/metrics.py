@@ -138,6 +138,10 @@ class LinkMetrics:
         self.pending_dropped = counter(
             "pending_operations_dropped", "Pending operations dropped", reason
         )
+        self.blocked_destinations = gauge(
+            "blocked_destinations",
+            "Subjects whose queued publishes wait out their own backoff after failing",
+        )
         self.pending_rejected = counter(
             "pending_operations_rejected", "Operations refused by a full queue (reject_new)"
         )
