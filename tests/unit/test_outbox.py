@@ -199,3 +199,29 @@ async def test_a_slow_subject_holds_only_its_own_items(fake_link: LinkMaker) -> 
     assert server.payloads("slow.x") == [b"s0", b"s1", b"s2", b"s3"]
     assert metric(link, "router_nats_blocked_destinations") == 0
     assert link.accounting.balanced(0)
+
+
+async def test_a_reply_that_cannot_go_out_now_is_dropped_never_queued(
+    fake_link: LinkMaker, logs: list[dict[str, Any]]
+) -> None:
+    """Not connected: three replies end dropped (reply_dropped), counted, logged once."""
+    link, _ = await fake_link(start=False)
+    results = [await link.reply("_INBOX.a", b"r%d" % i) for i in range(3)]
+    assert {(r.outcome, r.reason) for r in results} == {(Outcome.DROPPED, Reason.REPLY_DROPPED)}
+    assert link.pending.count == 0
+    assert metric(link, "router_nats_replies_dropped_total", reason="not_connected") == 3
+    assert [e["error_code"] for e in logs if "error_code" in e].count("NATS_REPLY_DROPPED") == 1
+    assert (link.accounting.dropped, link.accounting.balanced(0)) == (3, True)
+
+
+async def test_a_reply_goes_out_at_once_while_a_replay_runs(fake_link: LinkMaker) -> None:
+    """Connected with the queue still replaying: the reply is sent now, not behind it."""
+    link, server = await fake_link(start=False, nats_request_timeout_ms=2000)
+    server.hold["_INBOX.a"] = asyncio.Event()  # a queued item to the same subject hangs
+    await link.publish_with_ack("_INBOX.a", b"queued")
+    await link.start()
+    assert await link.wait_connected(2)
+    result = await link.reply("_INBOX.a", b"answer")
+    assert result.outcome is Outcome.SENT
+    assert server.payloads("_INBOX.a") == [b"answer"]
+    server.hold["_INBOX.a"].set()

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from natsrouter.config import Settings
-from natsrouter.errors import LinkError, NotConnectedError
+from natsrouter.errors import LinkError, NotConnectedError, Reason
 from natsrouter.link.accounting import Accounting
 from natsrouter.link.bindings import Bindings
 from natsrouter.link.connection import ConnectionSupervisor, SessionHooks
@@ -319,6 +319,36 @@ class Link:
             return self._sender.send_failed(op, conn.translate(exc), conn)
         self._publish_total.value += 1
         return SENT
+
+    async def reply(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> Result:
+        """Answer a request on its reply inbox: sent now, or ``dropped``, never queued.
+
+        A reply that waited for a replay would reach a requester that gave up long ago, and
+        under ``drop_oldest`` it would evict work clients were told is queued. A drop has
+        reason ``reply_dropped`` (the cause is in ``error``), is counted in
+        ``router_nats_replies_dropped_total{reason}`` and logged rate-limited
+        (``NATS_REPLY_DROPPED``). Sent or dropped, it is in the ledger like any publish.
+        """
+        conn = self._direct
+        if conn is None:
+            return self._reply_dropped(subject, NotConnectedError())
+        try:
+            await conn.fast_publish(subject, payload, "", headers)
+        except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
+            err = conn.translate(exc)
+            if err.connection_lost and conn is self._session.conn:
+                self._session.on_lost(self._session.generation, conn, err)
+            return self._reply_dropped(subject, err)
+        self._publish_total.value += 1
+        return SENT
+
+    def _reply_dropped(self, subject: str, err: LinkError) -> Result:
+        self.accounting.slow += 1
+        self.accounting.dropped += 1
+        self._t.reply_dropped(subject, err)
+        return Result(Outcome.DROPPED, reason=Reason.REPLY_DROPPED, error=err)
 
     async def publish_with_ack(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None

@@ -180,6 +180,18 @@ class LinkTelemetry:
                 suppressed=suppressed,
             )
 
+    def reply_dropped(self, subject: str, err: LinkError) -> None:
+        self.metrics.replies_dropped.labels(err.reason.value).inc()
+        suppressed = self._burst("reply_dropped")
+        if suppressed is not None:
+            self.log.warning(
+                "reply not sent: replies are never queued",
+                error_code="NATS_REPLY_DROPPED",
+                subject=subject,
+                reason=err.reason.value,
+                suppressed=suppressed,
+            )
+
     def queue_full(self, queue_size: int, max_size: int, policy: str, dropped: int) -> None:
         if dropped:
             self.metrics.pending_dropped.labels(Reason.QUEUE_FULL.value).inc(dropped)

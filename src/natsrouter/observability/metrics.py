@@ -138,6 +138,11 @@ class LinkMetrics:
         self.pending_dropped = counter(
             "pending_operations_dropped", "Pending operations dropped", reason
         )
+        self.replies_dropped = counter(
+            "replies_dropped",
+            "Replies not sent (never queued): the reason they could not go",
+            reason,
+        )
         self.blocked_destinations = gauge(
             "blocked_destinations",
             "Subjects whose queued publishes wait out their own backoff after failing",

@@ -182,7 +182,10 @@ class NatsDecideIntake:
         _, body = await self._service.handle(msg.data, msg.headers, "nats")
         # A request without a reply inbox is answered on <subject>.reply (CONTRACT §1).
         try:
-            await self._link.publish(msg.reply or f"{self._subject}.reply", _dumps(body))
+            if msg.reply:  # an inbox: sent now or dropped, never queued
+                await self._link.reply(msg.reply, _dumps(body))
+            else:
+                await self._link.publish(f"{self._subject}.reply", _dumps(body))
         except Exception as exc:  # noqa: BLE001 - nobody awaits this task: say it here
             self._service.events.internal_error("decide reply", exc)
 
