@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
-from natsrouter.errors import OperationTimeoutError, Reason, ServerError
+from natsrouter.errors import NoRespondersError, OperationTimeoutError, Reason, ServerError
 from natsrouter.link import Link, Outcome
 from natsrouter.link.accounting import Accounting
 from natsrouter.link.backoff import BackoffPolicy
@@ -225,3 +225,40 @@ async def test_a_reply_goes_out_at_once_while_a_replay_runs(fake_link: LinkMaker
     assert result.outcome is Outcome.SENT
     assert server.payloads("_INBOX.a") == [b"answer"]
     server.hold["_INBOX.a"].set()
+
+
+async def test_poison_items_end_failed_and_block_nothing(
+    fake_link: LinkMaker, logs: list[dict[str, Any]]
+) -> None:
+    """Queued items the server refuses for good end failed, counted; the rest flow in order."""
+    link, server = await fake_link(start=False)
+    server.refuse_subject["big.x"] = ServerError("nats: maximum payload exceeded")
+    for i in range(3):
+        await link.publish_with_ack("big.x", b"b%d" % i)
+        await link.publish_with_ack("ok.x", b"o%d" % i)
+    await link.start()
+    await wait_for(lambda: link.pending.count == 0, 2)
+    assert server.payloads() == [b"o0", b"o1", b"o2"]
+    assert link.accounting.failed == 3
+    assert metric(link, "router_nats_pending_operations_failed_total", reason="server_error") == 3
+    assert [e["error_code"] for e in logs if "error_code" in e].count("NATS_PENDING_FAILED") == 1
+    assert metric(link, "router_nats_blocked_destinations") == 0
+    assert link.accounting.balanced(0)
+
+
+async def test_no_responders_is_poison_only_without_a_stream(fake_link: LinkMaker) -> None:
+    """no_responders: failed when no stream holds the subject, kept when one does."""
+    link, server = await fake_link(start=False)
+    server.refuse_subject["gone.x"] = NoRespondersError()
+    server.refuse_subject["electing.x"] = NoRespondersError()
+    server.streams["electing.x"] = "ELECTING"  # a stream between leaders
+    await link.publish_with_ack("gone.x", b"g")
+    await link.publish_with_ack("electing.x", b"e")
+    await link.start()
+    await wait_for(lambda: link.accounting.failed == 1, 2)
+    await wait_for(lambda: "electing.x" in link.status()["pending"]["blocked"], 2)
+    assert [i.op.subject for i in link.pending.batch_after(0, 10)] == ["electing.x"]
+    del server.refuse_subject["electing.x"]
+    await wait_for(lambda: link.pending.count == 0, 2)
+    assert server.payloads() == [b"e"]
+    assert link.accounting.balanced(0)

@@ -176,6 +176,21 @@ class Outbox:
             self._forget((item,))
         self.accounting.replayed += 1
 
+    def poisoned(self, item: PendingItem, err: LinkError) -> None:
+        """The server refused a queued item for good: it ends ``failed``, counted once."""
+        try:
+            removed = self.queue.remove(item.id)
+        except SpoolError as exc:
+            # Still in the spool: refused again next time, and counted then.
+            self._t.spool_failed("remove", exc)
+            return
+        if not removed:
+            return  # dropped meanwhile (expiry, drop_oldest): already counted
+        self._forget((item,))
+        self.accounting.failed += 1
+        self._t.pending_failed(item.op.subject, err, item.attempts + 1)
+        self.gauges()
+
     def not_sent(self, item: PendingItem) -> None:
         """A replayed item failed and stays queued; its attempts are recorded."""
         try:

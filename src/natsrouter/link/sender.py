@@ -281,10 +281,15 @@ class Sender:
         except LinkError as err:
             tally.failed += 1
             self._t.replay_item(sent=False)
-            self._t.failed(item.op.operation, err, subject)
             if err.connection_lost:
+                self._t.failed(item.op.operation, err, subject)
                 self._session.on_lost(generation, conn, err)
                 return
+            if await self._is_poison(conn, item, err):
+                self._t.failed(item.op.operation, err, subject, log=False)  # said once, below
+                outbox.poisoned(item, err)
+                return
+            self._t.failed(item.op.operation, err, subject)
             skip.add(subject)
             outbox.not_sent(item)
             outbox.destinations.failed(subject, err.reason)
@@ -293,6 +298,18 @@ class Sender:
         outbox.destinations.healthy(subject)
         tally.sent += 1
         self._t.replay_item(sent=True)
+
+    async def _is_poison(self, conn: Connection, item: PendingItem, err: LinkError) -> bool:
+        """True when retrying cannot fix ``err``: a refusal, or no stream for the subject.
+
+        ``no_responders`` while a stream holds the subject is a stream between leaders: it
+        passes, so the item stays queued.
+        """
+        if err.retriable:
+            return False
+        if err.reason is Reason.NO_RESPONDERS and item.op.operation is Operation.PUBLISH_WITH_ACK:
+            return not await self.stream_exists(conn, item.op.subject)
+        return True
 
     async def _check_dedup_window(
         self, conn: Connection, item: PendingItem, windows: dict[str, float | None]

@@ -180,6 +180,21 @@ class LinkTelemetry:
                 suppressed=suppressed,
             )
 
+    def pending_failed(self, subject: str, err: LinkError, attempts: int) -> None:
+        """A queued item ended ``failed`` (poison): counted each, logged once per burst."""
+        self.metrics.pending_failed.labels(err.reason.value).inc()
+        suppressed = self._burst("pending_failed")
+        if suppressed is not None:
+            self.log.error(
+                "queued operation refused for good: removed as failed",
+                error_code="NATS_PENDING_FAILED",
+                subject=subject,
+                reason=err.reason.value,
+                attempts=attempts,
+                error=str(err),
+                suppressed=suppressed,
+            )
+
     def reply_dropped(self, subject: str, err: LinkError) -> None:
         self.metrics.replies_dropped.labels(err.reason.value).inc()
         suppressed = self._burst("reply_dropped")

@@ -138,6 +138,11 @@ class LinkMetrics:
         self.pending_dropped = counter(
             "pending_operations_dropped", "Pending operations dropped", reason
         )
+        self.pending_failed = counter(
+            "pending_operations_failed",
+            "Queued operations the server refused for a reason retrying cannot fix",
+            reason,
+        )
         self.replies_dropped = counter(
             "replies_dropped",
             "Replies not sent (never queued): the reason they could not go",
