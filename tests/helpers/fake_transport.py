@@ -53,6 +53,8 @@ class FakeServer:
     #: called on each connection accepted (a test can abort it at once).
     on_connect: Callable[[FakeConnection], None] | None = None
     attempts: int = 0
+    #: JetStream publishes waiting on a ``hold`` gate right now.
+    waiting: int = 0
     seq: int = 0
     connections: list[FakeConnection] = field(default_factory=list)
 
@@ -122,10 +124,13 @@ class FakeConnection:
         self._check()
         gate = self._server.hold.get(subject)
         if gate is not None:
+            self._server.waiting += 1
             try:
                 await asyncio.wait_for(gate.wait(), timeout_s)
             except TimeoutError:
                 raise OperationTimeoutError(f"no PubAck for {subject}") from None
+            finally:
+                self._server.waiting -= 1
         err = self._server.error_for(subject)
         if err is not None:
             raise err

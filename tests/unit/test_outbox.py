@@ -262,3 +262,22 @@ async def test_no_responders_is_poison_only_without_a_stream(fake_link: LinkMake
     await wait_for(lambda: link.pending.count == 0, 2)
     assert server.payloads() == [b"e"]
     assert link.accounting.balanced(0)
+
+
+async def test_an_item_evicted_while_being_sent_is_counted_once(fake_link: LinkMaker) -> None:
+    """drop_oldest evicts the item a replay is sending; its PubAck comes: counted sent only."""
+    link, server = await fake_link(
+        start=False, nats_max_pending_operations=2, nats_request_timeout_ms=5000
+    )
+    gate = server.hold["s.x"] = asyncio.Event()
+    for name in (b"a", b"b"):
+        await link.publish_with_ack("s.x", name)
+    await link.start()
+    await wait_for(lambda: server.waiting == 1, 2, "the replay sending a")
+    result = await link.publish_with_ack("s.x", b"c")  # behind a and b: evicts a
+    assert result.outcome is Outcome.QUEUED
+    gate.set()
+    await wait_for(lambda: link.pending.count == 0, 2)
+    assert server.payloads() == [b"a", b"b", b"c"]
+    assert (link.accounting.sent, link.accounting.dropped) == (3, 0)
+    assert link.accounting.balanced(0)

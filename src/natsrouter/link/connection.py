@@ -30,6 +30,11 @@ from natsrouter.link.transport import Connection, Transport
 
 # A watchdog ping that fails this many times in a row means the link is dead.
 _MISSED_PINGS_LOST = 2
+#: A connection proves healthy once it has been up this long and a watchdog PING was
+#: answered since: only then does the backoff start again from the base delay (and the
+#: exhaustion count from zero). A server or balancer that accepts and drops at once thus
+#: keeps backing off to the cap and reaches the exhaustion policy.
+HEALTHY_AFTER_S = 2.0
 
 
 async def _nothing_async(_conn: Connection, _generation: int) -> None:
@@ -105,6 +110,9 @@ class ConnectionSupervisor:
         self.attempts = 0  # reconnect attempts made in this episode
         self._had_initial_attempt = False
         self.exhausted = False
+        self._up_since = 0.0
+        #: The current connection proved healthy (see HEALTHY_AFTER_S).
+        self.proved = False
         self.outage_started: float | None = None  # monotonic; set by a loss
         self.last_connected_at: float | None = None
         self.last_failure_at: float | None = None
@@ -223,6 +231,9 @@ class ConnectionSupervisor:
         if attempt == 0:
             return
         self._t.reconnect_failed(err, attempt)
+        self._check_exhausted(attempt)
+
+    def _check_exhausted(self, attempt: int) -> None:
         limit = self._settings.nats_reconnect_attempts
         if limit and attempt >= limit and not self.exhausted:
             self.exhausted = True
@@ -239,8 +250,9 @@ class ConnectionSupervisor:
         if self.outage_started is not None:
             self._t.restored(self.attempts, self._clock() - self.outage_started)
         self.outage_started = None
-        self.attempts = 0
-        self.exhausted = False
+        # attempts and exhausted are reset once the connection proved healthy (_watchdog).
+        self._up_since = self._clock()
+        self.proved = False
         self._t.end_bursts()
         self._transition(ConnectionState.CONNECTED, "connected")
         generation = self.generation
@@ -264,6 +276,10 @@ class ConnectionSupervisor:
         self.last_failure_reason = err.reason.value
         self._t.lost(err, self._settings.nats_reconnect_attempts)
         self._transition(ConnectionState.RECONNECTING, f"lost: {err.reason.value}")
+        if not self.proved and self.attempts:
+            # Dropped before it proved healthy: the attempt that made it counts as failed.
+            self._t.reconnect_failed(err, self.attempts)
+            self._check_exhausted(self.attempts)
         self._lost.set()
 
     async def _close_dead(self) -> None:
@@ -294,6 +310,10 @@ class ConnectionSupervisor:
                     return
                 continue
             missed = 0
+            if not self.proved and self._clock() - self._up_since >= HEALTHY_AFTER_S:
+                self.proved = True
+                self.attempts = 0
+                self.exhausted = False
             await self.hooks.healthy(conn, generation)
 
     def status(self) -> dict[str, Any]:

@@ -59,6 +59,10 @@ class Outbox:
         #: Queued items per subject (subjects with none are absent): the publish path reads
         #: it to keep order per subject.
         self.held: dict[str, int] = {}
+        # Exact ledger when expiry or drop_oldest removes an item a replay holds (below).
+        self._in_flight: set[int] = set()
+        self._orphans: dict[int, Reason] = {}
+        self._gone: set[int] = set()
         metrics = telemetry.metrics
         metrics.track_ledger(accounting.as_dict)
         metrics.pending_limit.set(settings.nats_max_pending_operations)
@@ -114,12 +118,18 @@ class Outbox:
             self._t.spool_failed("push", exc, dropped=True)
             return Result(Outcome.DROPPED, reason=Reason.SPOOL_ERROR)
         limits = queue.limits
-        dropped = len(pushed.evicted) + (1 if pushed.admission is Admission.DROP else 0)
+        dropped = self._dropped(pushed.evicted, Reason.QUEUE_FULL)
+        dropped += 1 if pushed.admission is Admission.DROP else 0
         if pushed.admission is not Admission.STORE:
-            self._t.queue_full(queue.count, limits.max_count, limits.overflow.value, dropped)
+            self._t.queue_full(
+                queue.count,
+                limits.max_count,
+                limits.overflow.value,
+                dropped,
+                rejected=pushed.admission is Admission.REJECT,
+            )
         self.gauges()
         self.accounting.dropped += dropped
-        self._forget(pushed.evicted)
         if pushed.admission is Admission.REJECT:
             self.accounting.rejected += 1
             return Result(Outcome.REJECTED, reason=Reason.QUEUE_FULL)
@@ -153,19 +163,52 @@ class Outbox:
             self._t.spool_failed("expire", exc)
             return
         if expired:
-            self._forget(expired)
-            self.accounting.dropped += len(expired)
-            self._t.expired(len(expired))
+            counted = self._dropped(expired, Reason.EXPIRED)
+            self.accounting.dropped += counted
+            if counted:
+                self._t.expired(counted)
             self.gauges()
+
+    def _dropped(self, items: Sequence[PendingItem], reason: Reason) -> int:
+        """Items expiry or drop_oldest removed: how many are dropped now.
+
+        One being sent right now is not: its send decides (sent, or dropped when it fails),
+        so it is counted once (``_orphans``). None of them may be sent from now on.
+        """
+        self._forget(items)
+        counted = 0
+        for item in items:
+            self._gone.add(item.id)
+            if item.id in self._in_flight:
+                self._orphans[item.id] = reason
+            else:
+                counted += 1
+        return counted
 
     # -- ends of queued items (called by the sender) -----------------------------------------
 
     def batch_after(self, cursor: int, limit: int) -> list[PendingItem]:
         """The next items to replay, oldest first; raises ``SpoolError``."""
+        self._gone.clear()  # ids removed before this read are not in it
         return self.queue.batch_after(cursor, limit)
+
+    def sending(self, item: PendingItem) -> bool:
+        """Mark an item of the last batch as being sent; False when it was dropped since."""
+        if item.id in self._gone:
+            return False
+        self._in_flight.add(item.id)
+        return True
+
+    def _settle(self, item: PendingItem) -> Reason | None:
+        """The item's send ended; the reason it was dropped meanwhile, if it was."""
+        self._in_flight.discard(item.id)
+        return self._orphans.pop(item.id, None)
 
     def sent(self, item: PendingItem) -> None:
         """A replayed item was sent: remove it (counted as sent by the success counters)."""
+        if self._settle(item) is not None:
+            self.accounting.replayed += 1  # dropped meanwhile, sent all the same: sent once
+            return
         try:
             removed = self.queue.remove(item.id)
         except SpoolError as exc:
@@ -178,6 +221,10 @@ class Outbox:
 
     def poisoned(self, item: PendingItem, err: LinkError) -> None:
         """The server refused a queued item for good: it ends ``failed``, counted once."""
+        if self._settle(item) is not None:
+            self.accounting.failed += 1  # already out of the queue
+            self._t.pending_failed(item.op.subject, err, item.attempts + 1)
+            return
         try:
             removed = self.queue.remove(item.id)
         except SpoolError as exc:
@@ -192,7 +239,12 @@ class Outbox:
         self.gauges()
 
     def not_sent(self, item: PendingItem) -> None:
-        """A replayed item failed and stays queued; its attempts are recorded."""
+        """A replayed item failed (or its send was cancelled) and stays queued."""
+        reason = self._settle(item)
+        if reason is not None:  # dropped while it was being sent, and not sent: dropped now
+            self.accounting.dropped += 1
+            self._t.dropped_in_flight(reason)
+            return
         try:
             self.queue.record_failure(item.id)
         except SpoolError:

@@ -274,14 +274,21 @@ class Sender:
     async def _replay_one(
         self, conn: Connection, generation: int, item: PendingItem, skip: set[str], tally: _Tally
     ) -> None:
+        """Send one queued item and settle it: exactly one of sent, not_sent, poisoned."""
         outbox = self._outbox
+        if not outbox.sending(item):
+            return  # dropped (expiry, drop_oldest) since it was read: counted there
         subject = item.op.subject
         try:
             await self.send(conn, item.op)
+        except asyncio.CancelledError:
+            outbox.not_sent(item)
+            raise
         except LinkError as err:
             tally.failed += 1
             self._t.replay_item(sent=False)
             if err.connection_lost:
+                outbox.not_sent(item)
                 self._t.failed(item.op.operation, err, subject)
                 self._session.on_lost(generation, conn, err)
                 return

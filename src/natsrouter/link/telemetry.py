@@ -207,10 +207,12 @@ class LinkTelemetry:
                 suppressed=suppressed,
             )
 
-    def queue_full(self, queue_size: int, max_size: int, policy: str, dropped: int) -> None:
+    def queue_full(
+        self, queue_size: int, max_size: int, policy: str, dropped: int, *, rejected: bool
+    ) -> None:
         if dropped:
             self.metrics.pending_dropped.labels(Reason.QUEUE_FULL.value).inc(dropped)
-        else:
+        if rejected:
             self.metrics.pending_rejected.inc()
         suppressed = self._burst("queue_full")
         if suppressed is not None:
@@ -222,6 +224,10 @@ class LinkTelemetry:
                 policy=policy,
                 suppressed=suppressed,
             )
+
+    def dropped_in_flight(self, reason: Reason) -> None:
+        """An item dropped while it was being sent, whose send then failed: dropped now."""
+        self.metrics.pending_dropped.labels(reason.value).inc()
 
     def expired(self, count: int) -> None:
         self.metrics.pending_dropped.labels(Reason.EXPIRED.value).inc(count)
