@@ -55,6 +55,8 @@ class FakeServer:
     attempts: int = 0
     #: JetStream publishes waiting on a ``hold`` gate right now.
     waiting: int = 0
+    #: The most that ever waited at once.
+    most_waiting: int = 0
     seq: int = 0
     connections: list[FakeConnection] = field(default_factory=list)
 
@@ -125,6 +127,7 @@ class FakeConnection:
         gate = self._server.hold.get(subject)
         if gate is not None:
             self._server.waiting += 1
+            self._server.most_waiting = max(self._server.most_waiting, self._server.waiting)
             try:
                 await asyncio.wait_for(gate.wait(), timeout_s)
             except TimeoutError:

@@ -61,17 +61,27 @@ async def test_replay_is_fifo(nats_server: NatsServer, make_link: LinkFactory, l
 async def test_publishes_during_replay_wait_their_turn(
     nats_server: NatsServer, make_link: LinkFactory
 ) -> None:
-    """A publish made while a replay runs goes behind it: global order holds."""
-    link = await make_link([nats_server.url], nats_max_pending_operations=5000)
+    """Made while a replay runs: queued behind its subject's items, order holds; another
+    subject's publish goes out at once."""
+    link = await make_link(
+        [nats_server.url], nats_max_pending_operations=5000, nats_fault_injection_enabled=True
+    )
     inbox = await _listening_then_down(link, nats_server, "order.x")
-    for i in range(2000):
+    other = Inbox()
+    await link.subscribe("other.x", other)
+    for i in range(200):
         await link.publish("order.x", b"q%d" % i)
+    link.inject(FaultTarget.PUBLISH, Fault.delay(5))  # a replay of 200 takes about a second
     await nats_server.astart()
-    await wait_for(lambda: link.ready, 5)
+    await wait_for(lambda: metric(link, "router_nats_pending_operations_retry_success_total") > 0)
     late = await link.publish("order.x", b"late")
-    assert late.outcome in (Outcome.QUEUED, Outcome.SENT)
-    await wait_for(lambda: len(inbox.data) == 2001, 10)
-    assert inbox.data == [b"q%d" % i for i in range(2000)] + [b"late"]
+    replaying = link.pending.count  # the replay had started and had not finished
+    aside = await link.publish("other.x", b"aside")
+    assert (late.outcome, aside.outcome) == (Outcome.QUEUED, Outcome.SENT)
+    assert 1 < replaying < 201
+    await wait_for(lambda: len(inbox.data) == 201, 10)
+    assert inbox.data == [b"q%d" % i for i in range(200)] + [b"late"]
+    await wait_for(lambda: other.data == [b"aside"], 5)
 
 
 async def test_drop_oldest_at_the_limit(

@@ -273,7 +273,7 @@ async def test_an_item_evicted_while_being_sent_is_counted_once(fake_link: LinkM
     for name in (b"a", b"b"):
         await link.publish_with_ack("s.x", name)
     await link.start()
-    await wait_for(lambda: server.waiting == 1, 2, "the replay sending a")
+    await wait_for(lambda: server.waiting == 2, 2, "the replay sending a and b")
     result = await link.publish_with_ack("s.x", b"c")  # behind a and b: evicts a
     assert result.outcome is Outcome.QUEUED
     gate.set()
@@ -281,3 +281,20 @@ async def test_an_item_evicted_while_being_sent_is_counted_once(fake_link: LinkM
     assert server.payloads() == [b"a", b"b", b"c"]
     assert (link.accounting.sent, link.accounting.dropped) == (3, 0)
     assert link.accounting.balanced(0)
+
+
+async def test_a_replay_keeps_a_window_of_pubacks_in_flight(fake_link: LinkMaker) -> None:
+    """nats_replay_max_in_flight = 3: three PubAcks awaited at once, never more; order kept."""
+    link, server = await fake_link(
+        start=False, nats_replay_max_in_flight=3, nats_request_timeout_ms=5000
+    )
+    gate = server.hold["s.x"] = asyncio.Event()
+    for i in range(7):
+        await link.publish_with_ack("s.x", b"%d" % i)
+    await link.start()
+    await wait_for(lambda: server.waiting == 3, 2, "a full window")
+    assert link.pending.count == 7
+    gate.set()
+    await wait_for(lambda: link.pending.count == 0, 2)
+    assert server.payloads() == [b"%d" % i for i in range(7)]
+    assert server.most_waiting == 3

@@ -148,6 +148,7 @@ class Link:
             clock=clock,
             wall_clock=wall_clock,
             direct=lambda: self._direct,
+            max_in_flight=settings.nats_replay_max_in_flight,
         )
         self._outbox.on_push = self._sender.wake
         self._held = self._outbox.held

@@ -209,15 +209,18 @@ class Outbox:
         if self._settle(item) is not None:
             self.accounting.replayed += 1  # dropped meanwhile, sent all the same: sent once
             return
-        try:
-            removed = self.queue.remove(item.id)
-        except SpoolError as exc:
-            # Sent but still in the spool: sent again later, deduplicated by its id.
-            self._t.spool_failed("remove", exc)
-            removed = False
-        if removed:
-            self._forget((item,))
+        self.queue.remove_later(item)  # the spool deletes in batches (flush)
+        self._forget((item,))
         self.accounting.replayed += 1
+
+    def flush(self) -> None:
+        """Delete the rows of sent items from the spool (once per batch of a replay)."""
+        try:
+            self.queue.flush()
+        except SpoolError as exc:
+            # Sent but still in the spool: tried again at the next flush; after a restart
+            # sent again, and deduplicated by its id.
+            self._t.spool_failed("remove", exc)
 
     def poisoned(self, item: PendingItem, err: LinkError) -> None:
         """The server refused a queued item for good: it ends ``failed``, counted once."""

@@ -101,6 +101,14 @@ class PendingQueue(Protocol):
         ...
 
     def remove(self, item_id: int) -> bool: ...
+    def remove_later(self, item: PendingItem) -> None:
+        """Take a sent item out of the queue now; a durable queue may delete it in batches."""
+        ...
+
+    def flush(self) -> None:
+        """Make ``remove_later`` durable (a no-op in memory)."""
+        ...
+
     def record_failure(self, item_id: int) -> None: ...
     def expire(self, enqueued_before: float) -> list[PendingItem]: ...
     def close(self) -> None: ...
@@ -173,6 +181,12 @@ class MemoryPendingQueue:
             return False
         self._bytes -= item.op.size
         return True
+
+    def remove_later(self, item: PendingItem) -> None:
+        self.remove(item.id)
+
+    def flush(self) -> None:
+        """Nothing to write for memory."""
 
     def record_failure(self, item_id: int) -> None:
         item = self._items.get(item_id)

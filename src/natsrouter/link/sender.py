@@ -267,6 +267,7 @@ class Sender:
         finally:
             for task in window:
                 task.cancel()
+            outbox.flush()
             outbox.gauges()
             if announce or tally.sent or tally.failed:
                 self._t.replay_complete(tally.sent, tally.failed, outbox.count)
