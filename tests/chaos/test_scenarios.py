@@ -216,6 +216,8 @@ async def test_router_sigkilled_with_a_full_spool_and_again_mid_replay(
     assert router.status()["pending"]["count"] == queued > 300
 
     router.kill()
+    # One PubAck at a time (and a delay below) so the next kill lands in the middle of it.
+    router.env["ROUTER_NATS_REPLAY_MAX_IN_FLIGHT"] = "1"
     router.start()  # NATS still down: the spool is read, nothing can be sent
     await settle(("the second Router", lambda: router.get("/health/live")[0] == 200), timeout_s=30)
     assert router.status()["pending"]["recovered"] == queued
@@ -238,6 +240,7 @@ async def test_router_sigkilled_with_a_full_spool_and_again_mid_replay(
 
     await settle(("a quarter of the replay", replay_half_done), timeout_s=30)
     router.kill()  # its spool keeps what it had not sent yet
+    del router.env["ROUTER_NATS_REPLAY_MAX_IN_FLIGHT"]  # the third replays at full speed
     restarted = time.monotonic()
     router.start()
     await settle(("the third Router", router.ready), timeout_s=30)
