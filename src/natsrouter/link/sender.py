@@ -216,9 +216,22 @@ class Sender:
             self._t.replay_started(outbox.count)
         tally = _Tally()
         skip: set[str] = set()
-        flying: dict[str, set[asyncio.Task[None]]] = {}
-        window: set[asyncio.Task[None]] = set()
+        # PubAcks awaited (task -> subject), at most max_in_flight: one callback per task.
+        window: dict[asyncio.Task[None], str] = {}
+        slots = asyncio.Semaphore(self._max_in_flight)
         windows: dict[str, float | None] = {}  # duplicate window by subject, this pass
+        loop = asyncio.get_running_loop()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            del window[task]
+            slots.release()
+
+        async def drain(subject: str) -> None:
+            """Wait for the PubAcks of ``subject`` in flight (a probe, a core item after)."""
+            mine = [task for task, of in window.items() if of == subject]
+            if mine:
+                await asyncio.wait(mine)
+
         cursor = 0
         try:
             while generation == self._session.generation:
@@ -237,35 +250,31 @@ class Sender:
                     if dest.waiting(subject):
                         skip.add(subject)
                         continue
-                    if dest.probing(subject) and flying.get(subject):
-                        await asyncio.wait(flying[subject])  # the probe goes alone
+                    if dest.probing(subject):
+                        await drain(subject)  # the probe goes alone
                         if subject in skip:
                             continue
                     if item.op.operation is not Operation.PUBLISH_WITH_ACK:
-                        if flying.get(subject):  # order per subject: after its PubAcks
-                            await asyncio.wait(flying[subject])
+                        await drain(subject)  # order per subject: after its PubAcks
                         if subject not in skip:
                             await self._replay_one(conn, generation, item, skip, tally)
                         continue
-                    await self._check_dedup_window(conn, item, windows)
-                    while len(window) >= self._max_in_flight:
-                        await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
+                    if subject not in windows:
+                        windows[subject] = await self._dedup_window(conn, subject)
+                    self._check_dedup_window(item, windows[subject])
+                    await slots.acquire()
                     if subject in skip or generation != self._session.generation:
+                        slots.release()
                         continue
-                    task = asyncio.ensure_future(
-                        self._replay_one(conn, generation, item, skip, tally)
-                    )
-                    window.add(task)
-                    task.add_done_callback(window.discard)
-                    on_subject = flying.setdefault(subject, set())
-                    on_subject.add(task)
-                    task.add_done_callback(on_subject.discard)
+                    task = loop.create_task(self._replay_one(conn, generation, item, skip, tally))
+                    window[task] = subject
+                    task.add_done_callback(finished)
                 outbox.gauges()
                 await asyncio.sleep(0)  # intake keeps flowing between batches
             if window:
-                await asyncio.wait(window)
+                await asyncio.wait(list(window))
         finally:
-            for task in window:
+            for task in list(window):
                 task.cancel()
             outbox.flush()
             outbox.gauges()
@@ -319,24 +328,22 @@ class Sender:
             return not await self.stream_exists(conn, item.op.subject)
         return True
 
-    async def _check_dedup_window(
-        self, conn: Connection, item: PendingItem, windows: dict[str, float | None]
-    ) -> None:
+    async def _dedup_window(self, conn: Connection, subject: str) -> float | None:
+        """The duplicate window of the stream holding ``subject``; None when unknown."""
+        try:
+            info = await conn.find_stream(subject, self.request_timeout_s)
+        except LinkError:
+            return None
+        return info.duplicate_window_s if info and info.duplicate_window_s else None
+
+    def _check_dedup_window(self, item: PendingItem, window_s: float | None) -> None:
         """Say so before sending an item older than its stream's duplicate window.
 
         Past the window the server no longer remembers the id, so if an earlier send of this
         item was stored after all, this one is a duplicate. Looked up once per subject and
-        replay; when the stream cannot be found the check is skipped.
+        pass; when the stream cannot be found the check is skipped.
         """
-        subject = item.op.subject
-        if subject not in windows:
-            try:
-                info = await conn.find_stream(subject, self.request_timeout_s)
-            except LinkError:
-                info = None
-            windows[subject] = info.duplicate_window_s if info and info.duplicate_window_s else None
-        window = windows[subject]
         age = self._wall() - item.enqueued_at
-        if window is not None and age > window:
+        if window_s is not None and age > window_s:
             msg_id = (item.op.headers or {}).get(MSG_ID, "")
-            self._t.past_dedup_window(subject, msg_id, age, window)
+            self._t.past_dedup_window(item.op.subject, msg_id, age, window_s)
