@@ -70,6 +70,10 @@ async def _not_connected(*_: object, **__: object) -> None:
     raise NotConnectedError()
 
 
+class _BehindQueued(Exception):
+    """The subject has items queued: the publish goes behind them."""
+
+
 def _iso(wall: float | None) -> str | None:
     return None if wall is None else datetime.fromtimestamp(wall, UTC).isoformat()
 
@@ -151,6 +155,7 @@ class Link:
             max_in_flight=settings.nats_replay_max_in_flight,
         )
         self._outbox.on_push = self._sender.wake
+        self._outbox.on_held_change = self._refresh_direct
         self._held = self._outbox.held
         self._session.hooks = SessionHooks(
             prepare=self._prepare,
@@ -245,12 +250,28 @@ class Link:
     def _refresh_direct(self) -> None:
         """Recompute ``_direct``: the connection publishes go straight to, or None to hold.
 
-        Derived from the state, and cached because it is read on every publish. A publish to
-        a subject with items queued goes behind them whatever this says (``_held``).
+        Derived from the state and from whether anything is queued, and cached because it is
+        read on every publish. Called on each state change and when the outbox goes from
+        empty to holding items or back: only then does a core publish pay for the check of
+        its subject against the queued ones.
         """
         live = self._session.live()
         self._direct = live[0] if live is not None else None
-        self._fast_publish = self._direct.fast_publish if self._direct else _not_connected
+        if self._direct is None:
+            self._fast_publish = _not_connected
+        elif self._held:
+            self._fast_publish = self._publish_unless_held
+        else:
+            self._fast_publish = self._direct.fast_publish
+
+    async def _publish_unless_held(
+        self, subject: str, payload: bytes, reply: str, headers: Mapping[str, str] | None
+    ) -> None:
+        """The core publish while some subjects have items queued: those go behind them."""
+        if subject in self._held:
+            raise _BehindQueued
+        assert self._direct is not None  # installed only while connected
+        await self._direct.fast_publish(subject, payload, reply, headers)
 
     # -- streams, subscriptions, consumers ---------------------------------------------------
 
@@ -307,16 +328,15 @@ class Link:
         """Core NATS publish (at most once on the wire); queued while not connected."""
         # The hot path: no branch, no allocation, one integer increment. While publishes
         # must be held, _fast_publish is _not_connected, which raises (see _refresh_direct).
+        # While items are queued, _fast_publish is _publish_unless_held, which raises for
+        # a subject with items queued (order per subject).
         conn = self._direct
-        if subject in self._held:  # order per subject: behind its queued items
-            op = PendingOp(Operation.PUBLISH, subject, payload, headers)
-            return self._outbox.not_sendable(op, conn is not None)
         try:
             await self._fast_publish(subject, payload, "", headers)
         except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
             op = PendingOp(Operation.PUBLISH, subject, payload, headers)
-            if conn is None:
-                return self._outbox.not_sendable(op, False)
+            if conn is None or isinstance(exc, _BehindQueued):
+                return self._outbox.not_sendable(op, conn is not None)
             return self._sender.send_failed(op, conn.translate(exc), conn)
         self._publish_total.value += 1
         return SENT

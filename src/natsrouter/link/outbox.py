@@ -59,6 +59,9 @@ class Outbox:
         #: Queued items per subject (subjects with none are absent): the publish path reads
         #: it to keep order per subject.
         self.held: dict[str, int] = {}
+        #: Called when ``held`` goes from empty to not, or back (the publish path checks
+        #: subjects only while something is queued).
+        self.on_held_change: Callable[[], None] = lambda: None
         # Exact ledger when expiry or drop_oldest removes an item a replay holds (below).
         self._in_flight: set[int] = set()
         self._orphans: dict[int, Reason] = {}
@@ -72,7 +75,7 @@ class Outbox:
             self._t.spool_recovered(settings.nats_pending_spool_path, queue.count, queue.size_bytes)
             self.gauges()
             try:
-                self.held.update(queue.subject_counts())
+                self.held.update(queue.subject_counts())  # before the link reads it
             except SpoolError as exc:
                 self._t.spool_failed("read", exc)
 
@@ -135,7 +138,10 @@ class Outbox:
             return Result(Outcome.REJECTED, reason=Reason.QUEUE_FULL)
         if pushed.item is None:
             return Result(Outcome.DROPPED, reason=Reason.QUEUE_FULL)
+        was_empty = not self.held
         self.held[op.subject] = self.held.get(op.subject, 0) + 1
+        if was_empty:
+            self.on_held_change()
         self._t.queued(op.operation, op.subject, self._state_name(), queue.count)
         self.on_push(op.subject)
         return Result(Outcome.QUEUED, pending_id=pushed.item.id, reason=reason)
@@ -151,6 +157,8 @@ class Outbox:
             else:
                 held.pop(subject, None)
                 self.destinations.healthy(subject)  # nothing of it waits any more
+                if not held:
+                    self.on_held_change()
 
     def expire(self) -> None:
         """Drop items older than ``nats_pending_operation_timeout_ms`` (when set)."""
