@@ -295,19 +295,30 @@ async def main() -> int:
             )
             spool = Path(tmp) / "spool.db"
             replay: dict[tuple[bool, bool], float] = {}
-            for jetstream in (False, True):
-                for durable in (False, True):
-                    replay[jetstream, durable] = statistics.median(
-                        [
-                            await replay_rate(
-                                server, replay_n, jetstream, spool if durable else None
-                            )
-                            for _ in range(args.rounds)
-                        ]
-                    )
-            raw_window = statistics.median(
-                [await raw_js_with_id(server.url, replay_n) for _ in range(args.rounds)]
-            )
+            for durable in (False, True):
+                replay[False, durable] = statistics.median(
+                    [
+                        await replay_rate(server, replay_n, False, spool if durable else None)
+                        for _ in range(args.rounds)
+                    ]
+                )
+            # The JetStream replays and their comparator take turns within each round, so a
+            # busy moment of the machine weighs on both sides of the ratio alike.
+            raw_rounds: list[float] = []
+            js_rounds: dict[bool, list[float]] = {False: [], True: []}
+            for i in range(args.rounds):
+                turn = ["raw", False, True] if i % 2 == 0 else [True, False, "raw"]
+                for who in turn:
+                    if who == "raw":
+                        raw_rounds.append(await raw_js_with_id(server.url, replay_n))
+                    else:
+                        durable = bool(who)
+                        js_rounds[durable].append(
+                            await replay_rate(server, replay_n, True, spool if durable else None)
+                        )
+            raw_window = statistics.median(raw_rounds)
+            for durable in (False, True):
+                replay[True, durable] = statistics.median(js_rounds[durable])
             queueing = {
                 durable: statistics.median(
                     [
@@ -343,13 +354,13 @@ async def main() -> int:
             f"| replay of {replay_n} queued core publishes, {where} (msgs/s) | n/a (no queue) | "
             f"{replay[False, durable]:,.0f} | | |"
         )
-    for durable, where, target in ((False, "memory", 0.8), (True, "spool", 0.5)):
+    for durable, where, goal in ((False, "memory", 0.8), (True, "spool", 0.5)):
         ratio = replay[True, durable] / raw_window
-        failed |= ratio < target
+        failed |= ratio < goal
         print(
             f"| replay of {replay_n} queued JetStream publishes, {where} (msgs/s); raw: 100 "
             f"in flight with ids | {raw_window:,.0f} | {replay[True, durable]:,.0f} | "
-            f"{ratio:.3f} | >= {target} {'ok' if ratio >= target else 'MISSED'} |"
+            f"{ratio:.3f} | >= {goal} {'ok' if ratio >= goal else 'MISSED'} |"
         )
     for durable, where in ((False, "memory"), (True, "spool")):
         print(
