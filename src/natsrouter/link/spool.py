@@ -18,6 +18,10 @@ Choices, and why:
   replaying the same items.
 - Count and bytes are cached in memory (read once at open): the gauges and the admission
   rule need them on every push.
+- Sent items are deleted in batches (``remove_later``, then ``flush`` with the next read,
+  write or replay pass): one DELETE per batch instead of a transaction per item. A crash
+  before the flush leaves at most one batch to be sent again (deduplicated for JetStream by
+  ``Nats-Msg-Id``).
 """
 
 from __future__ import annotations
