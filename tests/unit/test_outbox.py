@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -125,10 +126,17 @@ LinkMaker = Callable[..., Awaitable[tuple[Link, FakeServer]]]
 async def fake_link() -> AsyncIterator[LinkMaker]:
     links: list[Link] = []
 
-    async def make(start: bool = True, **overrides: Any) -> tuple[Link, FakeServer]:
+    async def make(
+        start: bool = True, wall: Wall | None = None, **overrides: Any
+    ) -> tuple[Link, FakeServer]:
         settings = build_settings({**FAST, "nats_url": "nats://fake:4222", **overrides})
         server = FakeServer()
-        link = Link(settings, LinkMetrics(CollectorRegistry()), transport=FakeTransport(server))
+        link = Link(
+            settings,
+            LinkMetrics(CollectorRegistry()),
+            transport=FakeTransport(server),
+            wall_clock=wall or time.time,
+        )
         links.append(link)
         if start:
             await link.start()
@@ -298,3 +306,51 @@ async def test_a_replay_keeps_a_window_of_pubacks_in_flight(fake_link: LinkMaker
     await wait_for(lambda: link.pending.count == 0, 2)
     assert server.payloads() == [b"%d" % i for i in range(7)]
     assert server.most_waiting == 3
+
+
+async def _expire_while_in_flight(make: LinkMaker, *, answer: bool) -> tuple[Link, FakeServer]:
+    """Queue a and b, let the replay put both on the wire, expire them, queue c."""
+    wall = Wall()
+    link, server = await make(
+        start=False,
+        wall=wall,
+        nats_pending_operation_timeout_ms=1000,
+        nats_request_timeout_ms=5000 if answer else 300,
+    )
+    gate = server.hold["s.x"] = asyncio.Event()
+    for name in (b"a", b"b"):
+        await link.publish_with_ack("s.x", name)
+    await link.start()
+    await wait_for(lambda: server.waiting == 2, 2, "the replay sending a and b")
+    wall.now += 2  # a and b are past the expiry while their PubAcks are awaited
+    result = await link.publish_with_ack("s.x", b"c")
+    assert (result.outcome, link.pending.count) == (Outcome.QUEUED, 1)
+    if answer:
+        gate.set()
+    else:
+        await wait_for(lambda: server.waiting == 0, 2, "a and b to time out")
+        del server.hold["s.x"]
+    await wait_for(lambda: link.pending.count == 0, 5)
+    return link, server
+
+
+async def test_an_item_expired_while_being_sent_and_stored_is_counted_sent(
+    fake_link: LinkMaker,
+) -> None:
+    """Expired in flight, then its PubAck comes: counted sent, never dropped."""
+    link, server = await _expire_while_in_flight(fake_link, answer=True)
+    assert server.payloads() == [b"a", b"b", b"c"]
+    assert (link.accounting.sent, link.accounting.dropped) == (3, 0)
+    assert metric(link, "router_nats_pending_operations_dropped_total", reason="expired") == 0
+    assert link.accounting.balanced(0)
+
+
+async def test_an_item_expired_while_being_sent_and_not_stored_is_counted_dropped(
+    fake_link: LinkMaker,
+) -> None:
+    """Expired in flight, then its send times out: counted dropped (expired), once."""
+    link, server = await _expire_while_in_flight(fake_link, answer=False)
+    assert server.payloads() == [b"c"]
+    assert (link.accounting.sent, link.accounting.dropped) == (1, 2)
+    assert metric(link, "router_nats_pending_operations_dropped_total", reason="expired") == 2
+    assert link.accounting.balanced(0)
