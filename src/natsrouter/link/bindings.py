@@ -45,6 +45,13 @@ class Bindings:
         self.subscriptions: list[Subscription] = []
         self.consumers: list[Consumer] = []
 
+    def status(self) -> dict[str, int]:
+        """The ``/status`` counts: handles registered and not cancelled."""
+        return {
+            "subscriptions": sum(1 for s in self.subscriptions if not s.cancelled),
+            "consumers": sum(1 for c in self.consumers if not c.cancelled),
+        }
+
     # -- core subscriptions ------------------------------------------------------------------
 
     async def subscribe(

@@ -17,6 +17,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -35,6 +36,10 @@ _MISSED_PINGS_LOST = 2
 #: exhaustion count from zero). A server or balancer that accepts and drops at once thus
 #: keeps backing off to the cap and reaches the exhaustion policy.
 HEALTHY_AFTER_S = 2.0
+
+
+def _iso(wall: float | None) -> str | None:
+    return None if wall is None else datetime.fromtimestamp(wall, UTC).isoformat()
 
 
 async def _nothing_async(_conn: Connection, _generation: int) -> None:
@@ -332,5 +337,7 @@ class ConnectionSupervisor:
             "exhausted_policy": self._settings.nats_on_reconnect_exhausted.value,
             "fail_open": self.fail_open_active,
             "outage_seconds": outage_s,
+            "last_connected_at": _iso(self.last_connected_at),
+            "last_failure_at": _iso(self.last_failure_at),
             "last_failure_reason": self.last_failure_reason,
         }

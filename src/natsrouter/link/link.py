@@ -29,11 +29,10 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from natsrouter.config import Settings
-from natsrouter.errors import LinkError, NotConnectedError, Reason
+from natsrouter.errors import LinkError, NotConnectedError
 from natsrouter.link.accounting import Accounting
 from natsrouter.link.bindings import Bindings
 from natsrouter.link.connection import ConnectionSupervisor, SessionHooks
@@ -72,10 +71,6 @@ async def _not_connected(*_: object, **__: object) -> None:
 
 class _BehindQueued(Exception):
     """The subject has items queued: the publish goes behind them."""
-
-
-def _iso(wall: float | None) -> str | None:
-    return None if wall is None else datetime.fromtimestamp(wall, UTC).isoformat()
 
 
 class Link:
@@ -236,12 +231,9 @@ class Link:
             "ready": self.ready,
             "alive": self.alive,
             **session.status(),
-            "last_connected_at": _iso(session.last_connected_at),
-            "last_failure_at": _iso(session.last_failure_at),
             "pending": self._outbox.status(),
             "accounting": self.accounting.as_dict(),
-            "subscriptions": sum(1 for s in self._bindings.subscriptions if not s.cancelled),
-            "consumers": sum(1 for c in self._bindings.consumers if not c.cancelled),
+            **self._bindings.status(),
             "faults": {t.value: f.to_dict() for t, f in self.faults.active().items()}
             if self.faults
             else None,
@@ -287,11 +279,7 @@ class Link:
     async def subscribe(
         self, subject: str, handler: MessageHandler, queue: str | None = None
     ) -> Subscription:
-        """Subscribe now if connected, and again after every reconnect until cancelled.
-
-        While connected, a failure raises the typed error and nothing is registered. While not
-        connected, the subscription is registered and bound on the next connection.
-        """
+        """Subscribe now if connected, and on every later connection (``Bindings.subscribe``)."""
         return await self._bindings.subscribe(subject, handler, queue)
 
     async def unsubscribe(self, sub: Subscription) -> None:
@@ -308,7 +296,7 @@ class Link:
         """Run a durable pull consumer: fetch, call ``handler`` per message, rebind after loss.
 
         The handler acknowledges through ``ack``/``nak``/``term``; a message it leaves alone
-        is redelivered by the server after the ack wait. Registered at once, connected or not.
+        is redelivered by the server after the ack wait.
         """
         return self._bindings.consume(spec, handler, batch, fetch_timeout_s)
 
@@ -344,32 +332,12 @@ class Link:
     async def reply(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Result:
-        """Answer a request on its reply inbox: sent now, or ``dropped``, never queued.
+        """Answer a request on its reply inbox: ``sent`` now, or ``dropped``, never queued.
 
-        A reply that waited for a replay would reach a requester that gave up long ago, and
-        under ``drop_oldest`` it would evict work clients were told is queued. A drop has
-        reason ``reply_dropped`` (the cause is in ``error``), is counted in
-        ``router_nats_replies_dropped_total{reason}`` and logged rate-limited
-        (``NATS_REPLY_DROPPED``). Sent or dropped, it is in the ledger like any publish.
+        See ``Sender.reply``: a drop has reason ``reply_dropped``, is counted in
+        ``router_nats_replies_dropped_total{reason}`` and logged rate-limited.
         """
-        conn = self._direct
-        if conn is None:
-            return self._reply_dropped(subject, NotConnectedError())
-        try:
-            await conn.fast_publish(subject, payload, "", headers)
-        except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
-            err = conn.translate(exc)
-            if err.connection_lost and conn is self._session.conn:
-                self._session.on_lost(self._session.generation, conn, err)
-            return self._reply_dropped(subject, err)
-        self._publish_total.value += 1
-        return SENT
-
-    def _reply_dropped(self, subject: str, err: LinkError) -> Result:
-        self.accounting.slow += 1
-        self.accounting.dropped += 1
-        self._t.reply_dropped(subject, err)
-        return Result(Outcome.DROPPED, reason=Reason.REPLY_DROPPED, error=err)
+        return await self._sender.reply(self._direct, subject, payload, headers)
 
     async def publish_with_ack(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
@@ -404,7 +372,7 @@ class Link:
         self._pwa_total.value += 1
         return Result(Outcome.SENT, ack)
 
-    # -- request, ack, nak -------------------------------------------------------------------
+    # -- request, ack, nak, term -------------------------------------------------------------------
 
     async def request(
         self,
@@ -414,25 +382,8 @@ class Link:
         timeout_ms: int | None = None,
     ) -> InboundMessage:
         """Request-reply. Raises ``LinkError`` (``NotConnectedError`` at once when down)."""
-        live = self._session.live()
-        if live is None:
-            err = NotConnectedError()
-            self._t.failed(Operation.REQUEST, err)
-            if self.fail_open_active:
-                self._t.fail_open(Operation.REQUEST, subject, err.reason)
-            raise err
-        conn, generation = live
         timeout_s = (timeout_ms or self._settings.nats_request_timeout_ms) / 1000
-        started = self._clock()
-        try:
-            reply = await conn.request(subject, payload, headers, timeout_s)
-        except LinkError as err:
-            self._t.failed(Operation.REQUEST, err)
-            if err.connection_lost:
-                self._session.on_lost(generation, conn, err)
-            raise
-        self._t.succeeded(Operation.REQUEST, self._clock() - started)
-        return reply
+        return await self._sender.request(subject, payload, headers, timeout_s)
 
     async def ack(self, message: JsMessage) -> Result:
         return await self._acknowledge(message, AckKind.ACK, None)

@@ -1,7 +1,8 @@
 """The sender: sends the outbox's items and retries unsettled JetStream publishes.
 
 The other half of the outbox (outbox.py keeps and accounts, this module sends). It
-- sends one operation and counts its success (``send``);
+- sends one operation and counts its success (``send``); sends a reply now or drops it,
+  never queued (``reply``); makes a request on the live connection (``request``);
 - settles a failed send: a lost connection is reported, a retriable failure is held in the
   outbox, a refusal ends ``failed`` (``send_failed``);
 - retries an unsettled JetStream publish (timeout, a stream between leaders) with its
@@ -15,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from natsrouter.config import Settings
-from natsrouter.errors import LinkError, Reason
+from natsrouter.errors import LinkError, NotConnectedError, Reason
 from natsrouter.link.connection import ConnectionSupervisor
 from natsrouter.link.outbox import Outbox
 from natsrouter.link.outcome import Operation, Outcome, Result
@@ -27,7 +28,7 @@ from natsrouter.link.pending import PendingItem, PendingOp
 from natsrouter.link.spool import SpoolError
 from natsrouter.link.tasks import TaskOwner
 from natsrouter.link.telemetry import LinkTelemetry
-from natsrouter.link.transport import Connection
+from natsrouter.link.transport import Connection, InboundMessage
 
 #: The header JetStream deduplicates on.
 MSG_ID = "Nats-Msg-Id"
@@ -81,6 +82,7 @@ class Sender:
         metrics = telemetry.metrics
         self._pwa_total = metrics.operation_total[Operation.PUBLISH_WITH_ACK]
         self._pwa_duration = metrics.duration_of[Operation.PUBLISH_WITH_ACK]
+        self._publish_total = metrics.operation_total[Operation.PUBLISH]
         self.task: asyncio.Task[None] | None = None
 
     # -- one operation -----------------------------------------------------------------------
@@ -157,6 +159,64 @@ class Sender:
             return Result(Outcome.SENT, ack)
         outbox.accounting.slow += 1
         return self._held_after_failure(op, err)
+
+    async def reply(
+        self,
+        conn: Connection | None,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None,
+    ) -> Result:
+        """Send a reply on ``conn`` now, or drop it: replies are never queued.
+
+        A reply that waited for a replay would reach a requester that gave up long ago, and
+        under ``drop_oldest`` it would evict work clients were told is queued. A drop has
+        reason ``reply_dropped`` (the cause is in ``error``), is counted in
+        ``router_nats_replies_dropped_total{reason}`` and logged rate-limited
+        (``NATS_REPLY_DROPPED``). Sent or dropped, it is in the ledger like any publish.
+        """
+        if conn is None:
+            return self._reply_dropped(subject, NotConnectedError())
+        try:
+            await conn.fast_publish(subject, payload, "", headers)
+        except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
+            err = conn.translate(exc)
+            session = self._session
+            if err.connection_lost and conn is session.conn:
+                session.on_lost(session.generation, conn, err)
+            return self._reply_dropped(subject, err)
+        self._publish_total.value += 1
+        return SENT
+
+    def _reply_dropped(self, subject: str, err: LinkError) -> Result:
+        accounting = self._outbox.accounting
+        accounting.slow += 1
+        accounting.dropped += 1
+        self._t.reply_dropped(subject, err)
+        return Result(Outcome.DROPPED, reason=Reason.REPLY_DROPPED, error=err)
+
+    async def request(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
+    ) -> InboundMessage:
+        """Request-reply on the live connection; raises ``LinkError``, never queues."""
+        live = self._session.live()
+        if live is None:
+            err = NotConnectedError()
+            self._t.failed(Operation.REQUEST, err)
+            if self._session.fail_open_active:
+                self._t.fail_open(Operation.REQUEST, subject, err.reason)
+            raise err
+        conn, generation = live
+        started = self._clock()
+        try:
+            reply = await conn.request(subject, payload, headers, timeout_s)
+        except LinkError as err:
+            self._t.failed(Operation.REQUEST, err)
+            if err.connection_lost:
+                self._session.on_lost(generation, conn, err)
+            raise
+        self._t.succeeded(Operation.REQUEST, self._clock() - started)
+        return reply
 
     async def stream_exists(self, conn: Connection, subject: str) -> bool:
         """True when a stream holds ``subject``, or when the server cannot say right now."""
