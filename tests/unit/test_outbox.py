@@ -187,7 +187,9 @@ async def test_a_refusal_ends_failed_at_once(fake_link: LinkMaker) -> None:
     assert link.accounting.balanced(0)
 
 
-async def test_a_slow_subject_holds_only_its_own_items(fake_link: LinkMaker) -> None:
+async def test_a_slow_subject_holds_only_its_own_items(
+    fake_link: LinkMaker, logs: list[dict[str, Any]]
+) -> None:
     """One subject times out: the others' queued items and new publishes go out meanwhile."""
     link, server = await fake_link(start=False, nats_request_timeout_ms=300)
     server.hold["slow.x"] = asyncio.Event()  # its PubAcks never come until set
@@ -207,6 +209,13 @@ async def test_a_slow_subject_holds_only_its_own_items(fake_link: LinkMaker) -> 
     assert server.payloads("slow.x") == [b"s0", b"s1", b"s2", b"s3"]
     assert metric(link, "router_nats_blocked_destinations") == 0
     assert link.accounting.balanced(0)
+
+    def passes(code: str) -> int:
+        return [e.get("error_code") for e in logs].count(code)
+
+    # Each replay pass that tried something is logged as a pair (probes included).
+    await wait_for(lambda: passes("NATS_RETRY_PENDING") == passes("NATS_RETRY_COMPLETE"), 2)
+    assert passes("NATS_RETRY_PENDING") >= 2
 
 
 async def test_a_reply_that_cannot_go_out_now_is_dropped_never_queued(

@@ -48,6 +48,7 @@ _REPLAY_BATCH = 100
 class _Tally:
     sent: int = 0
     failed: int = 0
+    announced: bool = False  # NATS_RETRY_PENDING logged for this pass
 
 
 class Sender:
@@ -272,9 +273,12 @@ class Sender:
         """
         outbox = self._outbox
         dest = outbox.destinations
+        tally = _Tally()
+        # Logged at the first item a pass tries (at once for a connection's first pass), so
+        # every NATS_RETRY_COMPLETE has its NATS_RETRY_PENDING.
+        tally.announced = announce
         if announce:
             self._t.replay_started(outbox.count)
-        tally = _Tally()
         skip: set[str] = set()
         # PubAcks awaited (task -> subject), at most max_in_flight: one callback per task.
         window: dict[asyncio.Task[None], str] = {}
@@ -338,7 +342,7 @@ class Sender:
                 task.cancel()
             outbox.flush()
             outbox.gauges()
-            if announce or tally.sent or tally.failed:
+            if tally.announced:
                 self._t.replay_complete(tally.sent, tally.failed, outbox.count)
 
     async def _replay_one(
@@ -348,6 +352,9 @@ class Sender:
         outbox = self._outbox
         if not outbox.sending(item):
             return  # dropped (expiry, drop_oldest) since it was read: counted there
+        if not tally.announced:
+            tally.announced = True
+            self._t.replay_started(outbox.count)
         subject = item.op.subject
         try:
             await self.send(conn, item.op)
