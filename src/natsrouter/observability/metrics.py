@@ -183,6 +183,8 @@ class LinkMetrics:
         for r in Reason:
             self.connection_failures.labels(r.value)
             self.reconnect_failures.labels(r.value)
+            self.replies_dropped.labels(r.value)
+            self.pending_failed.labels(r.value)
             for op in Operation:
                 self.operation_failures[op].labels(r.value)
         for r in (Reason.QUEUE_FULL, Reason.EXPIRED, Reason.SPOOL_ERROR):
