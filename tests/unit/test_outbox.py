@@ -363,3 +363,11 @@ async def test_an_item_expired_while_being_sent_and_not_stored_is_counted_droppe
     assert (link.accounting.sent, link.accounting.dropped) == (1, 2)
     assert metric(link, "router_nats_pending_operations_dropped_total", reason="expired") == 2
     assert link.accounting.balanced(0)
+
+
+def test_evictions_outside_a_replay_leave_nothing_behind() -> None:
+    """drop_oldest through a long outage: no record of evicted ids is kept (memory bounded)."""
+    box = _outbox(Wall(), nats_max_pending_operations=10)
+    for i in range(1000):
+        box.not_sendable(_op(i), connected=False)
+    assert (box.count, box.accounting.dropped, len(box._gone)) == (10, 990, 0)

@@ -65,7 +65,8 @@ class Outbox:
         # Exact ledger when expiry or drop_oldest removes an item a replay holds (below).
         self._in_flight: set[int] = set()
         self._orphans: dict[int, Reason] = {}
-        self._gone: set[int] = set()
+        self._gone: set[int] = set()  # of the batch being replayed (bounded by it)
+        self._batch_high = 0
         metrics = telemetry.metrics
         metrics.track_ledger(accounting.as_dict)
         metrics.pending_limit.set(settings.nats_max_pending_operations)
@@ -186,7 +187,8 @@ class Outbox:
         self._forget(items)
         counted = 0
         for item in items:
-            self._gone.add(item.id)
+            if item.id <= self._batch_high:  # in the batch the sender holds: not to send
+                self._gone.add(item.id)
             if item.id in self._in_flight:
                 self._orphans[item.id] = reason
             else:
@@ -198,7 +200,15 @@ class Outbox:
     def batch_after(self, cursor: int, limit: int) -> list[PendingItem]:
         """The next items to replay, oldest first; raises ``SpoolError``."""
         self._gone.clear()  # ids removed before this read are not in it
-        return self.queue.batch_after(cursor, limit)
+        batch = self.queue.batch_after(cursor, limit)
+        self._batch_high = batch[-1].id if batch else 0
+        return batch
+
+    def end_pass(self) -> None:
+        """A replay pass ended: no batch is held, so no removal needs remembering."""
+        self._gone.clear()
+        self._batch_high = 0
+        self.flush()
 
     def sending(self, item: PendingItem) -> bool:
         """Mark an item of the last batch as being sent; False when it was dropped since."""

@@ -340,7 +340,7 @@ class Sender:
         finally:
             for task in list(window):
                 task.cancel()
-            outbox.flush()
+            outbox.end_pass()
             outbox.gauges()
             if tally.announced:
                 self._t.replay_complete(tally.sent, tally.failed, outbox.count)
