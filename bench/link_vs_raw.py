@@ -7,11 +7,13 @@ Measures (each figure is the median of --rounds runs, raw and link alternating):
 - JetStream publish with PubAck at 100 in flight (msgs/s), against raw nats-py without and
   with a Nats-Msg-Id per message (the link always sends one);
 - replay rate of 10,000 queued messages after reconnect (core and JetStream), from memory
-  and from the SQLite spool; the JetStream replay (one PubAck at a time, in order) beside raw
-  nats-py publishing the same messages one PubAck at a time;
+  and from the SQLite spool, timed from the moment the link connected (when the replay
+  starts) to an empty queue; the JetStream replay (a window of PubAcks in flight,
+  ``nats_replay_max_in_flight`` = 100) beside raw nats-py's 100-in-flight publish rate
+  (targets: >= 0.8 from memory, >= 0.5 from the spool);
 - queueing rate while disconnected (memory and spool);
 - time from a server restart to the first successful JetStream publish;
-- memory per queued message (tracemalloc).
+- memory per queued message, its payload included (tracemalloc).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import nats
@@ -82,7 +85,7 @@ async def link_core(url: str, n: int) -> float:
     started = time.perf_counter()
     for _ in range(n):
         await link.publish("bench.core", PAYLOAD)
-    await link._conn.ping(10)  # type: ignore[union-attr]  # flush, as raw does
+    await link._session.conn.ping(10)  # type: ignore[union-attr]  # flush, as raw does
     took = time.perf_counter() - started
     await link.close()
     return n / took
@@ -156,19 +159,6 @@ async def queueing_link(server: NatsServer, spool: Path | None = None) -> Link:
     return link
 
 
-async def raw_sequential_js(url: str, n: int) -> float:
-    """Raw nats-py, one PubAck at a time, each with a Nats-Msg-Id: what a replay does."""
-    await reset_stream(url)
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    started = time.perf_counter()
-    for i in range(n):
-        await js.publish(SUBJECT, PAYLOAD, headers={"Nats-Msg-Id": f"raw-{i}"})
-    took = time.perf_counter() - started
-    await nc.close()
-    return n / took
-
-
 async def queue_rate(server: NatsServer, n: int, spool: Path | None) -> float:
     """JetStream publishes per second while disconnected (each one queued)."""
     link = await queueing_link(server, spool)
@@ -194,12 +184,14 @@ async def replay_rate(
     assert link.pending.count == n
     await server.astart()
     assert await link.wait_connected(10)
-    started = time.perf_counter()
     while link.pending.count:
         await asyncio.sleep(0.001)
-    took = time.perf_counter() - started
+    ended = time.time()
+    # The replay starts when the link connects: time it from there, not from when this
+    # coroutine noticed (the replay may be well under way by then).
+    connected_at = datetime.fromisoformat(link.status()["last_connected_at"]).timestamp()
     await link.close()
-    return n / took
+    return n / (ended - connected_at)
 
 
 async def restart_to_publish(server: NatsServer, use_link: bool) -> float:
@@ -245,11 +237,11 @@ async def restart_to_publish(server: NatsServer, use_link: bool) -> float:
 
 async def memory_per_queued(server: NatsServer, n: int) -> float:
     link = await queueing_link(server)
-    payloads = [bytes([i % 256]) * 128 for i in range(n)]  # caller-owned, not counted
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    for p in payloads:
-        await link.publish_with_ack(SUBJECT, p)
+    for i in range(n):
+        # Built here and held only by the queue: the payload counts, as in production.
+        await link.publish_with_ack(SUBJECT, bytes([i % 256]) * 128)
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
@@ -303,19 +295,30 @@ async def main() -> int:
             )
             spool = Path(tmp) / "spool.db"
             replay: dict[tuple[bool, bool], float] = {}
-            for jetstream in (False, True):
-                for durable in (False, True):
-                    replay[jetstream, durable] = statistics.median(
-                        [
-                            await replay_rate(
-                                server, replay_n, jetstream, spool if durable else None
-                            )
-                            for _ in range(args.rounds)
-                        ]
-                    )
-            raw_seq = statistics.median(
-                [await raw_sequential_js(server.url, replay_n) for _ in range(args.rounds)]
-            )
+            for durable in (False, True):
+                replay[False, durable] = statistics.median(
+                    [
+                        await replay_rate(server, replay_n, False, spool if durable else None)
+                        for _ in range(args.rounds)
+                    ]
+                )
+            # The JetStream replays and their comparator take turns within each round, so a
+            # busy moment of the machine weighs on both sides of the ratio alike.
+            raw_rounds: list[float] = []
+            js_rounds: dict[bool, list[float]] = {False: [], True: []}
+            for i in range(args.rounds):
+                turn = ["raw", False, True] if i % 2 == 0 else [True, False, "raw"]
+                for who in turn:
+                    if who == "raw":
+                        raw_rounds.append(await raw_js_with_id(server.url, replay_n))
+                    else:
+                        durable = bool(who)
+                        js_rounds[durable].append(
+                            await replay_rate(server, replay_n, True, spool if durable else None)
+                        )
+            raw_window = statistics.median(raw_rounds)
+            for durable in (False, True):
+                replay[True, durable] = statistics.median(js_rounds[durable])
             queueing = {
                 durable: statistics.median(
                     [
@@ -351,11 +354,13 @@ async def main() -> int:
             f"| replay of {replay_n} queued core publishes, {where} (msgs/s) | n/a (no queue) | "
             f"{replay[False, durable]:,.0f} | | |"
         )
-    for durable, where in ((False, "memory"), (True, "spool")):
+    for durable, where, goal in ((False, "memory", 0.8), (True, "spool", 0.5)):
+        ratio = replay[True, durable] / raw_window
+        failed |= ratio < goal
         print(
-            f"| replay of {replay_n} queued JetStream publishes, {where} (msgs/s); raw: one "
-            f"PubAck at a time | {raw_seq:,.0f} | {replay[True, durable]:,.0f} | "
-            f"{replay[True, durable] / raw_seq:.3f} | |"
+            f"| replay of {replay_n} queued JetStream publishes, {where} (msgs/s); raw: 100 "
+            f"in flight with ids | {raw_window:,.0f} | {replay[True, durable]:,.0f} | "
+            f"{ratio:.3f} | >= {goal} {'ok' if ratio >= goal else 'MISSED'} |"
         )
     for durable, where in ((False, "memory"), (True, "spool")):
         print(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from natsrouter.api.http import HttpServer, build_app
 from natsrouter.client import request
 from natsrouter.config import LogLevel, Settings, load_settings
 from natsrouter.config_files import os_reason as _os_reason
@@ -30,7 +31,6 @@ from natsrouter.errors import ConfigError
 from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.link import Link
 from natsrouter.link.spool import open_pending_queue
-from natsrouter.observability.http import HttpServer, build_app
 from natsrouter.observability.logging import configure_logging, get_logger
 from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
 from natsrouter.observability.verify import fetch, verify

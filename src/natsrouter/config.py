@@ -145,6 +145,7 @@ class Settings:
     nats_pending_operation_timeout_ms: int = _key(0, _min(0))
     nats_pending_store: PendingStore = _key(PendingStore.AUTO)
     nats_pending_spool_path: str = _key("")
+    nats_replay_max_in_flight: int = _key(100, _min(1))
     nats_request_timeout_ms: int = _key(5000, _min(1))
     nats_max_payload_size: int = _key(1024 * 1024, _min(1))
     nats_fault_injection_enabled: bool = _key(False)

@@ -41,6 +41,9 @@ class Reason(StrEnum):
     EXPIRED = "expired"
     SPOOL_ERROR = "spool_error"
     FAULT_INJECTED = "fault_injected"
+    #: A reply that could not be sent at once: replies are never queued (the requester
+    #: gave up long before a replay could deliver it).
+    REPLY_DROPPED = "reply_dropped"
     OTHER = "other"
 
 

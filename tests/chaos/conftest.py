@@ -7,8 +7,11 @@ after, lost, duplicated, replay rate); they are printed at the end of the run an
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from natsrouter.config import build_settings
 from natsrouter.embedded import NatsServer
 from natsrouter.link import Link
 from natsrouter.observability.metrics import LinkMetrics
+from tests.chaos.harness import DecideLoad, RawLoad, settle
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers.process import RouterProcess
 
@@ -150,3 +154,55 @@ async def create_raw_stream(servers: list[str], replicas: int = 1) -> None:
         )
     finally:
         await nc.close()
+
+
+DECIDE_RATE = 50  # per second
+RAW_RATE = 50
+
+
+@dataclass
+class Rig:
+    router: RouterProcess
+    link: Link
+    decides: DecideLoad
+    raw: RawLoad
+
+    def start(self) -> None:
+        self.decides.start()
+        self.raw.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(self.decides.stop(), self.raw.stop())
+
+    async def steady(self, seconds: float) -> None:
+        """Let the load run, checking the Router process stays up all along."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.router.alive, "the Router process died"
+            await asyncio.sleep(0.1)
+
+
+RigFactory = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+def make_rig(
+    tmp_path: Path,
+    routers: list[RouterProcess],
+    raw_links: list[Link],
+    http: aiohttp.ClientSession,
+) -> RigFactory:
+    """A started Router process (its NATS URL, extra ROUTER_* settings) and a raw link, each
+    with its load, stopped at teardown by the fixtures they come from."""
+
+    async def rig_up(router_url: str, raw_servers: list[str], **env: str) -> Rig:
+        router = RouterProcess(router_env(tmp_path, router_url, **env), tmp_path)
+        routers.append(router)
+        # Waited for without blocking the loop: the proxy of scenario 2 runs on it.
+        await settle(("the Router to be ready", router.ready), timeout_s=30)
+        link = await start_raw_link(raw_links, tmp_path, raw_servers)
+        decides = DecideLoad(rate=DECIDE_RATE, router=router, session=http)
+        raw = RawLoad(rate=RAW_RATE, link=link)
+        return Rig(router, link, decides, raw)
+
+    return rig_up

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from natsrouter.api.http import MAX_FAULT_DELAY_MS, HttpServer, build_app
 from natsrouter.embedded import NatsServer, free_port
-from natsrouter.observability.http import MAX_FAULT_DELAY_MS, HttpServer, build_app
 from tests.conftest import ADMIN_TOKEN, LinkFactory
 from tests.helpers.process import NATSROUTER, RouterProcess
 

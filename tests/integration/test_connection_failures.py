@@ -19,6 +19,7 @@ from natsrouter.errors import NotConnectedError
 from natsrouter.link import ConnectionState, InboundMessage, Outcome
 from natsrouter.link.backoff import BackoffPolicy
 from tests.conftest import LinkFactory
+from tests.helpers.dropping_server import DroppingServer
 from tests.helpers.observe import codes, metric
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.waiting import wait_for
@@ -138,8 +139,10 @@ async def test_exhaustion_keep_retrying_reconnects_when_server_returns(
     await nats_server.astart()
     await wait_for(lambda: link.state is S.CONNECTED, 5)
     assert status_gauge(link) == 1.0
-    assert link.status()["exhausted"] is False
     await wait_for(lambda: link.pending.count == 0, 5)
+    # Exhaustion and the attempt count are reset once the connection proved healthy.
+    await wait_for(lambda: link.status()["exhausted"] is False, 5, "a healthy connection")
+    assert link.status()["reconnect_attempts"] == 0
 
 
 async def test_exhaustion_fail_open_refuses_then_recovers(
@@ -411,3 +414,24 @@ def test_settings_with_unreachable_port_stay_valid() -> None:
     """A server list pointing nowhere is valid configuration (start while down)."""
     settings = build_settings({"nats_url": f"nats://127.0.0.1:{free_port()}"})
     assert len(settings.nats_url) == 1
+
+
+@pytest.mark.parametrize("handshake", [True, False], ids=["after-handshake", "at-once"])
+async def test_a_server_that_accepts_and_drops_exhausts_the_attempts(
+    make_link: LinkFactory, logs: list, handshake: bool
+) -> None:
+    """Accepted then dropped, each time: the backoff reaches its cap and exit is requested."""
+    dropper = DroppingServer(handshake=handshake)
+    await dropper.start()
+    try:
+        link = await make_link(
+            [dropper.url], nats_reconnect_attempts=4, nats_on_reconnect_exhausted="exit"
+        )
+        await wait_for(link.exit_requested.is_set, 15, "the exit policy")
+    finally:
+        await dropper.stop()
+    attempts = [e for e in logs if e.get("error_code") == "NATS_RECONNECT_ATTEMPT"]
+    assert [e["attempt"] for e in attempts] == [1, 2, 3, 4]
+    assert attempts[-1]["delay_ms"] >= 160  # the cap (200 ms with jitter 0.2)
+    assert metric(link, "router_nats_reconnection_exhausted_total") == 1
+    assert dropper.accepted == 5

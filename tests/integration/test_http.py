@@ -8,9 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from natsrouter.api.http import HttpServer, build_app
 from natsrouter.embedded import NatsServer
 from natsrouter.link import ConnectionState, Link
-from natsrouter.observability.http import HttpServer, build_app
 from tests.conftest import ADMIN_TOKEN, LinkFactory
 from tests.helpers.waiting import wait_for
 

@@ -17,6 +17,7 @@ import nats
 import pytest
 from prometheus_client import CollectorRegistry
 
+from natsrouter.api.http import HttpServer, build_app
 from natsrouter.config import OverflowPolicy, build_settings
 from natsrouter.embedded import NatsServer, free_port
 from natsrouter.errors import Reason
@@ -32,7 +33,6 @@ from natsrouter.link import (
 from natsrouter.link.pending import Limits, PendingQueue
 from natsrouter.link.spool import SpoolError, SqlitePendingQueue
 from natsrouter.link.transport import Connection, LostCallback
-from natsrouter.observability.http import HttpServer, build_app
 from natsrouter.observability.metrics import LinkMetrics
 from tests.conftest import FAST, LinkFactory
 from tests.helpers.jetstream import create_stream, stored_messages

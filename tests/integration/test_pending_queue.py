@@ -9,7 +9,7 @@ import pytest
 
 from natsrouter.embedded import NatsServer
 from natsrouter.errors import Reason
-from natsrouter.link import ConnectionState, InboundMessage, Link, Outcome
+from natsrouter.link import ConnectionState, Fault, FaultTarget, InboundMessage, Link, Outcome
 from tests.conftest import ADMIN_TOKEN, LinkFactory
 from tests.helpers.jetstream import create_stream, stored_messages
 from tests.helpers.observe import codes, metric
@@ -62,17 +62,27 @@ async def test_replay_is_fifo(nats_server: NatsServer, make_link: LinkFactory, l
 async def test_publishes_during_replay_wait_their_turn(
     nats_server: NatsServer, make_link: LinkFactory
 ) -> None:
-    """A publish made while a replay runs goes behind it: global order holds."""
-    link = await make_link([nats_server.url], nats_max_pending_operations=5000)
+    """Made while a replay runs: queued behind its subject's items, order holds; another
+    subject's publish goes out at once."""
+    link = await make_link(
+        [nats_server.url], nats_max_pending_operations=5000, nats_fault_injection_enabled=True
+    )
     inbox = await _listening_then_down(link, nats_server, "order.x")
-    for i in range(2000):
+    other = Inbox()
+    await link.subscribe("other.x", other)
+    for i in range(200):
         await link.publish("order.x", b"q%d" % i)
+    link.inject(FaultTarget.PUBLISH, Fault.delay(5))  # a replay of 200 takes about a second
     await nats_server.astart()
-    await wait_for(lambda: link.ready, 5)
+    await wait_for(lambda: metric(link, "router_nats_pending_operations_retry_success_total") > 0)
     late = await link.publish("order.x", b"late")
-    assert late.outcome in (Outcome.QUEUED, Outcome.SENT)
-    await wait_for(lambda: len(inbox.data) == 2001, 10)
-    assert inbox.data == [b"q%d" % i for i in range(2000)] + [b"late"]
+    replaying = link.pending.count  # the replay had started and had not finished
+    aside = await link.publish("other.x", b"aside")
+    assert (late.outcome, aside.outcome) == (Outcome.QUEUED, Outcome.SENT)
+    assert 1 < replaying < 201
+    await wait_for(lambda: len(inbox.data) == 201, 10)
+    assert inbox.data == [b"q%d" % i for i in range(200)] + [b"late"]
+    await wait_for(lambda: other.data == [b"aside"], 5)
 
 
 async def test_drop_oldest_at_the_limit(
@@ -143,10 +153,10 @@ async def test_expired_items_are_dropped_and_counted(
     await wait_for(lambda: inbox.data == [b"fresh"], 5)
 
 
-async def test_partly_failing_replay_keeps_the_failures(
-    nats_server: NatsServer, make_link: LinkFactory
+async def test_items_without_a_stream_end_failed_and_the_rest_are_sent(
+    nats_server: NatsServer, make_link: LinkFactory, logs: list
 ) -> None:
-    """Items the server refuses stay queued; the rest are sent in order."""
+    """Queued items no stream captures end failed (counted, logged); the others are stored."""
     await create_stream(nats_server.url, "REPLAY", ["ok.>"])
     link = await make_link([nats_server.url], nats_max_reconnect_delay_ms=5000)
     await _down(link, nats_server)
@@ -154,35 +164,31 @@ async def test_partly_failing_replay_keeps_the_failures(
         subject = "ok.x" if i % 2 == 0 else "nostream.x"  # no stream captures nostream.x
         assert (await link.publish_with_ack(subject, b"%d" % i)).outcome is Outcome.QUEUED
     await nats_server.astart()
-    await wait_for(lambda: metric(link, "router_nats_pending_operations_retry_total") == 6, 10)
+    await wait_for(lambda: link.pending.count == 0, 10)
     assert metric(link, "router_nats_pending_operations_retry_success_total") == 3
-    assert metric(link, "router_nats_pending_operations_retry_failed_total") == 3
-    assert metric(link, "router_nats_publish_with_ack_failures_total", reason="no_responders") == 3
-    assert link.pending.count == 3
-    kept = []
-    cursor = 0
-    while (item := link.pending.oldest_after(cursor)) is not None:
-        kept.append((item.op.subject, item.op.payload, item.attempts))
-        cursor = item.id
-    assert kept == [("nostream.x", b"1", 1), ("nostream.x", b"3", 1), ("nostream.x", b"5", 1)]
+    assert metric(link, "router_nats_pending_operations_failed_total", reason="no_responders") == 3
+    assert codes(logs).count("NATS_PENDING_FAILED") == 1  # a burst: logged once
     stored = await stored_messages(nats_server.url, "REPLAY")
     assert [m.data for m in stored] == [b"0", b"2", b"4"]
-    assert link.accounting.balanced(link.pending.count)
+    assert (link.accounting.failed, link.accounting.balanced(0)) == (3, True)
 
 
-async def test_refused_items_are_retried_while_connected(
+async def test_items_refused_for_now_are_retried_while_connected(
     nats_server: NatsServer, make_link: LinkFactory
 ) -> None:
-    """Once the server would take them, items a replay left behind are sent, in order."""
-    link = await make_link([nats_server.url])
+    """Queued items whose sends time out stay queued; once the server answers, sent in order."""
+    await create_stream(nats_server.url, "LATER", ["later.>"])
+    link = await make_link([nats_server.url], nats_fault_injection_enabled=True)
     await _down(link, nats_server)
     for i in range(3):
         await link.publish_with_ack("later.x", b"%d" % i)
+    link.inject(FaultTarget.PUBLISH_WITH_ACK, Fault.timeout())
     await nats_server.astart()
-    await wait_for(lambda: metric(link, "router_nats_pending_operations_retry_failed_total") == 3)
+    await wait_for(lambda: metric(link, "router_nats_pending_operations_retry_failed_total") >= 2)
     assert link.pending.count == 3
-    await create_stream(nats_server.url, "LATER", ["later.>"])  # now a stream captures them
-    await wait_for(lambda: link.pending.count == 0, 5, "periodic replay")
+    assert "later.x" in link.status()["pending"]["blocked"]
+    link.clear_faults()
+    await wait_for(lambda: link.pending.count == 0, 5, "the subject's backoff")
     stored = await stored_messages(nats_server.url, "LATER")
     assert [m.data for m in stored] == [b"0", b"1", b"2"]
     assert link.accounting.balanced(0)

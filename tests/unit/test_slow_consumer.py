@@ -10,18 +10,17 @@ from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
 from natsrouter.link import Link
-from natsrouter.link.nats_transport import NatsConnection, NatsTransport
+from natsrouter.link.nats_transport import ConnectOptions, NatsConnection, NatsTransport
 from natsrouter.observability.metrics import LinkMetrics
 from tests.helpers.observe import codes, metric
 
 
 def test_each_drop_is_counted_and_a_burst_logged_once(logs: list[dict[str, Any]]) -> None:
     """Three drops: router_nats_slow_consumer_drops_total 3, one NATS_SLOW_CONSUMER line."""
-    link = Link(
-        build_settings({"nats_url": "nats://127.0.0.1:1"}), LinkMetrics(CollectorRegistry())
-    )
-    transport = link._transport  # the real adapter the link built
-    assert isinstance(transport, NatsTransport)
+    settings = build_settings({"nats_url": "nats://127.0.0.1:1"})
+    transport = NatsTransport(ConnectOptions.from_settings(settings))
+    link = Link(settings, LinkMetrics(CollectorRegistry()), transport=transport)
+    assert transport.on_slow_consumer is not None  # the link hooked its telemetry in
     conn = NatsConnection("nats://127.0.0.1:1", lambda *_: None, transport.on_slow_consumer)
     drop = nats.errors.SlowConsumerError(subject="s.x", reply="", sid=1, sub=None)
 

@@ -218,3 +218,32 @@ def test_spool_behaves_exactly_like_the_memory_queue(
             assert (memory.count, memory.size_bytes) == (spool.count, spool.size_bytes)
     finally:
         spool.close()
+
+
+def test_sent_items_are_deleted_in_batches(tmp_path: Path) -> None:
+    """remove_later counts at once and hides the rows; the file loses them at flush."""
+    path = tmp_path / "spool.db"
+    queue = SqlitePendingQueue.open(path, LIMITS)
+    pushed = [queue.push(op(n), 1.0).item for n in range(3)]
+    for item in pushed[:2]:
+        assert item is not None
+        queue.remove_later(item)
+    assert (queue.count, [i.op.subject for i in queue.batch_after(0, 10)]) == (1, ["s.2"])
+    queue.close()  # flushes
+    reopened = SqlitePendingQueue.open(path, LIMITS)
+    assert [i.op.subject for i in items(reopened)] == ["s.2"]
+    reopened.close()
+
+
+def test_a_crash_before_the_flush_leaves_the_batch_to_send_again(tmp_path: Path) -> None:
+    """Sent but not flushed when the process dies: the rows are there at the next start."""
+    path = tmp_path / "spool.db"
+    queue = SqlitePendingQueue.open(path, LIMITS)
+    pushed = [queue.push(op(n), 1.0).item for n in range(3)]
+    for item in pushed:
+        assert item is not None
+        queue.remove_later(item)
+    queue._db.close()  # the process dies: no flush
+    reopened = SqlitePendingQueue.open(path, LIMITS)
+    assert [i.op.headers for i in items(reopened)] == [{"Nats-Msg-Id": f"id-{n}"} for n in range(3)]
+    reopened.close()

@@ -6,17 +6,9 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from natsrouter.errors import LinkError, Reason
+from natsrouter.operation import Operation
 
-
-class Operation(StrEnum):
-    """Operations of the link; the values are the ``operation`` metric label."""
-
-    PUBLISH = "publish"
-    PUBLISH_WITH_ACK = "publish_with_ack"
-    REQUEST = "request"
-    ACK = "ack"
-    NAK = "nak"
-    SUBSCRIBE = "subscribe"
+__all__ = ["Operation", "Outcome", "PubAck", "Result"]
 
 
 class Outcome(StrEnum):

@@ -95,7 +95,20 @@ class PendingQueue(Protocol):
     def size_bytes(self) -> int: ...
     def push(self, op: PendingOp, now: float) -> PushResult: ...
     def oldest_after(self, after_id: int) -> PendingItem | None: ...
+    def batch_after(self, after_id: int, limit: int) -> list[PendingItem]: ...
+    def subject_counts(self) -> dict[str, int]:
+        """How many items each subject has queued (read once, when the link starts)."""
+        ...
+
     def remove(self, item_id: int) -> bool: ...
+    def remove_later(self, item: PendingItem) -> None:
+        """Take a sent item out of the queue now; a durable queue may delete it in batches."""
+        ...
+
+    def flush(self) -> None:
+        """Make ``remove_later`` durable (a no-op in memory)."""
+        ...
+
     def record_failure(self, item_id: int) -> None: ...
     def expire(self, enqueued_before: float) -> list[PendingItem]: ...
     def close(self) -> None: ...
@@ -147,12 +160,33 @@ class MemoryPendingQueue:
                 return item
         return None
 
+    def batch_after(self, after_id: int, limit: int) -> list[PendingItem]:
+        batch: list[PendingItem] = []
+        for item_id, item in self._items.items():
+            if item_id > after_id:
+                batch.append(item)
+                if len(batch) >= limit:
+                    break
+        return batch
+
+    def subject_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self._items.values():
+            counts[item.op.subject] = counts.get(item.op.subject, 0) + 1
+        return counts
+
     def remove(self, item_id: int) -> bool:
         item = self._items.pop(item_id, None)
         if item is None:
             return False
         self._bytes -= item.op.size
         return True
+
+    def remove_later(self, item: PendingItem) -> None:
+        self.remove(item.id)
+
+    def flush(self) -> None:
+        """Nothing to write for memory."""
 
     def record_failure(self, item_id: int) -> None:
         item = self._items.get(item_id)

@@ -18,6 +18,10 @@ Choices, and why:
   replaying the same items.
 - Count and bytes are cached in memory (read once at open): the gauges and the admission
   rule need them on every push.
+- Sent items are deleted in batches (``remove_later``, then ``flush`` with the next read,
+  write or replay pass): one DELETE per batch instead of a transaction per item. A crash
+  before the flush leaves at most one batch to be sent again (deduplicated for JetStream by
+  ``Nats-Msg-Id``).
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class SqlitePendingQueue:
         self._bytes: int = size
         #: Items found in the file when it was opened (accepted by an earlier process).
         self.recovered: int = count
+        # Sent items already out of the count, deleted from the file in batches (flush).
+        self._unflushed: set[int] = set()
 
     @classmethod
     def open(cls, path: str | Path, limits: Limits) -> SqlitePendingQueue:
@@ -152,6 +158,7 @@ class SqlitePendingQueue:
         headers = json.dumps(dict(op.headers)) if op.headers else None
         try:
             self._db.execute("BEGIN IMMEDIATE")
+            self._delete_unflushed()
             evicted = self._evict_for(op.size) if admission is Admission.EVICT_AND_STORE else []
             cursor = self._db.execute(
                 "INSERT INTO pending (operation, subject, headers, payload, size, enqueued_at)"
@@ -162,6 +169,7 @@ class SqlitePendingQueue:
         except sqlite3.Error as exc:
             self._rollback()
             raise SpoolError(f"{self.path}: cannot store a pending operation: {exc}") from exc
+        self._unflushed.clear()
         self._forget(evicted)
         self._count += 1
         self._bytes += op.size
@@ -187,12 +195,59 @@ class SqlitePendingQueue:
 
     def oldest_after(self, after_id: int) -> PendingItem | None:
         try:
+            self.flush()
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM pending WHERE id > ? ORDER BY id LIMIT 1", (after_id,)
             ).fetchone()
         except sqlite3.Error as exc:
             raise SpoolError(f"{self.path}: cannot read pending operations: {exc}") from exc
         return None if row is None else _item(row)
+
+    def batch_after(self, after_id: int, limit: int) -> list[PendingItem]:
+        """Up to ``limit`` items past ``after_id``, oldest first: one query per batch."""
+        try:
+            self.flush()
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM pending WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: cannot read pending operations: {exc}") from exc
+        return [_item(row) for row in rows]
+
+    def remove_later(self, item: PendingItem) -> None:
+        """Take a sent item out now; delete its row with the next batch (``flush``).
+
+        One DELETE per batch instead of one transaction per item. A crash before the flush
+        leaves the rows of at most one batch in the file: the next process sends them again
+        (JetStream drops them by ``Nats-Msg-Id``; a core publish arrives twice).
+        """
+        self._unflushed.add(item.id)
+        self._count -= 1
+        self._bytes -= item.op.size
+
+    def flush(self) -> None:
+        """Delete the rows of items removed with ``remove_later``; raises ``SpoolError``."""
+        if not self._unflushed:
+            return
+        try:
+            self._delete_unflushed()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: cannot remove sent operations: {exc}") from exc
+        self._unflushed.clear()
+
+    def _delete_unflushed(self) -> None:
+        if self._unflushed:
+            self._db.executemany(
+                "DELETE FROM pending WHERE id = ?", [(i,) for i in sorted(self._unflushed)]
+            )
+
+    def subject_counts(self) -> dict[str, int]:
+        try:
+            rows = self._db.execute("SELECT subject, count(*) FROM pending GROUP BY subject")
+            return {subject: count for subject, count in rows}
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: cannot read pending operations: {exc}") from exc
 
     def remove(self, item_id: int) -> bool:
         try:
@@ -216,6 +271,7 @@ class SqlitePendingQueue:
     def expire(self, enqueued_before: float) -> list[PendingItem]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
+            self._delete_unflushed()
             expired = [
                 _item(row)
                 for row in self._db.execute(
@@ -228,6 +284,7 @@ class SqlitePendingQueue:
         except sqlite3.Error as exc:
             self._rollback()
             raise SpoolError(f"{self.path}: cannot expire pending operations: {exc}") from exc
+        self._unflushed.clear()
         self._forget(expired)
         return expired
 
@@ -244,6 +301,8 @@ class SqlitePendingQueue:
 
     def close(self) -> None:
         """Close the file (and release its lock); items stay in it for the next start."""
+        with contextlib.suppress(SpoolError):  # not deleted: sent again, deduplicated
+            self.flush()
         self._db.close()
 
 

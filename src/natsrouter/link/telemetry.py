@@ -180,10 +180,39 @@ class LinkTelemetry:
                 suppressed=suppressed,
             )
 
-    def queue_full(self, queue_size: int, max_size: int, policy: str, dropped: int) -> None:
+    def pending_failed(self, subject: str, err: LinkError, attempts: int) -> None:
+        """A queued item ended ``failed`` (poison): counted each, logged once per burst."""
+        self.metrics.pending_failed.labels(err.reason.value).inc()
+        suppressed = self._burst("pending_failed")
+        if suppressed is not None:
+            self.log.error(
+                "queued operation refused for good: removed as failed",
+                error_code="NATS_PENDING_FAILED",
+                subject=subject,
+                reason=err.reason.value,
+                attempts=attempts,
+                error=str(err),
+                suppressed=suppressed,
+            )
+
+    def reply_dropped(self, subject: str, err: LinkError) -> None:
+        self.metrics.replies_dropped.labels(err.reason.value).inc()
+        suppressed = self._burst("reply_dropped")
+        if suppressed is not None:
+            self.log.warning(
+                "reply not sent: replies are never queued",
+                error_code="NATS_REPLY_DROPPED",
+                subject=subject,
+                reason=err.reason.value,
+                suppressed=suppressed,
+            )
+
+    def queue_full(
+        self, queue_size: int, max_size: int, policy: str, dropped: int, *, rejected: bool
+    ) -> None:
         if dropped:
             self.metrics.pending_dropped.labels(Reason.QUEUE_FULL.value).inc(dropped)
-        else:
+        if rejected:
             self.metrics.pending_rejected.inc()
         suppressed = self._burst("queue_full")
         if suppressed is not None:
@@ -195,6 +224,10 @@ class LinkTelemetry:
                 policy=policy,
                 suppressed=suppressed,
             )
+
+    def dropped_in_flight(self, reason: Reason) -> None:
+        """An item dropped while it was being sent, whose send then failed: dropped now."""
+        self.metrics.pending_dropped.labels(reason.value).inc()
 
     def expired(self, count: int) -> None:
         self.metrics.pending_dropped.labels(Reason.EXPIRED.value).inc(count)

@@ -3,7 +3,7 @@
 The container takes its ``CollectorRegistry`` as an argument: production passes one registry
 for the process, each test builds a fresh one and reads values with ``get_sample_value``.
 Label values are bounded: ``reason`` is an ``errors.Reason``, ``operation`` a
-``link.outcome.Operation``; never a subject or an id.
+``operation.Operation``; never a subject or an id.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from natsrouter.errors import Reason
-from natsrouter.link.outcome import Operation
 from natsrouter.observability.fast import FastCollector, FastCounter, FastHistogram
+from natsrouter.operation import Operation
 
 # `*_created` series double the exposition and no alert or panel uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -148,6 +148,20 @@ class LinkMetrics:
         self.pending_dropped = counter(
             "pending_operations_dropped", "Pending operations dropped", reason
         )
+        self.pending_failed = counter(
+            "pending_operations_failed",
+            "Queued operations the server refused for a reason retrying cannot fix",
+            reason,
+        )
+        self.replies_dropped = counter(
+            "replies_dropped",
+            "Replies not sent (never queued): the reason they could not go",
+            reason,
+        )
+        self.blocked_destinations = gauge(
+            "blocked_destinations",
+            "Subjects whose queued publishes wait out their own backoff after failing",
+        )
         self.pending_rejected = counter(
             "pending_operations_rejected", "Operations refused by a full queue (reject_new)"
         )
@@ -179,6 +193,8 @@ class LinkMetrics:
         for r in Reason:
             self.connection_failures.labels(r.value)
             self.reconnect_failures.labels(r.value)
+            self.replies_dropped.labels(r.value)
+            self.pending_failed.labels(r.value)
             for op in Operation:
                 self.operation_failures[op].labels(r.value)
         for r in (Reason.QUEUE_FULL, Reason.EXPIRED, Reason.SPOOL_ERROR):

@@ -304,7 +304,10 @@ class NatsDecideIntake:
         # A request without a reply inbox is answered on <subject>.reply (CONTRACT §1).
         subject = msg.reply or f"{self._subject}.reply"
         try:
-            result = await self._link.publish(subject, _dumps(body))
+            if msg.reply:  # an inbox: sent now or dropped, never queued
+                result = await self._link.reply(msg.reply, _dumps(body))
+            else:
+                result = await self._link.publish(subject, _dumps(body))
         except Exception as exc:  # noqa: BLE001 - nobody awaits this task: say it here
             self._service.events.internal_error("decide reply", exc)
             return False

@@ -23,7 +23,6 @@ from typing import Any
 from natsrouter import __version__
 from natsrouter.config import Settings
 from natsrouter.link.link import Link
-from natsrouter.link.state import ConnectionState
 from natsrouter.link.subscriptions import Subscription
 from natsrouter.link.transport import InboundMessage
 from natsrouter.observability.logging import get_logger
@@ -114,11 +113,10 @@ class NatsService:
     async def _on_request(self, msg: InboundMessage) -> None:
         if not msg.reply:
             return  # a discovery request always has an inbox; nothing to answer otherwise
-        if self._link.state is not ConnectionState.CONNECTED:
-            return  # queued, the answer would reach an inbox nobody reads any more
         verb = msg.subject.split(".")[1]
         body = {"PING": self.ping, "INFO": self.info, "STATS": self.stats}[verb]()
-        await self._link.publish(msg.reply, json.dumps(body, separators=(",", ":")).encode())
+        # Sent now or dropped, never queued: a late answer reaches an inbox nobody reads.
+        await self._link.reply(msg.reply, json.dumps(body, separators=(",", ":")).encode())
 
     def _identity(self, kind: str) -> dict[str, Any]:
         return {

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from natsrouter.api.http import HttpServer
 from natsrouter.auth import load_decide_tokens
 from natsrouter.config import Settings
 from natsrouter.link.link import Link
 from natsrouter.link.state import ConnectionState
 from natsrouter.link.subscriptions import Consumer
 from natsrouter.link.transport import StreamSpec
-from natsrouter.observability.http import HttpServer
 from natsrouter.observability.logging import get_logger
 from natsrouter.observability.metrics import RouterMetrics
 from natsrouter.routing.decider import Decider

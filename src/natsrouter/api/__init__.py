@@ -1,0 +1,1 @@
+"""What natsrouter serves to operators over HTTP; sits above the link and the service."""

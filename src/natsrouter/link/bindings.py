@@ -1,0 +1,204 @@
+"""Subscriptions and pull consumers, kept bound across reconnects.
+
+A ``Subscription`` (core) or ``Consumer`` (JetStream durable pull consumer) is registered
+once and stays registered until cancelled; it is bound again on every new connection,
+including handles asked for while disconnected. Subscriptions are bound before the
+connection counts as connected (``bind_all``); each consumer runs its own task that waits
+for a connection, binds, fetches and hands messages to its handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+
+from natsrouter.errors import LinkError
+from natsrouter.link.connection import ConnectionSupervisor
+from natsrouter.link.outcome import Operation
+from natsrouter.link.subscriptions import Consumer, JsHandler, Subscription
+from natsrouter.link.tasks import TaskOwner, cancel_and_wait
+from natsrouter.link.telemetry import LinkTelemetry
+from natsrouter.link.transport import (
+    Connection,
+    ConsumerSpec,
+    InboundMessage,
+    JsMessage,
+    MessageHandler,
+    PullConsumer,
+)
+
+
+class Bindings:
+    """The link's subscriptions and consumers, bound to whatever connection is current."""
+
+    def __init__(
+        self,
+        session: ConnectionSupervisor,
+        telemetry: LinkTelemetry,
+        tasks: TaskOwner,
+        rng: random.Random,
+    ) -> None:
+        self._session = session
+        self._t = telemetry
+        self._tasks = tasks
+        self._rng = rng
+        self.subscriptions: list[Subscription] = []
+        self.consumers: list[Consumer] = []
+
+    def status(self) -> dict[str, int]:
+        """The ``/status`` counts: handles registered and not cancelled."""
+        return {
+            "subscriptions": sum(1 for s in self.subscriptions if not s.cancelled),
+            "consumers": sum(1 for c in self.consumers if not c.cancelled),
+        }
+
+    # -- core subscriptions ------------------------------------------------------------------
+
+    async def subscribe(
+        self, subject: str, handler: MessageHandler, queue: str | None = None
+    ) -> Subscription:
+        """Subscribe now if connected, and again after every reconnect until cancelled.
+
+        While connected, a failure raises the typed error and nothing is registered. While not
+        connected, the subscription is registered and bound on the next connection.
+        """
+        sub = Subscription(subject, queue, handler)
+        live = self._session.live()
+        if live is not None:
+            await self._bind(*live, sub)  # raises on failure
+        self.subscriptions.append(sub)
+        return sub
+
+    async def unsubscribe(self, sub: Subscription, *, drain: bool = False) -> None:
+        """Stop the subscription; with ``drain``, messages already received are delivered."""
+        sub.cancelled = True
+        with contextlib.suppress(ValueError):
+            self.subscriptions.remove(sub)
+        if sub.native is not None and sub.bound_generation == self._session.generation:
+            with contextlib.suppress(LinkError):
+                await (sub.native.drain() if drain else sub.native.unsubscribe())
+        sub.native = None
+
+    async def _bind(self, conn: Connection, generation: int, sub: Subscription) -> None:
+        async def deliver(msg: InboundMessage) -> None:
+            try:
+                await sub.handler(msg)
+            except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the subscription
+                self._t.handler_failed(sub.subject, exc)
+
+        try:
+            sub.native = await conn.subscribe(sub.subject, sub.queue, deliver)
+        except LinkError as err:
+            self._t.failed(Operation.SUBSCRIBE, err, sub.subject)
+            raise
+        sub.bound_generation = generation
+        sub.error = None
+        self._t.succeeded(Operation.SUBSCRIBE)
+
+    async def bind_all(self, conn: Connection, generation: int) -> None:
+        """Bind every registered subscription to a new connection before calling it connected.
+
+        A failure that can pass (connection, timeout) fails the whole attempt, so the link
+        never reports ``connected`` with a subscription missing; a refusal from the server is
+        recorded on the handle and logged, and the others are bound.
+        """
+        index = 0
+        while index < len(self.subscriptions):  # handles added meanwhile are bound too
+            sub = self.subscriptions[index]
+            index += 1
+            try:
+                await self._bind(conn, generation, sub)
+            except LinkError as err:
+                if err.retriable:
+                    raise
+                sub.error = str(err)
+
+    # -- pull consumers ----------------------------------------------------------------------
+
+    def fetched_after(self, message: JsMessage) -> list[JsMessage]:
+        """The messages of ``message``'s batch that its consumer has not handed out yet."""
+        for consumer in self.consumers:
+            for index, held in enumerate(consumer.in_hand):
+                if held is message:
+                    return consumer.in_hand[index + 1 :]
+        return []
+
+    def consume(
+        self, spec: ConsumerSpec, handler: JsHandler, batch: int, fetch_timeout_s: float
+    ) -> Consumer:
+        consumer = Consumer(spec, handler, batch, fetch_timeout_s)
+        consumer.task = self._tasks.own(self._consume(consumer), f"consumer:{spec.durable}")
+        self.consumers.append(consumer)
+        return consumer
+
+    async def stop_consumer(self, consumer: Consumer, grace_s: float = 0.0) -> None:
+        consumer.stopping = True
+        if consumer.task is not None:
+            if grace_s > 0 and consumer.busy:  # an idle consumer is only waiting to fetch
+                await asyncio.wait({consumer.task}, timeout=grace_s)
+            await cancel_and_wait([consumer.task])
+        with contextlib.suppress(ValueError):
+            self.consumers.remove(consumer)
+
+    async def close(self) -> None:
+        await cancel_and_wait([c.task for c in self.consumers if c.task])
+
+    def _pause_s(self, retry: int) -> float:
+        return self._session.backoff.delay_ms(retry, self._rng) / 1000
+
+    async def _consume(self, consumer: Consumer) -> None:
+        retry = 0
+        session = self._session
+        while not (session.closed or consumer.stopping):
+            await session.connected.wait()
+            conn, generation = session.conn, session.generation
+            if conn is None:
+                continue
+            try:
+                puller = await conn.pull_subscribe(consumer.spec)
+            except LinkError as err:
+                self._t.failed(Operation.SUBSCRIBE, err, consumer.spec.filter_subject)
+                if err.connection_lost:
+                    session.on_lost(generation, conn, err)
+                await asyncio.sleep(self._pause_s(retry))
+                retry += 1
+                continue
+            retry = 0
+            consumer.bound_generation = generation
+            self._t.succeeded(Operation.SUBSCRIBE)
+            try:
+                await self._pull(consumer, conn, generation, puller)
+            finally:
+                await puller.stop()
+
+    async def _pull(
+        self, consumer: Consumer, conn: Connection, generation: int, puller: PullConsumer
+    ) -> None:
+        """Fetch and hand out messages until the connection changes or fetching fails."""
+        session = self._session
+        while generation == session.generation and not consumer.stopping:
+            try:
+                messages = await puller.fetch(consumer.batch, consumer.fetch_timeout_s)
+            except LinkError as err:
+                if err.connection_lost:
+                    session.on_lost(generation, conn, err)
+                    return
+                # e.g. the consumer was deleted: bind again after a pause
+                self._t.failed(Operation.SUBSCRIBE, err, consumer.spec.filter_subject)
+                await asyncio.sleep(self._pause_s(0))
+                return
+            consumer.busy = True
+            consumer.in_hand = messages  # for in_progress: the rest of the batch waits too
+            try:
+                for message in messages:
+                    if consumer.stopping:
+                        return  # the rest of the batch is redelivered after the ack wait
+                    consumer.delivered += 1
+                    try:
+                        await consumer.handler(message)
+                    except Exception as exc:  # noqa: BLE001 - a handler bug must not stop it
+                        self._t.handler_failed(message.subject, exc)
+            finally:
+                consumer.busy = False
+                consumer.in_hand = []
