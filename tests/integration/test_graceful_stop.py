@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
 from natsrouter.embedded import NatsServer
-from natsrouter.errors import Reason
 from natsrouter.link import Fault, FaultTarget, Link
 from natsrouter.link.pending import Limits
 from natsrouter.link.spool import SqlitePendingQueue
