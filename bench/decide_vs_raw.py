@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -194,8 +195,26 @@ async def load(url: str, subject: str, ids: range, in_flight: int, push: bool) -
     )
 
 
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` into ``out`` (collapsed stacks) until interrupted."""
+    spy = str(Path(sys.executable).parent / "py-spy")
+    proc = subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches before the load starts
+    return proc
+
+
 async def measure(
-    url: str, tmp: Path, comparison: str, requests: int, rounds: int, ids: Ids
+    url: str,
+    tmp: Path,
+    comparison: str,
+    requests: int,
+    rounds: int,
+    ids: Ids,
+    profile: Path | None = None,
 ) -> dict[int, dict[str, list[Figures]]]:
     """Each level, raw then Router or Router then raw (alternating by round and level).
 
@@ -210,6 +229,12 @@ async def measure(
         for subject in subjects.values():
             await wait_answering(url, subject, push)
             await load(url, subject, ids.take(1000), 10, push)  # warm-up, not counted
+        if profile is not None:
+            # Sampled while the Router alone is loaded at 100 in flight; then the rounds.
+            spy = start_profiler(procs[1].pid, profile.with_suffix(f".{comparison}.txt"))
+            await load(url, subjects["router"], ids.take(requests * 4), 100, push)
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         for round_no in range(rounds):
             for step, in_flight in enumerate(LEVELS):
                 first = (round_no + step) % 2 == 0
@@ -272,6 +297,11 @@ async def main() -> None:
     parser.add_argument(
         "--only", choices=("decide", "push"), help="run one comparison (default: both)"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the Router with py-spy under 100 in flight first: PATH.<comparison>.txt",
+    )
     args = parser.parse_args()
     comparisons = (args.only,) if args.only else ("decide", "push")
     print(
@@ -288,7 +318,7 @@ async def main() -> None:
         try:
             for comparison in comparisons:
                 figures = await measure(
-                    server.url, tmp, comparison, args.requests, args.rounds, ids
+                    server.url, tmp, comparison, args.requests, args.rounds, ids, args.profile
                 )
                 checks += report(comparison, figures)
         finally:

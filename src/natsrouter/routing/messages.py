@@ -4,10 +4,18 @@
 the contract's error code and the field at fault; it never raises anything else, whatever
 the bytes (tests/unit/test_messages.py fuzzes it). Unknown extra fields are accepted, so
 newer clients can talk to older Routers.
+
+A parsed document is checked and built in one pass by ``_fast_request``, a hand-written
+reading of ``decide_request.schema.json`` (the schema file stays the published contract): a
+compiled schema validator cost about a sixth of a decide's time in a profile. The fast path
+only ever accepts; a document it does not accept goes through the schema, which names the
+field at fault. tests/unit/test_fast_request.py checks with hypothesis that the fast path
+and the schema accept and refuse the same documents.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -93,6 +101,108 @@ def _invalid(message: str, **details: Any) -> RequestError:
     return RequestError(ErrorCode.INVALID_REQUEST, message, details)
 
 
+# The schema's own patterns, applied as jsonschema applies ``pattern`` (re.search).
+_PROPERTIES = _VALIDATOR.reference.schema["properties"]
+_CONTROL = re.compile(_PROPERTIES["request_id"]["not"]["pattern"])
+_SUBJECT = re.compile(_PROPERTIES["assignment_subject"]["pattern"])
+_SUBJECT_REFUSED = re.compile(_PROPERTIES["assignment_subject"]["not"]["pattern"])
+
+
+def _id(value: Any, min_length: int = 1) -> bool:
+    """A string of ``min_length``..256 characters without control characters."""
+    return type(value) is str and min_length <= len(value) <= 256 and _CONTROL.search(value) is None
+
+
+def _limit(value: Any) -> bool:
+    """A JSON number (not a boolean) of at least 0."""
+    return type(value) in (int, float) and value >= 0
+
+
+def _subject(value: Any) -> bool:
+    return (
+        type(value) is str
+        and 1 <= len(value) <= 256
+        and _SUBJECT.search(value) is not None
+        and _SUBJECT_REFUSED.search(value) is None
+    )
+
+
+def _fast_request(document: Any) -> DecideRequest | None:
+    """The request when the schema accepts ``document``; None when it may not."""
+    # isinstance: the schema's "object", "string" and "boolean" are exactly these types
+    # (json.loads builds no subclasses), and `type(x) is` keeps True out of the numbers.
+    if type(document) is not dict:
+        return None
+    get = document.get
+    task: Any = get("task")
+    request_id: Any = get("request_id")
+    tenant_id: Any = get("tenant_id")
+    if (
+        get("version") != "1"
+        or type(get("version")) is not str
+        or not _id(request_id)
+        or not _id(tenant_id)
+        or type(task) is not dict
+    ):
+        return None
+    task_type, payload_ref = task.get("type"), task.get("payload_ref", _ABSENT)
+    if type(task_type) is not str or not 1 <= len(task_type) <= 256:
+        return None
+    if payload_ref is _ABSENT:
+        if "payload" not in task:
+            return None
+        payload_ref = None
+    elif type(payload_ref) is not str or not payload_ref:
+        return None
+    trace_id = get("trace_id")
+    if (trace_id is not None or "trace_id" in document) and not _id(trace_id, 0):
+        return None
+    policy_id = get("policy_id", DEFAULT_POLICY_ID)
+    if type(policy_id) is not str or not 1 <= len(policy_id) <= 256:
+        return None
+    constraints = get("constraints", _NO_LIMITS)
+    if constraints is _NO_LIMITS:
+        limits = _NO_CONSTRAINTS
+    else:
+        if type(constraints) is not dict:
+            return None
+        latency = constraints.get("max_latency_ms", _ABSENT)
+        cost = constraints.get("max_cost", _ABSENT)
+        if (latency is not _ABSENT and not _limit(latency)) or (
+            cost is not _ABSENT and not _limit(cost)
+        ):
+            return None
+        limits = Constraints(
+            None if latency is _ABSENT else latency, None if cost is _ABSENT else cost
+        )
+    metadata = get("metadata", _NO_METADATA)
+    push = get("push_assignment", False)
+    subject = get("assignment_subject")
+    if (
+        type(metadata) is not dict
+        or type(push) is not bool
+        or (("assignment_subject" in document) and not _subject(subject))
+    ):
+        return None
+    return DecideRequest(
+        request_id=request_id,
+        tenant_id=tenant_id,
+        task=Task(task_type, payload_ref, task.get("payload")),
+        trace_id=trace_id,
+        policy_id=policy_id,
+        constraints=limits,
+        metadata=metadata if metadata is not _NO_METADATA else {},
+        push_assignment=push,
+        assignment_subject=subject,
+    )
+
+
+_ABSENT: Any = object()
+_NO_LIMITS: Any = {}
+_NO_METADATA: Any = {}
+_NO_CONSTRAINTS = Constraints()
+
+
 def parse_decide_request(raw: bytes, max_payload_size: int) -> DecideRequest:
     """Parse and validate one DecideRequest; raises ``RequestError(invalid_request)``."""
     if len(raw) > max_payload_size:
@@ -107,6 +217,9 @@ def parse_decide_request(raw: bytes, max_payload_size: int) -> DecideRequest:
         if err.field == "(document)":
             raise _invalid(f"payload: {err.message}") from None
         raise _invalid(f"{err.field}: {err.message}", field=err.field) from None
+    request = _fast_request(document)
+    if request is not None:
+        return request
     error = _VALIDATOR.error(document)
     if error is not None:
         where = field_path(error)
@@ -115,6 +228,11 @@ def parse_decide_request(raw: bytes, max_payload_size: int) -> DecideRequest:
                 f"unsupported version {document.get('version')!r}; expected '1'", field="version"
             )
         raise _invalid(f"{where}: {error.message}", field=where)
+    return _build(document)
+
+
+def _build(document: dict[str, Any]) -> DecideRequest:
+    """The request from a document the schema accepts (the reference for ``_fast_request``)."""
     task = document["task"]
     constraints = document.get("constraints", {})
     return DecideRequest(
