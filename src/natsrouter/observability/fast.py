@@ -30,6 +30,25 @@ class FastCounter:
         self.value += amount
 
 
+class FastLabelledCounter:
+    """A counter with one label whose values are all known up front; a child per value."""
+
+    def __init__(self, name: str, doc: str, label: str, values: Iterable[str]) -> None:
+        self.name = name
+        self.doc = doc
+        self.label = label
+        self.children = {v: FastCounter(name, doc) for v in values}
+
+    def labels(self, value: str) -> FastCounter:
+        return self.children[value]
+
+    def metric(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self.name, self.doc, labels=[self.label])
+        for value, child in self.children.items():
+            family.add_metric([value], child.value)
+        return family
+
+
 class FastHistogramChild:
     """One label value's buckets; ``observe`` is a bisect and two additions."""
 
@@ -58,6 +77,9 @@ class FastHistogram:
         self.bounds = tuple(sorted(buckets))
         self.children = {v: FastHistogramChild(v, self.bounds) for v in values}
 
+    def labels(self, value: str) -> FastHistogramChild:
+        return self.children[value]
+
     def metric(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily(self.name, self.doc, labels=[self.label])
         for child in self.children.values():
@@ -75,13 +97,18 @@ def _le(bound: float) -> str:
 
 class FastCollector(Collector):
     def __init__(
-        self, counters: Sequence[FastCounter], histograms: Sequence[FastHistogram]
+        self,
+        counters: Sequence[FastCounter | FastLabelledCounter],
+        histograms: Sequence[FastHistogram],
     ) -> None:
         self._counters = counters
         self._histograms = histograms
 
     def collect(self) -> Iterator[Metric]:
         for c in self._counters:
-            yield CounterMetricFamily(c.name, c.doc, value=c.value)
+            if isinstance(c, FastLabelledCounter):
+                yield c.metric()
+            else:
+                yield CounterMetricFamily(c.name, c.doc, value=c.value)
         for h in self._histograms:
             yield h.metric()

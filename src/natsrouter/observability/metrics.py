@@ -20,7 +20,12 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from natsrouter.errors import Reason
-from natsrouter.observability.fast import FastCollector, FastCounter, FastHistogram
+from natsrouter.observability.fast import (
+    FastCollector,
+    FastCounter,
+    FastHistogram,
+    FastLabelledCounter,
+)
 from natsrouter.operation import Operation
 
 # `*_created` series double the exposition and no alert or panel uses them.
@@ -252,14 +257,19 @@ class RouterMetrics:
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(f"router_{name}", doc, labels, registry=registry)
 
-        self.decide = counter("decide", "Decide requests answered, by outcome", ("outcome",))
-        self.decide_duration = Histogram(
+        # Counted once per decide request: plain numbers on the event loop thread, like the
+        # link's per-message metrics (prometheus_client's locks cost microseconds each).
+        self.decide = FastLabelledCounter(
+            "router_decide", "Decide requests answered, by outcome", "outcome", DECIDE_OUTCOMES
+        )
+        self.decide_duration = FastHistogram(
             "router_decide_duration_seconds",
             "Time from a decide request received to its answer sent",
-            ("transport",),
-            buckets=_DECIDE_BUCKETS,
-            registry=registry,
+            "transport",
+            DECIDE_TRANSPORTS,
+            _DECIDE_BUCKETS,
         )
+        registry.register(FastCollector([self.decide], [self.decide_duration]))
         self.assignments = counter(
             "assignments", "ExecAssignments pushed, by link outcome", ("outcome",)
         )
@@ -322,10 +332,6 @@ class RouterMetrics:
         self._prime()
 
     def _prime(self) -> None:
-        for outcome in DECIDE_OUTCOMES:
-            self.decide.labels(outcome)
-        for transport in DECIDE_TRANSPORTS:
-            self.decide_duration.labels(transport)
         for outcome in ASSIGNMENT_OUTCOMES:
             self.assignments.labels(outcome)
         for reason in SUBJECT_REFUSALS:

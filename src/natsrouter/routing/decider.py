@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -130,6 +131,21 @@ def matches(when: Mapping[str, tuple[Scalar, ...]], document: Mapping[str, Any])
     return True
 
 
+def matches_compiled(
+    matchers: tuple[tuple[tuple[str, ...], tuple[Scalar, ...]], ...], document: Mapping[str, Any]
+) -> bool:
+    """``matches`` for a rule's ``when`` compiled at load (``Fallback.matchers``)."""
+    for path, accepted in matchers:
+        value: Any = document
+        for part in path:
+            if not isinstance(value, Mapping) or part not in value:
+                return False
+            value = value[part]
+        if not any(_same(value, v) for v in accepted):
+            return False
+    return True
+
+
 class StickySessions:
     """(tenant, policy, session) -> provider, each valid for its policy's TTL; bounded, LRU."""
 
@@ -189,7 +205,7 @@ class Decider:
             )
         document = request_document(request) if policy.fallbacks else {}
         for rule in policy.fallbacks:
-            if matches(rule.when, document) and self._usable(policy, rule.to, request):
+            if matches_compiled(rule.matchers, document) and self._usable(policy, rule.to, request):
                 return self._decision(
                     policy, rule.to, DecisionReason.FALLBACK, fallback_used=True, retry=rule.retry
                 )
@@ -208,18 +224,32 @@ class Decider:
         return self._decision(policy, provider, reason)
 
     def _weighted(self, policy: Policy, request: DecideRequest) -> tuple[str, DecisionReason]:
-        weighted = [p for p in policy.providers if p.weight > 0]
-        candidates = [p for p in weighted if self._within(policy, p.name, request)]
-        available = [p for p in candidates if self.health.available(p.name, policy)]
+        weighted = policy.weighted
+        limits = request.constraints
+        candidates = (
+            weighted
+            if limits.max_latency_ms is None and limits.max_cost is None
+            else tuple(p for p in weighted if self._within(policy, p.name, request))
+        )
+        available = (
+            tuple(p for p in candidates if self.health.available(p.name, policy))
+            if policy.circuit_breaker.enabled
+            else candidates
+        )
         if not available:
-            raise self._nobody(policy, weighted, candidates)
-        point = self._rng.random() * sum(p.weight for p in available)
-        chosen = available[-1]
-        for provider in available:
-            point -= provider.weight
-            if point < 0:
-                chosen = provider
-                break
+            raise self._nobody(policy, list(weighted), list(candidates))
+        if available is weighted:  # nobody left out: the sums built at load
+            point = self._rng.random() * policy.cumulative[-1]
+            index = bisect_right(policy.cumulative, point)
+            chosen = weighted[min(index, len(weighted) - 1)]
+        else:
+            point = self._rng.random() * sum(p.weight for p in available)
+            chosen = available[-1]
+            for provider in available:
+                point -= provider.weight
+                if point < 0:
+                    chosen = provider
+                    break
         self.health.picked(chosen.name, policy)
         reason = (
             DecisionReason.CIRCUIT_BREAKER_FALLBACK
@@ -271,11 +301,11 @@ class Decider:
 
     @staticmethod
     def _in_policy(policy: Policy, name: str) -> bool:
-        return any(p.name == name for p in policy.providers)
+        return name in policy.by_name
 
     @staticmethod
     def _provider(policy: Policy, name: str) -> Provider | None:
-        return next((p for p in policy.providers if p.name == name), None)
+        return policy.by_name.get(name)
 
     def _session(self, policy: Policy, request: DecideRequest) -> SessionKey | None:
         if not policy.sticky.enabled:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,34 @@ class Provider:
     expected_cost: float | None = None
 
 
+#: Top-level fields of the request a ``when`` key may name; any other key without a dot is
+#: looked up in ``metadata`` (see routing/decider.py).
+REQUEST_FIELDS = frozenset(
+    ("request_id", "tenant_id", "policy_id", "trace_id", "task", "constraints", "metadata")
+)
+
+
+def when_path(key: str) -> tuple[str, ...]:
+    """The path in the request a ``when`` key refers to: ``status`` is ``metadata.status``."""
+    if "." not in key and key not in REQUEST_FIELDS:
+        return ("metadata", key)
+    return tuple(key.split("."))
+
+
 @dataclass(frozen=True)
 class Fallback:
     #: Request field (dotted path) -> accepted values; every key must match.
     when: Mapping[str, tuple[Scalar, ...]]
     to: str
     retry: int = 0
+    #: ``when`` compiled once: (path, accepted values) per key, in order.
+    matchers: tuple[tuple[tuple[str, ...], tuple[Scalar, ...]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        compiled = tuple((when_path(key), accepted) for key, accepted in self.when.items())
+        object.__setattr__(self, "matchers", compiled)
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,21 @@ class Policy:
     fallbacks: tuple[Fallback, ...] = ()
     sticky: Sticky = field(default_factory=Sticky)
     circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    # Built once when the policy is loaded, so a decide looks up instead of rebuilding.
+    #: Providers by name (names are unique in a valid policy).
+    by_name: Mapping[str, Provider] = field(init=False, repr=False, compare=False)
+    #: Providers with a weight above 0, in policy order, and their running sums of weights.
+    weighted: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
+    cumulative: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, Provider] = {}
+        for provider in self.providers:
+            by_name.setdefault(provider.name, provider)
+        weighted = tuple(p for p in self.providers if p.weight > 0)
+        object.__setattr__(self, "by_name", by_name)
+        object.__setattr__(self, "weighted", weighted)
+        object.__setattr__(self, "cumulative", tuple(accumulate(p.weight for p in weighted)))
 
 
 _VALIDATOR = validator("natsrouter.routing", "policy.schema.json")

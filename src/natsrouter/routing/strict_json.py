@@ -150,6 +150,10 @@ def loads(raw: bytes | str) -> Any:
     return document
 
 
+# Built once: json.dumps with any option builds an encoder per call (~1 µs of a decide).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def dumps(document: Mapping[str, Any]) -> bytes:
     """Compact standard JSON; raises ``ValueError`` on NaN or an infinity."""
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODE(document).encode()
