@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import ErrorCode, RequestError, parse_decide_request
@@ -134,3 +136,21 @@ def test_a_trailing_newline_alone_is_refused_too() -> None:
     with pytest.raises(InvalidMessage) as info:
         parse_exec_result(json.dumps(document).encode(), None, LIMIT)
     assert info.value.field == "assignment_id"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+        max_leaves=10,
+    )
+)
+def test_dumps_writes_what_the_standard_encoder_writes(document: Any) -> None:
+    """The encoder built once writes byte for byte what json.dumps writes, compact."""
+    expected = json.dumps({"v": document}, separators=(",", ":"), allow_nan=False).encode()
+    assert dumps({"v": document}) == expected
