@@ -73,6 +73,15 @@ class Answer(NamedTuple):
     started: float
 
 
+class Waiting(NamedTuple):
+    """A request read and checked, whose answer waits (a push, or a copy being decided)."""
+
+    request: DecideRequest
+    trace_id: str
+    size: int
+    started: float
+
+
 class DecideService:
     def __init__(
         self,
@@ -140,6 +149,17 @@ class DecideService:
 
     async def answer(self, raw: bytes, headers: Mapping[str, str] | None, transport: str) -> Answer:
         """The answer to one request, not yet counted; never raises."""
+        started = self.start(raw, headers, transport)
+        return started if isinstance(started, Answer) else await self.finish(started, transport)
+
+    def start(
+        self, raw: bytes, headers: Mapping[str, str] | None, transport: str
+    ) -> Answer | Waiting:
+        """The answer when it needs no waiting; else what ``finish`` needs. Never raises.
+
+        Most decides wait for nothing (no assignment to push, no copy of the request being
+        decided): answered here, the NATS intake needs no task per request.
+        """
         started = time.perf_counter()
         request: DecideRequest | None = None
         trace_id = trace_from_headers(headers)
@@ -153,34 +173,95 @@ class DecideService:
             self._check_tenant(request.tenant_id)
             if request.assignment_subject is not None:
                 self._check_subject(request.assignment_subject)
-            decision, pushed = await self._decide_once(request, trace_id, len(raw))
-            body: dict[str, Any] = {
-                "ok": True,
-                "decision": decision.to_dict(),
-                "context": {"request_id": request.request_id, "trace_id": trace_id},
-            }
-            if pushed is not None:
-                body["decision"]["assignment_id"] = pushed.assignment_id
-                body["assignment"] = pushed.to_dict()
-            outcome, status = "ok", 200
-        except RequestError as err:
+            key = (request.tenant_id, request.request_id)
+            if request.push_assignment or self._memory.busy(key):
+                return Waiting(request, trace_id, len(raw), started)
+            return self._ok(
+                request, trace_id, self._decide_now(request, key, len(raw)), None, started
+            )
+        except Exception as exc:  # noqa: BLE001 - sorted out in _failed, which never raises
+            return self._failed(exc, raw, request, trace_id, transport, started)
+
+    async def finish(self, waiting: Waiting, transport: str) -> Answer:
+        """The answer to a request that waits (a push, or a copy being decided)."""
+        request, trace_id = waiting.request, waiting.trace_id
+        try:
+            decision, pushed = await self._decide_once(request, trace_id, waiting.size)
+            return self._ok(request, trace_id, decision, pushed, waiting.started)
+        except Exception as exc:  # noqa: BLE001 - sorted out in _failed, which never raises
+            return self._failed(exc, b"", request, trace_id, transport, waiting.started)
+
+    @staticmethod
+    def _ok(
+        request: DecideRequest,
+        trace_id: str,
+        decision: Decision,
+        pushed: Pushed | None,
+        started: float,
+    ) -> Answer:
+        body: dict[str, Any] = {
+            "ok": True,
+            "decision": decision.to_dict(),
+            "context": {"request_id": request.request_id, "trace_id": trace_id},
+        }
+        if pushed is not None:
+            body["decision"]["assignment_id"] = pushed.assignment_id
+            body["assignment"] = pushed.to_dict()
+        return Answer(200, body, "ok", started)
+
+    def _failed(
+        self,
+        exc: Exception,
+        raw: bytes,
+        request: DecideRequest | None,
+        trace_id: str | None,
+        transport: str,
+        started: float,
+    ) -> Answer:
+        """The ErrorResponse for a refusal (its contract code) or anything else (internal)."""
+        if isinstance(exc, RequestError):
             if request is None:  # refused while parsing: echo what can be read
                 request_id, payload_trace_id = _context_of(raw)
                 trace_id = trace_id or payload_trace_id
             else:
                 request_id = request.request_id
-            body = error_response(err, request_id, trace_id)
-            outcome, status = err.code.value, err.code.http_status
             self.events.decide_refused(
-                err.code.value, err.message, transport, request_id=request_id, **err.details
+                exc.code.value, exc.message, transport, request_id=request_id, **exc.details
             )
-        except Exception as exc:  # noqa: BLE001 - the contract's `internal`: answer, keep serving
-            request_id = request.request_id if request else None
-            self.events.internal_error("decide", exc, request_id=request_id)
-            error = RequestError(ErrorCode.INTERNAL, "internal error")
-            body = error_response(error, request_id, trace_id)
-            outcome, status = ErrorCode.INTERNAL.value, 500
-        return Answer(status, body, outcome, started)
+            return Answer(
+                exc.code.http_status,
+                error_response(exc, request_id, trace_id),
+                exc.code.value,
+                started,
+            )
+        # The contract's `internal`: answer, keep serving.
+        request_id = request.request_id if request else None
+        self.events.internal_error("decide", exc, request_id=request_id)
+        error = RequestError(ErrorCode.INTERNAL, "internal error")
+        body = error_response(error, request_id, trace_id)
+        return Answer(500, body, ErrorCode.INTERNAL.value, started)
+
+    def _decide_now(self, request: DecideRequest, key: tuple[str, str], size: int) -> Decision:
+        """Decide without a push, or give the decision already given; nothing to wait for."""
+        memory = self._memory
+        entry = memory.get(key)
+        if entry is None:
+            decision = self._decider.decide(request)
+            memory.remember(key, Remembered(asked(request), decision, size))
+            return decision
+        self._check_same(entry, request)
+        self.events.decide_replayed()
+        return entry.decision
+
+    @staticmethod
+    def _check_same(entry: Remembered, request: DecideRequest) -> None:
+        if entry.asked != asked(request):
+            raise RequestError(
+                ErrorCode.INVALID_REQUEST,
+                f"request_id {request.request_id!r} was used for a different request "
+                "within idempotency_ttl_seconds",
+                {"field": "request_id"},
+            )
 
     async def _decide_once(
         self, request: DecideRequest, trace_id: str, size: int
@@ -191,13 +272,7 @@ class DecideService:
         await memory.wait_turn(key)
         entry = memory.get(key)
         if entry is not None:
-            if entry.asked != asked(request):
-                raise RequestError(
-                    ErrorCode.INVALID_REQUEST,
-                    f"request_id {request.request_id!r} was used for a different request "
-                    "within idempotency_ttl_seconds",
-                    {"field": "request_id"},
-                )
+            self._check_same(entry, request)
             kept = entry.pushed is not None and entry.pushed.result.ok
             if not request.push_assignment or kept:
                 self.events.decide_replayed()
@@ -282,11 +357,21 @@ class NatsDecideIntake:
     async def _on_message(self, msg: InboundMessage) -> None:
         # Never wait here: nats-py delivers one message at a time, and a callback that waits
         # lets its buffer fill until it drops requests unanswered (a slow consumer).
-        if not self._service.enter():
-            _, body = self._service.overloaded("nats")
+        service = self._service
+        if not service.enter():
+            _, body = service.overloaded("nats")
             await self._reply(msg, body)
             return
-        task = asyncio.get_running_loop().create_task(self._answer(msg))
+        started = service.start(msg.data, msg.headers, "nats")
+        if isinstance(started, Answer):
+            # Answered without waiting: replying here costs no task. A reply is sent or
+            # dropped at once, never waited for (Link.reply), so this does not hold the queue.
+            try:
+                await self._send(msg, started)
+            finally:
+                service.leave()
+            return
+        task = asyncio.get_running_loop().create_task(self._finish(msg, started))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -294,8 +379,10 @@ class NatsDecideIntake:
         self._tasks.discard(task)
         self._service.leave()
 
-    async def _answer(self, msg: InboundMessage) -> None:
-        answer = await self._service.answer(msg.data, msg.headers, "nats")
+    async def _finish(self, msg: InboundMessage, waiting: Waiting) -> None:
+        await self._send(msg, await self._service.finish(waiting, "nats"))
+
+    async def _send(self, msg: InboundMessage, answer: Answer) -> None:
         sent = await self._reply(msg, answer.body)
         self._service.count(answer, "nats", reply_sent=sent)
 

@@ -79,6 +79,10 @@ class DecideMemory:
         while (busy := self._busy.get(key)) is not None:
             await asyncio.shield(busy)
 
+    def busy(self, key: Key) -> bool:
+        """Another copy of this request is being decided (``wait_turn`` would wait)."""
+        return key in self._busy
+
     def get(self, key: Key) -> Remembered | None:
         return self._cache.get(key)
 
