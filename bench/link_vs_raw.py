@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/link_vs_raw.py [--quick]
 
-Measures (each figure is the median of --rounds runs, raw and link alternating):
+Measures (each figure is the median of --rounds runs, raw and link taking turns to go first;
+a ratio is the median of the rounds' paired ratios; each target missed prints MISSED):
 - core publish throughput (msgs/s), 128-byte payloads, flushed at the end;
 - JetStream publish with PubAck at 100 in flight (msgs/s), against raw nats-py without and
   with a Nats-Msg-Id per message (the link always sends one);
@@ -250,9 +251,32 @@ async def memory_per_queued(server: NatsServer, n: int) -> float:
     return grown / n
 
 
-def median_pair(raw: list[float], ours: list[float]) -> tuple[float, float, float]:
-    r, o = statistics.median(raw), statistics.median(ours)
-    return r, o, o / r
+#: Link / raw, at least (issue 14). JetStream "ids" is the like-for-like figure: the link
+#: always sends a Nats-Msg-Id; "jetstream" compares with raw nats-py sending none.
+TARGETS = {"core": 0.95, "jetstream": 0.9, "jetstream_ids": 0.95}
+
+
+async def paired(
+    rounds: int, runs: dict[str, Callable[[str, int], Awaitable[float]]], url: str, n: int
+) -> dict[str, list[float]]:
+    """Each run once per round, back to back, the order turning by one every round."""
+    names = list(runs)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            rates[name].append(await runs[name](url, n))
+    return rates
+
+
+def versus(rates: dict[str, list[float]], raw: str) -> tuple[float, float, float]:
+    """(raw median, link median, median of the rounds' link / raw ratios)."""
+    ratios = [o / r for o, r in zip(rates["link"], rates[raw], strict=True)]
+    return (
+        statistics.median(rates[raw]),
+        statistics.median(rates["link"]),
+        statistics.median(ratios),
+    )
 
 
 async def _quiet(_: Exception) -> None:
@@ -260,7 +284,7 @@ async def _quiet(_: Exception) -> None:
 
 
 async def main() -> int:
-    configure_logging(LogLevel.ERROR)
+    configure_logging(LogLevel.INFO)  # the production default
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--rounds", type=int, default=5)
@@ -271,26 +295,28 @@ async def main() -> int:
         server.start()
         try:
             rows = []
-            raw, ours = [], []
-            for i in range(args.rounds):  # alternate who goes first: no order advantage
-                pair = (raw_core, link_core) if i % 2 == 0 else (link_core, raw_core)
-                for fn in pair:
-                    (raw if fn is raw_core else ours).append(await fn(server.url, core_n))
-            rows.append(("core publish (msgs/s)", *median_pair(raw, ours), ">= 0.9"))
-            raw, ours = [], []
-            for i in range(args.rounds):
-                pair = (raw_js, link_js) if i % 2 == 0 else (link_js, raw_js)
-                for fn in pair:
-                    (raw if fn is raw_js else ours).append(await fn(server.url, js_n))
-            rows.append(
-                ("JetStream publish, 100 in flight (msgs/s)", *median_pair(raw, ours), ">= 0.9")
+            core = await paired(
+                args.rounds, {"raw": raw_core, "link": link_core}, server.url, core_n
             )
-            raw_id = [await raw_js_with_id(server.url, js_n) for _ in range(args.rounds)]
+            rows.append(("core publish (msgs/s)", *versus(core, "raw"), TARGETS["core"]))
+            js = await paired(
+                args.rounds,
+                {"raw": raw_js, "raw_id": raw_js_with_id, "link": link_js},
+                server.url,
+                js_n,
+            )
+            rows.append(
+                (
+                    "JetStream publish, 100 in flight (msgs/s)",
+                    *versus(js, "raw"),
+                    TARGETS["jetstream"],
+                )
+            )
             rows.append(
                 (
                     "JetStream publish, 100 in flight, raw also sending a Nats-Msg-Id (msgs/s)",
-                    *median_pair(raw_id, ours),
-                    ">= 0.9",
+                    *versus(js, "raw_id"),
+                    TARGETS["jetstream_ids"],
                 )
             )
             spool = Path(tmp) / "spool.db"
@@ -337,17 +363,19 @@ async def main() -> int:
             server.kill()
 
     print(
-        f"natsrouter link vs raw nats-py; median of {args.rounds} rounds; "
+        f"natsrouter link vs raw nats-py; medians of {args.rounds} rounds (ratios: median of "
+        "the rounds' paired ratios); "
         f"{core_n} core, {js_n} JetStream, {replay_n} replayed messages of 128 B\n"
     )
     print("| measure | raw nats-py | link | link / raw | target |")
     print("|---|---:|---:|---:|---|")
     failed = False
     for name, r, o, ratio, target in rows:
-        ok = ratio >= 0.9
+        ok = ratio >= target
         failed |= not ok
         print(
-            f"| {name} | {r:,.0f} | {o:,.0f} | {ratio:.3f} | {target} {'ok' if ok else 'MISSED'} |"
+            f"| {name} | {r:,.0f} | {o:,.0f} | {ratio:.3f} | >= {target} "
+            f"{'ok' if ok else 'MISSED'} |"
         )
     for durable, where in ((False, "memory"), (True, "spool")):
         print(
