@@ -58,12 +58,18 @@ BODY = b'{"ok":true,"decision":{"provider_id":"a","priority":0,"expected_latency
        b'"context":{"request_id":"bench-000000","trace_id":"0123456789abcdef0123456789abcdef"}}'
 PUSHED = BODY[:-1] + b',"assignment":{"assignment_id":"00000000-0000-0000-0000-000000000000",' \\
        b'"subject":"bench.raw.assign","outcome":"sent","stream":"RAW_BENCH","seq":1}}'
+# Shaped and sized like the Router's ExecAssignment (routing/worker_messages.py).
 ASSIGNMENT = json.dumps({"version": "1", "assignment_id": str(uuid.uuid4()),
-    "request_id": "bench-000000", "tenant_id": "bench", "trace_id": "0" * 32,
+    "request_id": "bench-0000001", "tenant_id": "bench",
+    "executor": {"provider_id": "a", "channel": "nats"},
     "job": {"type": "text", "payload": {"prompt": "hello"}},
-    "executor": {"provider_id": "a", "priority": 0, "expected_latency_ms": None,
-                 "expected_cost": None}, "options": {"retry": 0}, "created_at": "0" * 24},
-    separators=(",", ":")).encode()
+    "options": {"priority": 0, "deadline_ms": None,
+                "retry": {"max_attempts": 1, "backoff_ms": 1000}},
+    "correlation": {"trace_id": "0123456789abcdef0123456789abcdef"},
+    "decision": {"provider_id": "a", "priority": 0, "expected_latency_ms": None,
+                 "expected_cost": None, "reason": "weighted", "policy_id": "default",
+                 "fallback_used": False},
+    "metadata": {}}, separators=(",", ":")).encode()
 async def main():
     url, subject, push = sys.argv[1], sys.argv[2], sys.argv[3] == "push"
     nc = await nats.connect(url)

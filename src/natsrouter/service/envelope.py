@@ -8,12 +8,13 @@ one request keeps one trace across every message it causes).
 from __future__ import annotations
 
 import hashlib
+import random
 import re
-import secrets
 import uuid
 from collections.abc import Mapping
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_span_bits = random.Random().getrandbits
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
@@ -35,7 +36,9 @@ def traceparent(trace_id: str) -> str:
     hex_id = (
         trace_id if _HEX32.match(trace_id) else hashlib.sha256(trace_id.encode()).hexdigest()[:32]
     )
-    return f"00-{hex_id}-{secrets.token_hex(8)}-01"
+    # A span id only has to differ between spans, not be secret: the process's PRNG, not a
+    # system call for 8 random bytes on every message.
+    return f"00-{hex_id}-{_span_bits(64) or 1:016x}-01"
 
 
 def headers_for(trace_id: str, tenant_id: str, msg_id: str | None = None) -> dict[str, str]:

@@ -27,6 +27,7 @@ class RouterEvents:
         # Resolved once: labels() costs a lock and a dict lookup per request.
         self._decide = {o: metrics.decide.labels(o) for o in DECIDE_OUTCOMES}
         self._decide_duration = {t: metrics.decide_duration.labels(t) for t in DECIDE_TRANSPORTS}
+        self._assignments: dict[str, Any] = {}
         # Called with (outcome, transport, seconds) for every decide: the $SRV.STATS counts.
         self.decide_observers: list[Callable[[str, str, float], None]] = []
         # Lines that a flood would repeat are logged at most once per interval.
@@ -97,7 +98,10 @@ class RouterEvents:
         )
 
     def assignment(self, outcome: str, reason: str | None, subject: str) -> None:
-        self.metrics.assignments.labels(outcome).inc()
+        counter = self._assignments.get(outcome)
+        if counter is None:
+            counter = self._assignments[outcome] = self.metrics.assignments.labels(outcome)
+        counter.inc()
         if outcome not in ("sent", "queued"):
             self.log.warning(
                 "assignment not sent nor kept",
