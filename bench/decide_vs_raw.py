@@ -15,8 +15,9 @@ The Router is ``natsrouter run`` in its own process at the production default lo
 process sends requests with nats-py at 1, 10 and 100 in flight and reports requests/s, p50
 and p99 latency. Each round measures every level for both, back to back, raw first or Router
 first in turn (by round and by level), so each pair of measurements shares the load of its
-moment on a shared machine. Absolute figures are medians over rounds; a ratio is the median
-of the rounds' paired ratios (printed per round too, to show the noise). The targets below
+moment on a shared machine. Absolute figures are medians over rounds; a ratio is the less
+favourable to the Router of the ratio of the medians and the median of the rounds' paired
+ratios (the paired ratios are printed per round too, to show the noise). The targets below
 are checked against those ratios, and every one missed prints ``MISSED``.
 """
 
@@ -272,9 +273,11 @@ def report(comparison: str, figures: dict[int, dict[str, list[Figures]]]) -> lis
         router = [statistics.median(col) for col in zip(*kinds["router"], strict=True)]
         pairs = list(zip(kinds["router"], kinds["raw"], strict=True))
         rates = [r[0] / w[0] for r, w in pairs]
+        # The less favourable of two readings of the noise: the ratio of the medians, and
+        # the median of the rounds' paired ratios.
         ratios = {
-            "rate": statistics.median(rates),
-            "p99": statistics.median(r[2] / w[2] for r, w in pairs),
+            "rate": min(statistics.median(rates), router[0] / raw[0]),
+            "p99": max(statistics.median(r[2] / w[2] for r, w in pairs), router[2] / raw[2]),
         }
         per_round = " ".join(f"{rate:.2f}" for rate in rates)
         print(
@@ -329,7 +332,7 @@ async def main() -> None:
                 checks += report(comparison, figures)
         finally:
             server.kill()
-    print("\ntargets (medians of the paired ratios, Router / raw)")
+    print("\ntargets (Router / raw: the less favourable of ratio of medians, median of ratios)")
     for line in checks:
         print(line)
 
