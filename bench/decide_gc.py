@@ -1,0 +1,101 @@
+"""Benchmark: what CPython's garbage collector costs a Router whose idempotency memory grows.
+
+    .venv/bin/python bench/decide_gc.py [--requests N]
+
+Answers N distinct decide requests in process (``DecideService.start``, no NATS: parse,
+decide, remember, encode, count) and reports the time per request and, from ``gc.callbacks``,
+the time spent in collections of each generation and the longest pause. Every remembered
+answer holds objects the collector tracks, and a full collection walks all of them, so its
+pauses grow with the memory (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from natsrouter.config import build_settings
+from natsrouter.observability.metrics import RouterMetrics
+from natsrouter.routing.decider import Decider
+from natsrouter.routing.health import ProviderHealth
+from natsrouter.routing.policy import PolicyStore
+from natsrouter.routing.strict_json import dumps
+from natsrouter.service.assignments import AssignmentPusher
+from natsrouter.service.decide import Answer, DecideService
+from natsrouter.service.events import RouterEvents
+
+
+def body(i: int) -> bytes:
+    return json.dumps(
+        {
+            "version": "1",
+            "request_id": f"bench-{i:07d}",
+            "tenant_id": "bench",
+            "trace_id": "0123456789abcdef0123456789abcdef",
+            "task": {"type": "text", "payload": {"prompt": "hello"}},
+        }
+    ).encode()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=100_000)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp())
+    (root / "bench").mkdir()
+    (root / "bench" / "default.json").write_text(
+        json.dumps({"providers": [{"name": "a", "weight": 60}, {"name": "b", "weight": 40}]})
+    )
+    store = PolicyStore(root)
+    store.reload()
+    events = RouterEvents(RouterMetrics(CollectorRegistry()))
+    # No request pushes, so the assignment pusher is never called.
+    pusher: AssignmentPusher = AssignmentPusher.__new__(AssignmentPusher)
+    service = DecideService(
+        build_settings({"policies_path": str(root)}),
+        Decider(store, ProviderHealth()),
+        pusher,
+        events,
+    )
+    raws = [body(i) for i in range(args.requests)]
+    pauses: list[tuple[int, float]] = []
+    began: list[float] = [0.0]
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], time.perf_counter() - began[0]))
+
+    gc.callbacks.append(watch)
+    started = time.perf_counter()
+    for raw in raws:
+        answer = service.start(raw, None, "nats")
+        assert isinstance(answer, Answer) and answer.outcome == "ok", answer
+        dumps(answer.body)
+        service.count(answer, "nats")
+    elapsed = time.perf_counter() - started
+    gc.callbacks.remove(watch)
+    print(
+        f"{args.requests} decides in {elapsed:.2f} s: {elapsed / args.requests * 1e6:.1f} µs each"
+    )
+    for generation in (0, 1, 2):
+        times = [p for g, p in pauses if g == generation]
+        if times:
+            print(
+                f"generation {generation}: {len(times)} collections, "
+                f"{sum(times) * 1000:.0f} ms in all ({sum(times) / elapsed:.0%}), "
+                f"longest {max(times) * 1000:.1f} ms"
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
