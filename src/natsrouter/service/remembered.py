@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from natsrouter.routing.bounded import BoundedCache, text_size
-from natsrouter.routing.decider import Decision
+from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.routing.messages import DecideRequest
 from natsrouter.service.assignments import Pushed
 
@@ -44,10 +44,15 @@ def asked(request: DecideRequest) -> tuple[Any, ...]:
     Kept by reference and compared on a repeat: no hashing on the hot path. Its size is
     counted as a multiple of the request's bytes.
     """
+    # Plain values in an exact tuple: see _Stored.
+    task, limits = request.task, request.constraints
     return (
         request.policy_id,
-        request.task,
-        request.constraints,
+        task.type,
+        task.payload_ref,
+        task.payload,
+        limits.max_latency_ms,
+        limits.max_cost,
         request.metadata,
         request.assignment_subject,
     )
@@ -62,6 +67,36 @@ class Remembered:
     pushed: Pushed | None = None
 
 
+#: How an answer is stored: one flat tuple, (*asked, *decision fields, request bytes, pushed),
+#: the decision's reason as its string. CPython's full collections walk every object its
+#: collector tracks, and a remembered answer kept as objects (entry, decision, task, tuples)
+#: was five of them: with a million answers remembered that was about a fifth of the
+#: Router's time and pauses of hundreds of milliseconds (bench/decide_gc.py). A tuple holding
+#: a dict (payload, metadata) stays tracked, so one flat tuple is the least there can be.
+_Stored = tuple[Any, ...]
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
+_TAIL = len(_DECISION_FIELDS) + 2
+
+
+def _store(entry: Remembered) -> _Stored:
+    d = entry.decision
+    return (
+        *entry.asked,
+        *(
+            value.value if isinstance(value, DecisionReason) else value
+            for value in (getattr(d, name) for name in _DECISION_FIELDS)
+        ),
+        entry.request_bytes,
+        entry.pushed,
+    )
+
+
+def _load(stored: _Stored) -> Remembered:
+    kept = dict(zip(_DECISION_FIELDS, stored[-_TAIL:-2], strict=True))
+    kept["reason"] = DecisionReason(kept["reason"])
+    return Remembered(stored[:-_TAIL], Decision(**kept), stored[-2], stored[-1])
+
+
 class DecideMemory:
     def __init__(
         self,
@@ -71,7 +106,7 @@ class DecideMemory:
         max_bytes: int = MAX_BYTES,
     ) -> None:
         self._ttl = ttl_seconds
-        self._cache: BoundedCache[Key, Remembered] = BoundedCache(max_entries, max_bytes, clock)
+        self._cache: BoundedCache[Key, _Stored] = BoundedCache(max_entries, max_bytes, clock)
         self._busy: dict[Key, asyncio.Future[None]] = {}
 
     async def wait_turn(self, key: Key) -> None:
@@ -84,7 +119,8 @@ class DecideMemory:
         return key in self._busy
 
     def get(self, key: Key) -> Remembered | None:
-        return self._cache.get(key)
+        stored = self._cache.get(key)
+        return _load(stored) if stored is not None else None
 
     def begin(self, key: Key) -> None:
         self._busy[key] = asyncio.get_running_loop().create_future()
@@ -101,7 +137,7 @@ class DecideMemory:
             + _PARSED_PER_BYTE * entry.request_bytes
             + (_PUSHED_BYTES if entry.pushed else 0)
         )
-        self._cache.put(key, entry, self._ttl, size)
+        self._cache.put(key, _store(entry), self._ttl, size)
 
     def __len__(self) -> int:
         return len(self._cache)
