@@ -20,10 +20,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 from natsrouter.routing.bounded import BoundedCache, text_size
-from natsrouter.routing.decider import Decision, DecisionReason
+from natsrouter.routing.decider import Decision
 from natsrouter.routing.messages import DecideRequest
 from natsrouter.service.assignments import Pushed
 
@@ -67,34 +68,25 @@ class Remembered:
     pushed: Pushed | None = None
 
 
-#: How an answer is stored: one flat tuple, (*asked, *decision fields, request bytes, pushed),
-#: the decision's reason as its string. CPython's full collections walk every object its
-#: collector tracks, and a remembered answer kept as objects (entry, decision, task, tuples)
-#: was five of them: with a million answers remembered that was about a fifth of the
-#: Router's time and pauses of hundreds of milliseconds (bench/decide_gc.py). A tuple holding
-#: a dict (payload, metadata) stays tracked, so one flat tuple is the least there can be.
+#: How an answer is stored: one flat tuple, (*asked, *decision fields, request bytes, pushed).
+#: CPython's full collections walk every object its collector tracks, and an answer kept as
+#: objects (entry, decision, task, tuples) was five of them: with many answers remembered,
+#: about a fifth of the Router's time and pauses of over a hundred milliseconds
+#: (bench/decide_gc.py). A tuple holding a dict (payload, metadata) stays tracked, so one
+#: tuple is the least there can be.
 _Stored = tuple[Any, ...]
 _DECISION_FIELDS = tuple(f.name for f in fields(Decision))
+_decision_values = attrgetter(*_DECISION_FIELDS)
 _TAIL = len(_DECISION_FIELDS) + 2
 
 
 def _store(entry: Remembered) -> _Stored:
-    d = entry.decision
-    return (
-        *entry.asked,
-        *(
-            value.value if isinstance(value, DecisionReason) else value
-            for value in (getattr(d, name) for name in _DECISION_FIELDS)
-        ),
-        entry.request_bytes,
-        entry.pushed,
-    )
+    return (*entry.asked, *_decision_values(entry.decision), entry.request_bytes, entry.pushed)
 
 
 def _load(stored: _Stored) -> Remembered:
-    kept = dict(zip(_DECISION_FIELDS, stored[-_TAIL:-2], strict=True))
-    kept["reason"] = DecisionReason(kept["reason"])
-    return Remembered(stored[:-_TAIL], Decision(**kept), stored[-2], stored[-1])
+    decision = Decision(*stored[-_TAIL:-2])
+    return Remembered(stored[:-_TAIL], decision, stored[-2], stored[-1])
 
 
 class DecideMemory:
