@@ -32,6 +32,7 @@ from natsrouter.errors import (
     OperationTimeoutError,
     OtherLinkError,
     ServerError,
+    ServerUnavailableError,
 )
 from natsrouter.link.outcome import PubAck
 from natsrouter.link.transport import (
@@ -94,6 +95,10 @@ def translate(exc: BaseException) -> LinkError:
     ):
         return ConnectionClosedError(message)
     if isinstance(exc, nats.js.errors.APIError):
+        # 503 is JetStream's "not now" (a full stream under discard new, no storage left):
+        # it can pass, so what was queued stays queued; other codes are refusals.
+        if exc.code == 503:
+            return ServerUnavailableError(message)
         return ServerError(message)
     if isinstance(exc, nats.errors.Error):
         return ServerError(message) if message.startswith("nats: ") else OtherLinkError(message)
