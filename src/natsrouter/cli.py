@@ -122,6 +122,12 @@ async def serve(settings: Settings) -> int:
     registry = CollectorRegistry()
     router_metrics = RouterMetrics(registry)
     supervising: asyncio.Task[None] | None = None
+    # Handled before the embedded server is spawned: a SIGTERM while it starts must stop it
+    # with the Router, not end the Router at once and leave it holding the port and store.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     if settings.embedded:
         embedded = NatsServer(
             port=settings.embedded_nats_port, store_dir=Path(settings.embedded_nats_store_dir)
@@ -166,10 +172,6 @@ async def serve(settings: Settings) -> int:
         settings.metrics_host,
         settings.metrics_port,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, router.reload_policies)
     code = EXIT_OK
     started = False

@@ -1,18 +1,26 @@
 """Defects found in review of the link split and the hostile-input work, each against a real
-nats-server: a stream that is full for now must not cost queued work.
+nats-server or a real ``natsrouter run``.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
 
 import nats
 import pytest
 from nats.js.api import DiscardPolicy, StreamConfig
 
-from natsrouter.embedded import NatsServer
+from natsrouter.embedded import NatsServer, free_port
 from natsrouter.link import Outcome
 from tests.conftest import LinkFactory
 from tests.helpers.jetstream import stored_messages
+from tests.helpers.process import RouterProcess
 from tests.helpers.waiting import wait_for
+from tests.integration.test_embedded_server import _exists, embedded_env
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +64,29 @@ async def test_a_queued_item_refused_by_a_full_stream_stays_queued_until_it_fits
     await wait_for(lambda: link.pending.count == 0, 5, "the replay after the purge")
     assert [m.data for m in await stored_messages(nats_server.url, "FULL")] == [b"second"]
     assert link.accounting.failed == 0
+
+
+def test_sigterm_while_the_embedded_server_starts_leaves_no_server_behind(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM as soon as the embedded nats-server is spawned (before the Router runs): the
+    Router exits 0 and its child is gone too, not left holding the port and the store."""
+    router = RouterProcess(embedded_env(tmp_path, free_port()), tmp_path)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not children and time.monotonic() < deadline and router.alive:
+            children = router.nats_children
+        assert children, "no embedded nats-server was seen starting"
+        os.kill(router.pid, signal.SIGTERM)
+        assert router.proc is not None
+        assert router.proc.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while any(_exists(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in children if _exists(pid)] == []
+    finally:
+        router.kill()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
