@@ -130,7 +130,9 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     if settings.embedded:
         embedded = NatsServer(
-            port=settings.embedded_nats_port, store_dir=Path(settings.embedded_nats_store_dir)
+            port=settings.embedded_nats_port,
+            store_dir=Path(settings.embedded_nats_store_dir),
+            die_with_parent=True,
         )
         try:
             await embedded.astart()

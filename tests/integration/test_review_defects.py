@@ -90,3 +90,37 @@ def test_sigterm_while_the_embedded_server_starts_leaves_no_server_behind(
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_sigkilled_router_leaves_no_embedded_server_and_starts_again(tmp_path: Path) -> None:
+    """The Router is SIGKILLed (OOM killer, a forced stop): its embedded nats-server goes with
+    it, so the next start on the same port and store comes up instead of exiting 4."""
+    env = embedded_env(tmp_path, free_port())
+    first = RouterProcess(env, tmp_path)
+    children: list[int] = []
+    second: RouterProcess | None = None
+    try:
+        deadline = time.monotonic() + 30
+        while not first.ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        children = first.nats_children
+        assert len(children) == 1
+        first.kill()
+        deadline = time.monotonic() + 10
+        while any(_exists(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in children if _exists(pid)] == []
+        second = RouterProcess(env, tmp_path)
+        deadline = time.monotonic() + 30
+        while second.alive and not second.ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.ready()
+        assert second.stop() == 0
+    finally:
+        for router in (first, second):
+            if router is not None:
+                children += router.nats_children
+                router.kill()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
