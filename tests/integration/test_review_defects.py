@@ -5,22 +5,28 @@ nats-server or a real ``natsrouter run``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
 from nats.js.api import DiscardPolicy, StreamConfig
 
 from natsrouter.embedded import NatsServer, free_port
-from natsrouter.link import Outcome
-from tests.conftest import LinkFactory
+from natsrouter.errors import Reason
+from natsrouter.link import Fault, FaultTarget, Outcome
+from tests.conftest import LinkFactory, RouterFactory
 from tests.helpers.jetstream import stored_messages
+from tests.helpers.observe import codes, rmetric
 from tests.helpers.process import RouterProcess
 from tests.helpers.waiting import wait_for
+from tests.helpers.worker import FakeWorker, result_for
 from tests.integration.test_embedded_server import _exists, embedded_env
+from tests.integration.test_router_headers import ASSIGNMENT, RESULTS
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +130,34 @@ def test_a_sigkilled_router_leaves_no_embedded_server_and_starts_again(tmp_path:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_dead_letter_that_fails_on_the_last_delivery_is_stored_once_it_can_be(
+    nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
+) -> None:
+    """A result fails until its last allowed delivery, and that delivery's dead letter cannot
+    be stored either: the message is nak'd and its next delivery is dead-lettered once the
+    DLQ takes it, not left unacknowledged forever (billed nowhere, in no DLQ)."""
+    router = await make_router(
+        [nats_server.url],
+        nats_fault_injection_enabled=True,
+        js_max_deliver=2,
+        js_nak_delay_ms=100,
+        js_publish_retry_deadline_ms=0,
+    )
+    assert await router.link.wait_connected(5)
+    router.link.inject(FaultTarget.PUBLISH_WITH_ACK, Fault.error(Reason.SERVER_ERROR))
+    worker = await FakeWorker.connect(nats_server.url)
+    try:
+        await worker.publish_raw(RESULTS, json.dumps(result_for(ASSIGNMENT)).encode())
+    finally:
+        await worker.close()
+    await wait_for(lambda: "ROUTER_DLQ_FAILED" in codes(logs), 10, "the failed dead letter")
+    router.link.clear_faults()
+    await wait_for(
+        lambda: rmetric(router, "router_dlq_total", consumer="results", reason="max_deliver") == 1,
+        10,
+        "the dead letter on the delivery after the failed one",
+    )
+    [dead] = await stored_messages(nats_server.url, "ROUTER_DLQ")
+    assert (dead.headers["dlq_reason"], dead.headers["dlq_num_delivered"]) == ("max_deliver", "3")
