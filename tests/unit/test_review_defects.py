@@ -6,6 +6,7 @@ import pytest
 
 from natsrouter.config import build_settings
 from natsrouter.errors import ConfigError
+from natsrouter.link.nats_transport import ConnectOptions
 
 
 @pytest.mark.parametrize(
@@ -25,3 +26,13 @@ def test_a_comma_in_url_credentials_is_refused_without_quoting_them(url: str) ->
     message = str(caught.value)
     assert message.startswith("nats_url: ")
     assert "SecretPart" not in message
+
+
+def test_the_connect_options_repr_shows_no_password_nor_token() -> None:
+    """The options handed to the NATS client keep their secrets out of their repr."""
+    settings = build_settings(
+        {"nats_url": "nats://127.0.0.1:4222", "nats_user": "u", "nats_password": "SecretPartA"}
+    )
+    assert "SecretPartA" not in repr(ConnectOptions.from_settings(settings))
+    token = build_settings({"nats_url": "nats://127.0.0.1:4222", "nats_token": "SecretPartB"})
+    assert "SecretPartB" not in repr(ConnectOptions.from_settings(token))

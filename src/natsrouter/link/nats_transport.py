@@ -13,7 +13,7 @@ import contextlib
 import json
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats
@@ -112,8 +112,9 @@ class ConnectOptions:
     #: nats-py's fixed 5 s, so a cluster electing a leader costs one request timeout.
     api_timeout_s: float = 5.0
     user: str = ""
-    password: str = ""
-    token: str = ""
+    # Out of the repr, like Settings' own: a traceback or a debug line never shows them.
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
     creds_file: str = ""
     nkey_seed_file: str = ""
     tls: ssl.SSLContext | None = None
