@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from natsrouter.embedded import EmbeddedServerError, EmbeddedSupervisor, NatsSer
 from natsrouter.errors import ConfigError
 from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.link import Link
+from natsrouter.link.nats_transport import ConnectOptions, NatsTransport
 from natsrouter.link.spool import open_pending_queue
 from natsrouter.observability.logging import configure_logging, get_logger
 from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
@@ -163,7 +165,17 @@ async def serve(settings: Settings) -> int:
         supervising = asyncio.get_running_loop().create_task(supervisor.run(), name="embedded")
         supervising.add_done_callback(_supervisor_done)
 
-    link = Link(settings, LinkMetrics(registry), servers=servers, pending=pending)
+    # The link uses the embedded server only while it answers with that server's own name.
+    transport = (
+        NatsTransport(
+            dataclasses.replace(ConnectOptions.from_settings(settings), server_name=embedded.name)
+        )
+        if embedded is not None
+        else None
+    )
+    link = Link(
+        settings, LinkMetrics(registry), servers=servers, pending=pending, transport=transport
+    )
     router = Router(settings, link, router_metrics)
     http = HttpServer(
         build_app(

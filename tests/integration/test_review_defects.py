@@ -163,11 +163,6 @@ async def test_a_dead_letter_that_fails_on_the_last_delivery_is_stored_once_it_c
     assert (dead.headers["dlq_reason"], dead.headers["dlq_num_delivered"]) == ("max_deliver", "3")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the link connects to whoever answers on the embedded port: it does not check the "
-    "server's identity (INFO server_name) after a restart of its child",
-)
 def test_a_stranger_on_the_embedded_port_after_a_crash_is_never_used(tmp_path: Path) -> None:
     """The embedded server dies and another nats-server takes its port before the restart: the
     Router does not become ready on that server (its queue must not go to a foreign store)."""

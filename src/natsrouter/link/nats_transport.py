@@ -119,6 +119,9 @@ class ConnectOptions:
     nkey_seed_file: str = ""
     tls: ssl.SSLContext | None = None
     name: str = "natsrouter"
+    #: When set, a server whose INFO carries another ``server_name`` is refused (the embedded
+    #: server: after it dies, another nats-server may take its port before it is restarted).
+    server_name: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectOptions:
@@ -271,6 +274,14 @@ class NatsConnection:
             raise
         finally:
             self._opening = False
+        answered = str(self._nc._server_info.get("server_name", ""))
+        if options.server_name and answered != options.server_name:
+            self._closing = True
+            await self._close_client()
+            # Its identity is not the one expected: like an unverifiable certificate.
+            raise AuthenticationError(
+                f"{self._server} answers as nats-server {answered!r}, not {options.server_name!r}"
+            )
         self._js = self._nc.jetstream(timeout=options.api_timeout_s)
 
     async def _on_error(self, exc: Exception) -> None:
