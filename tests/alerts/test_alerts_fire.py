@@ -50,7 +50,7 @@ from tests.helpers.process import RouterProcess
 from tests.helpers.prometheus import PrometheusServer
 from tests.helpers.worker import result_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # about 55 s alone
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # about 65 s alone
 
 DIVISOR = 30  # `for`, range windows and Alertmanager timers: 1/30 of the shipped ones
 SHORT_DEDUP = {"ROUTER_IDEMPOTENCY_TTL_SECONDS": "1"}  # the streams' duplicate window
