@@ -8,9 +8,11 @@ The order, for the policy of (tenant_id, policy_id):
    in ``metadata`` (``{"status": "timeout"}`` matches ``metadata.status``).
 2. **sticky**: with ``sticky.enabled`` and the session key in ``metadata``, the provider this
    session got before, within ``ttl_seconds``, if it is still in the policy and usable.
-3. **weighted**: a random pick among providers with weight > 0 that meet the request's
-   constraints, in proportion to their weights, leaving out those whose circuit breaker is
-   open. When a breaker left one out the reason is ``circuit_breaker_fallback``.
+3. **strategy**: a pick among providers with weight > 0 that meet the request's
+   constraints, leaving out those whose circuit breaker is open, by the policy's strategy
+   (``weighted`` in proportion to the weights, or ``latency``, ``cost``, ``least_busy``:
+   routing/strategies.py). The reason is the strategy; when a breaker left one out it is
+   ``circuit_breaker_fallback``.
 
 "Usable" means: the circuit breaker lets it be picked, and its expected latency and cost
 (when known) are within the request's constraints. The random source and the clock are
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from natsrouter.routing import strategies
 from natsrouter.routing.bounded import BoundedCache, text_size
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
@@ -49,6 +52,10 @@ class DecisionReason(StrEnum):
     STICKY = "sticky"
     FALLBACK = "fallback"
     CIRCUIT_BREAKER_FALLBACK = "circuit_breaker_fallback"
+    # The policy's strategy, when not weighted (routing/strategies.py).
+    LATENCY = "latency"
+    COST = "cost"
+    LEAST_BUSY = "least_busy"
 
 
 @dataclass(frozen=True)
@@ -213,18 +220,19 @@ class Decider:
         available = [p for p in candidates if self.health.available(p.name, policy)]
         if not available:
             raise self._nobody(policy, weighted, candidates)
-        point = self._rng.random() * sum(p.weight for p in available)
-        chosen = available[-1]
-        for provider in available:
-            point -= provider.weight
-            if point < 0:
-                chosen = provider
-                break
+        chosen = strategies.pick(
+            policy.strategy,
+            available,
+            self._rng,
+            expected=lambda name: self.health.expected(name, self._provider(policy, name)),
+            busy=self.health.in_flight.count,
+            exploration=policy.exploration,
+        )
         self.health.picked(chosen.name, policy)
         reason = (
             DecisionReason.CIRCUIT_BREAKER_FALLBACK
             if len(available) < len(candidates)
-            else DecisionReason.WEIGHTED
+            else DecisionReason(policy.strategy.value)
         )
         return chosen.name, reason
 

@@ -17,6 +17,7 @@ from typing import Any
 from natsrouter.errors import NatsRouterError
 from natsrouter.routing import strict_json
 from natsrouter.routing.breaker import BreakerConfig
+from natsrouter.routing.strategies import DEFAULT_EXPLORATION, Strategy
 from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.schemas import field_path, validator
 
@@ -68,6 +69,9 @@ class Policy:
     fallbacks: tuple[Fallback, ...] = ()
     sticky: Sticky = field(default_factory=Sticky)
     circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    #: How the last step picks among usable providers (routing/strategies.py).
+    strategy: Strategy = Strategy.WEIGHTED
+    exploration: float = DEFAULT_EXPLORATION
 
 
 _VALIDATOR = validator("natsrouter.routing", "policy.schema.json")
@@ -107,6 +111,8 @@ def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> P
         fallbacks=fallbacks,
         sticky=Sticky(**sticky),
         circuit_breaker=BreakerConfig(**document.get("circuit_breaker", {})),
+        strategy=Strategy(document.get("strategy", Strategy.WEIGHTED.value)),
+        exploration=float(document.get("exploration", DEFAULT_EXPLORATION)),
     )
 
 

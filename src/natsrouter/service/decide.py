@@ -213,6 +213,11 @@ class DecideService:
                 entry.pushed = await self._assignments.push(
                     request, entry.decision, trace_id, previous
                 )
+                if entry.pushed.result.outcome in (Outcome.SENT, Outcome.QUEUED):
+                    # Busy until its result comes (least_busy, the providers view).
+                    self._decider.health.in_flight.started(
+                        entry.pushed.assignment_id, entry.decision.provider_id
+                    )
             memory.remember(key, entry)
         finally:
             memory.end(key)
