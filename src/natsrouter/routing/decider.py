@@ -1,6 +1,7 @@
 """Which provider runs this task: fallback rules, sticky sessions, then a weighted pick.
 
-The order, for the policy of (tenant_id, policy_id):
+The order, for the policy of (tenant_id, policy_id), once its ``rate_limit`` let the decide
+through (routing/rate_limit.py):
 
 1. **fallback**: the first rule whose ``when`` matches the request and whose ``to`` provider is
    usable wins (``fallback_used``). A key of ``when`` is a dotted path into the request
@@ -34,6 +35,7 @@ from natsrouter.routing.bounded import BoundedCache, text_size
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
 from natsrouter.routing.policy import Policy, PolicyStore, Provider, Scalar
+from natsrouter.routing.rate_limit import RateLimits
 
 # Sessions remembered for sticky routing, at most, in number and in estimated bytes; the
 # least recently used go first.
@@ -169,7 +171,8 @@ class StickySessions:
 
 
 class Decider:
-    """Decides for one request; raises ``RequestError`` (policy_not_found, decision_failed)."""
+    """Decides for one request; raises ``RequestError`` (policy_not_found,
+    rate_limit_exceeded, constraints_unsatisfiable, decision_failed)."""
 
     def __init__(
         self,
@@ -179,12 +182,14 @@ class Decider:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_session_too_long: Callable[[], None] | None = None,
+        on_rate_limited: Callable[[str, str], None] | None = None,
     ) -> None:
         self.policies = policies
         self.health = health
         self._on_session_too_long = on_session_too_long
         self._rng = rng or random.Random()
         self.sticky = StickySessions(clock)
+        self.rate_limits = RateLimits(clock, on_rate_limited)
 
     def decide(self, request: DecideRequest) -> Decision:
         policy = self.policies.get(request.tenant_id, request.policy_id)
@@ -194,6 +199,7 @@ class Decider:
                 f"no policy {request.policy_id!r} for tenant {request.tenant_id!r}",
                 {"tenant_id": request.tenant_id, "policy_id": request.policy_id},
             )
+        self.rate_limits.take(policy.tenant_id, policy.policy_id, policy.rate_limit)
         document = request_document(request) if policy.fallbacks else {}
         for rule in policy.fallbacks:
             if matches(rule.when, document) and self._usable(policy, rule.to, request):

@@ -62,6 +62,15 @@ class Sticky:
 
 
 @dataclass(frozen=True)
+class RateLimitConfig:
+    """``rate_limit``: decides a second per Router for this policy (routing/rate_limit.py)."""
+
+    enabled: bool = False
+    requests_per_second: float = 100.0
+    burst: int = 100
+
+
+@dataclass(frozen=True)
 class Policy:
     tenant_id: str
     policy_id: str
@@ -72,6 +81,7 @@ class Policy:
     #: How the last step picks among usable providers (routing/strategies.py).
     strategy: Strategy = Strategy.WEIGHTED
     exploration: float = DEFAULT_EXPLORATION
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
 
 _VALIDATOR = validator("natsrouter.routing", "policy.schema.json")
@@ -113,6 +123,7 @@ def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> P
         circuit_breaker=BreakerConfig(**document.get("circuit_breaker", {})),
         strategy=Strategy(document.get("strategy", Strategy.WEIGHTED.value)),
         exploration=float(document.get("exploration", DEFAULT_EXPLORATION)),
+        rate_limit=RateLimitConfig(**document.get("rate_limit", {})),
     )
 
 

@@ -340,10 +340,10 @@ class NatsDecideIntake:
 
 
 def _response(status: int, body: dict[str, Any]) -> web.Response:
-    """The answer as JSON; a 503 says when to try again (``Retry-After``, seconds)."""
+    """The answer as JSON; a 429 or 503 says when to try again (``Retry-After``, seconds)."""
     headers = {}
     retry_after = body.get("error", {}).get("details", {}).get("retry_after_s")
-    if status == 503 and retry_after is not None:
+    if status in (429, 503) and retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return web.Response(
         body=_dumps(body), status=status, headers=headers, content_type="application/json"

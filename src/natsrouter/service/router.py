@@ -103,6 +103,7 @@ class Router:
             rng=rng,
             clock=clock,
             on_session_too_long=self.events.metrics.sticky_session_too_long.inc,
+            on_rate_limited=self.events.rate_limited,
         )
         self.decide = DecideService(
             settings,
