@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from natsrouter.api import openapi
 from natsrouter.api.http import HttpServer
 from natsrouter.auth import load_decide_tokens
 from natsrouter.config import Settings
@@ -128,6 +129,7 @@ class Router:
         # The providers view (service/providers.py): HTTP and the NATS admin subject.
         self.providers = ProvidersView(self.decider, self.nats_service.id)
         add_http_route(app, self.providers, tokens)
+        openapi.add_route(app)
         self.providers_admin = NatsProvidersAdmin(link, self.providers)
         self.http = HttpServer(app, settings.http_host, settings.http_port)
         self._consumers: list[Consumer] = []
