@@ -87,10 +87,17 @@ def test_least_busy_ties_are_weighted_and_reproducible() -> None:
     """Tied providers share picks at random; the same seed gives the same sequence."""
     rng1, rng2 = random.Random(5), random.Random(5)
 
+    busy = {"a": 0, "b": 0, "c": 9}
+
     def run(rng: random.Random) -> list[str]:
-        busy = {"a": 0, "b": 0, "c": 9}
         return [
-            pick(Strategy.LEAST_BUSY, [A, B, C], rng, expected=ESTIMATES.get, busy=busy.get).name  # type: ignore[arg-type]
+            pick(
+                Strategy.LEAST_BUSY,
+                [A, B, C],
+                rng,
+                expected=ESTIMATES.__getitem__,
+                busy=busy.__getitem__,
+            ).name
             for _ in range(200)
         ]
 
