@@ -1,4 +1,4 @@
-"""Which provider runs this task: fallback rules, sticky sessions, then a weighted pick.
+"""Which provider runs this task: fallback rules, sticky sessions, then the policy's strategy.
 
 The order, for the policy of (tenant_id, policy_id), once its ``rate_limit`` let the decide
 through (routing/rate_limit.py):
