@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from natsrouter.routing.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from natsrouter.routing.policy import Policy, Provider
+from natsrouter.routing.strategies import InFlight
 
 # Weight of the newest result in the running averages.
 _ALPHA = 0.2
@@ -42,6 +43,8 @@ class ProviderHealth:
         self._on_state = on_state
         self._breakers: dict[str, CircuitBreaker] = {}
         self._estimates: dict[str, _Estimate] = {}
+        #: Pushed assignments without a result yet (``least_busy``, the providers view).
+        self.in_flight = InFlight(clock)
 
     def configure(self, policies: Iterable[Policy]) -> None:
         """Set the breakers for a policy set; unchanged thresholds keep their state."""
