@@ -117,9 +117,15 @@ class LinkMetrics:
         # completes when it is buffered, which says nothing about NATS.
         self.operation_duration = FastHistogram(
             "router_nats_operation_duration_seconds",
-            "Time until the server answered (publish_with_ack, request)",
+            "Time until the server answered (publish_with_ack, request, kv_*)",
             "operation",
-            (Operation.PUBLISH_WITH_ACK.value, Operation.REQUEST.value),
+            (
+                Operation.PUBLISH_WITH_ACK.value,
+                Operation.REQUEST.value,
+                Operation.KV_GET.value,
+                Operation.KV_PUT.value,
+                Operation.KV_CREATE.value,
+            ),
             _OPERATION_BUCKETS,
         )
         self.duration_of = {
