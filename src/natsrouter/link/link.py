@@ -173,6 +173,8 @@ class Link:
         self._direct: Connection | None = None  # see _refresh_direct
         self._fast_publish: FastPublish = _not_connected
         self._closed = False
+        #: Parts other components add to ``/status``: name -> a function giving the part.
+        self.status_parts: dict[str, Callable[[], Any]] = {}
         #: Set when the exhaustion policy is ``exit``: the process should exit non-zero.
         self.exit_requested = self._session.exit_requested
 
@@ -249,6 +251,7 @@ class Link:
             "faults": {t.value: f.to_dict() for t, f in self.faults.active().items()}
             if self.faults
             else None,
+            **{name: part() for name, part in self.status_parts.items()},
         }
 
     def _refresh_direct(self) -> None:

@@ -60,6 +60,8 @@ class Remembered:
     #: The request's size in bytes, for the memory's byte bound.
     request_bytes: int = 0
     pushed: Pushed | None = None
+    #: The assignment id stored in shared state for this request, before any push.
+    assignment_id: str | None = None
 
 
 class DecideMemory:

@@ -1,0 +1,382 @@
+"""What several Router processes share, in JetStream key-value buckets, so they act as one.
+
+With ``shared_state_enabled``, three things are shared through the link's key-value
+operations (no other server than the NATS the Router already uses):
+
+- **decide idempotency** (bucket ``ROUTER_DECIDES``, TTL ``idempotency_ttl_seconds``): the
+  first Router to decide a ``(tenant_id, request_id)`` stores the decision and the
+  assignment id with a compare-and-set create; a Router that loses the race, or gets the
+  request again later, answers with the stored ones (and a push under the same
+  ``Nats-Msg-Id``, which the assignment stream stores once);
+- **sticky sessions** (bucket ``ROUTER_STICKY``): the provider of a session, with the wall
+  time its policy's TTL ends; a new session is claimed with a create, so two Routers that
+  see its first requests at once agree on one provider;
+- **circuit-breaker opens** (bucket ``ROUTER_BREAKERS``): a Router whose breaker opens writes
+  until when; every Router reads the keys every ``shared_state_breaker_sync_ms`` and opens
+  its own breaker for the time left.
+
+Shared state never stops a decide. Each operation waits at most ``shared_state_timeout_ms``;
+a failure (NATS down, bucket unreachable, a timeout) is counted
+(``router_shared_state_unavailable_total{operation}``), logged once per outage
+(``ROUTER_SHARED_STATE_UNAVAILABLE``, then ``ROUTER_SHARED_STATE_RESTORED``), shown in
+``/status``, and for ``shared_state_retry_ms`` the Router uses its local state only without
+asking (so a slow bucket does not slow every decide). docs/operations.md says what is then
+not guaranteed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from natsrouter.config import Settings
+from natsrouter.errors import LinkError
+from natsrouter.link.link import Link
+from natsrouter.link.transport import BucketSpec
+from natsrouter.routing.decider import Decider, Decision, DecisionReason
+from natsrouter.routing.health import ProviderHealth
+from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
+from natsrouter.service.events import RouterEvents
+from natsrouter.service.remembered import Remembered, asked
+
+DECIDES_BUCKET = "ROUTER_DECIDES"
+STICKY_BUCKET = "ROUTER_STICKY"
+BREAKERS_BUCKET = "ROUTER_BREAKERS"
+# Sticky and breaker values carry their own end time; the buckets' TTL only clears old keys.
+_STICKY_BUCKET_TTL_S = 7 * 24 * 3600.0
+_BREAKERS_BUCKET_TTL_S = 24 * 3600.0
+
+T = TypeVar("T")
+
+
+class SharedOp(StrEnum):
+    """Bounded values of the ``operation`` label of the unavailable counter."""
+
+    DECISION_CLAIM = "decision_claim"
+    STICKY_READ = "sticky_read"
+    STICKY_CLAIM = "sticky_claim"
+    BREAKER_WRITE = "breaker_write"
+    BREAKER_READ = "breaker_read"
+
+
+class _Unavailable(Exception):
+    """Shared state could not be used this time: carry on with local state."""
+
+
+def bucket_specs(settings: Settings) -> list[BucketSpec]:
+    replicas = settings.jetstream_stream_replicas
+    return [
+        BucketSpec(DECIDES_BUCKET, float(settings.idempotency_ttl_seconds), replicas),
+        BucketSpec(STICKY_BUCKET, _STICKY_BUCKET_TTL_S, replicas),
+        BucketSpec(BREAKERS_BUCKET, _BREAKERS_BUCKET_TTL_S, replicas),
+    ]
+
+
+def key_of(*parts: str) -> str:
+    """A bucket key for any text (tenants and ids may hold characters keys may not)."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def fingerprint(asked: tuple[Any, ...]) -> str:
+    """What a repeat must ask for again, as text two processes compute alike."""
+    policy_id, task, constraints, metadata, subject = asked
+    document = [
+        policy_id,
+        [task.type, task.payload_ref, task.payload],
+        [constraints.max_latency_ms, constraints.max_cost],
+        metadata,
+        subject,
+    ]
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SharedDecide:
+    """The decision a Router stored for a (tenant_id, request_id), and its assignment id."""
+
+    asked: str
+    decision: Decision
+    assignment_id: str
+
+    def encode(self) -> bytes:
+        d = self.decision
+        return json.dumps(
+            {
+                "asked": self.asked,
+                "assignment_id": self.assignment_id,
+                "decision": {**d.to_dict(), "retry": d.retry},
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SharedDecide:
+        doc = json.loads(raw)
+        d = doc["decision"]
+        decision = Decision(
+            provider_id=d["provider_id"],
+            reason=DecisionReason(d["reason"]),
+            policy_id=d["policy_id"],
+            priority=d["priority"],
+            expected_latency_ms=d["expected_latency_ms"],
+            expected_cost=d["expected_cost"],
+            fallback_used=d["fallback_used"],
+            retry=d.get("retry", 0),
+        )
+        return cls(doc["asked"], decision, doc["assignment_id"])
+
+
+class SharedState:
+    def __init__(
+        self,
+        settings: Settings,
+        link: Link,
+        events: RouterEvents,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._link = link
+        self._events = events
+        self._wall = wall_clock
+        self._clock = clock
+        self._timeout_s = settings.shared_state_timeout_ms / 1000
+        self._retry_s = settings.shared_state_retry_ms / 1000
+        self.available = True
+        self._skip_until = 0.0
+        self._last_error: str | None = None
+        self.unavailable_count = 0
+        events.shared_state_available(True)
+
+    async def start(self) -> None:
+        for spec in bucket_specs(self._settings):
+            await self._link.declare_bucket(spec)
+
+    def status(self) -> dict[str, Any]:
+        """The ``/status`` part."""
+        return {
+            "enabled": True,
+            "available": self.available,
+            "unavailable_total": self.unavailable_count,
+            "last_error": self._last_error,
+        }
+
+    # -- decide idempotency ----------------------------------------------------------------
+
+    async def claim_decide(
+        self, tenant_id: str, request_id: str, mine: SharedDecide
+    ) -> SharedDecide | None:
+        """Store ``mine`` unless a Router stored an answer first: the stored answer then.
+
+        ``mine`` back when it was stored; None when shared state is unavailable.
+        """
+        key = key_of(tenant_id, request_id)
+
+        async def claim() -> SharedDecide:
+            if await self._link.kv_create(DECIDES_BUCKET, key, mine.encode()) is not None:
+                return mine
+            entry = await self._link.kv_get(DECIDES_BUCKET, key)
+            if entry is None:  # expired between the two calls: store it now
+                await self._link.kv_put(DECIDES_BUCKET, key, mine.encode())
+                return mine
+            return SharedDecide.decode(entry.value)
+
+        return await self._attempt(SharedOp.DECISION_CLAIM, claim)
+
+    def replayed(self) -> None:
+        """A decide answered with what another Router stored."""
+        self._events.decide_replayed()
+
+    # -- sticky sessions -------------------------------------------------------------------
+
+    async def sticky_get(self, session: tuple[str, str, str]) -> tuple[str, float] | None:
+        """(provider, seconds left) of a session another Router (or this one) stored."""
+        key = key_of(*session)
+
+        async def read() -> tuple[str, float] | None:
+            entry = await self._link.kv_get(STICKY_BUCKET, key)
+            return None if entry is None else self._live_sticky(entry.value)
+
+        return await self._attempt(SharedOp.STICKY_READ, read)
+
+    async def sticky_claim(
+        self, session: tuple[str, str, str], provider: str, ttl_seconds: int, *, replace: bool
+    ) -> tuple[str, float] | None:
+        """Store the session's provider; with ``replace`` False only when it has none.
+
+        The provider in force and its seconds left (another's when it stored one first); None
+        when shared state is unavailable.
+        """
+        key = key_of(*session)
+        value = json.dumps({"provider": provider, "until": self._wall() + ttl_seconds}).encode()
+
+        async def claim() -> tuple[str, float] | None:
+            if replace:
+                await self._link.kv_put(STICKY_BUCKET, key, value)
+                return provider, float(ttl_seconds)
+            if await self._link.kv_create(STICKY_BUCKET, key, value) is not None:
+                return provider, float(ttl_seconds)
+            entry = await self._link.kv_get(STICKY_BUCKET, key)
+            held = None if entry is None else self._live_sticky(entry.value)
+            if held is None:  # expired: the key holds a stale provider, replace it
+                await self._link.kv_put(STICKY_BUCKET, key, value)
+                return provider, float(ttl_seconds)
+            return held
+
+        return await self._attempt(SharedOp.STICKY_CLAIM, claim)
+
+    def _live_sticky(self, raw: bytes) -> tuple[str, float] | None:
+        doc = json.loads(raw)
+        left = float(doc["until"]) - self._wall()
+        return (str(doc["provider"]), left) if left > 0 else None
+
+    # -- circuit breakers ------------------------------------------------------------------
+
+    async def breaker_opened(self, provider: str, open_s: float) -> None:
+        """Tell the other Routers that ``provider``'s breaker is open for ``open_s``."""
+        value = json.dumps({"until": self._wall() + open_s}).encode()
+
+        async def write() -> None:
+            await self._link.kv_put(BREAKERS_BUCKET, key_of(provider), value)
+
+        await self._attempt(SharedOp.BREAKER_WRITE, write)
+
+    async def breaker_open_for(self, provider: str) -> float | None:
+        """Seconds the shared record keeps ``provider``'s breaker open (0: not open); None
+        when shared state is unavailable."""
+
+        async def read() -> float:
+            entry = await self._link.kv_get(BREAKERS_BUCKET, key_of(provider))
+            if entry is None:
+                return 0.0
+            return max(0.0, float(json.loads(entry.value)["until"]) - self._wall())
+
+        return await self._attempt(SharedOp.BREAKER_READ, read)
+
+    # -- availability ----------------------------------------------------------------------
+
+    async def _attempt(self, op: SharedOp, call: Callable[[], Awaitable[T]]) -> T | None:
+        if self._clock() < self._skip_until:
+            self._events.shared_state_skipped(op.value)
+            return None
+        try:
+            result = await asyncio.wait_for(call(), self._timeout_s)
+        except (LinkError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+            # ValueError, KeyError, TypeError: a value this version cannot read.
+            self._failed(op, exc)
+            return None
+        if not self.available:
+            self.available = True
+            self._events.shared_state_restored()
+            self._events.shared_state_available(True)
+        return result
+
+    def _failed(self, op: SharedOp, exc: BaseException) -> None:
+        self.unavailable_count += 1
+        self._skip_until = self._clock() + self._retry_s
+        reason = exc.reason.value if isinstance(exc, LinkError) else "timeout"
+        if isinstance(exc, ValueError | KeyError | TypeError):
+            reason = "invalid_value"
+        self._last_error = f"{op.value}: {reason}"
+        self._events.shared_state_unavailable(op.value, reason, str(exc), first=self.available)
+        if self.available:
+            self.available = False
+            self._events.shared_state_available(False)
+
+
+# -- the decide path's use of it --------------------------------------------------------------
+
+
+async def first_answer(
+    shared: SharedState, decider: Decider, request: DecideRequest, size: int
+) -> Remembered:
+    """The answer to a request this process has not answered yet, agreed with the others.
+
+    Decides (sticking to the shared session provider), then claims the request id with the
+    decision and a fresh assignment id: when another Router claimed it first, its decision
+    and assignment id are the answer (a replay). Raises ``RequestError`` when the id was
+    claimed for a different request. Without shared state, the local decision stands.
+    """
+    decision = await sticky_decide(shared, decider, request)
+    mine = SharedDecide(fingerprint(asked(request)), decision, str(uuid.uuid4()))
+    held = await shared.claim_decide(request.tenant_id, request.request_id, mine)
+    if held is None or held is mine:
+        return Remembered(asked(request), mine.decision, size, assignment_id=mine.assignment_id)
+    if held.asked != mine.asked:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"request_id {request.request_id!r} was used for a different request "
+            "within idempotency_ttl_seconds",
+            {"field": "request_id"},
+        )
+    shared.replayed()
+    return Remembered(asked(request), held.decision, size, assignment_id=held.assignment_id)
+
+
+async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRequest) -> Decision:
+    """Decide, with the session's provider as every Router knows it.
+
+    The shared provider is put in the local session table first, so the decider sticks to it
+    when it is usable. A new session, or one whose provider had to change, is then stored;
+    when another Router stored a new session's provider first, the request is decided
+    again to stick to that one.
+    """
+    sticky = decider.session_of(request)
+    if sticky is None:
+        return decider.decide(request)
+    session, ttl_seconds = sticky
+    held = await shared.sticky_get(session)
+    if held is not None:
+        decider.sticky.put(session, held[0], math.ceil(held[1]))
+    decision = decider.decide(request)
+    if decision.reason is DecisionReason.FALLBACK:
+        return decision  # a fallback rule's provider is not the session's
+    if held is not None and decision.provider_id == held[0]:
+        return decision
+    won = await shared.sticky_claim(
+        session, decision.provider_id, ttl_seconds, replace=held is not None
+    )
+    if won is None or won[0] == decision.provider_id:
+        return decision
+    decider.sticky.put(session, won[0], math.ceil(won[1]))
+    return decider.decide(request)
+
+
+class BreakerSync:
+    """Shares breaker opens: written when one opens here, read every sync interval."""
+
+    def __init__(self, shared: SharedState, health: ProviderHealth, interval_s: float) -> None:
+        self._shared = shared
+        self._health = health
+        self._interval_s = interval_s
+        self._writes: set[asyncio.Task[None]] = set()
+        health.on_opened = self._opened
+
+    def _opened(self, provider: str, open_s: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._shared.breaker_opened(provider, open_s))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def sync_once(self) -> None:
+        """Open, for the time left, each breaker another Router opened."""
+        for provider in self._health.breaker_names():
+            left = await self._shared.breaker_open_for(provider)
+            if left:
+                self._health.open_for(provider, left)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.sync_once()
+
+    async def close(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
