@@ -166,7 +166,7 @@ class Settings:
     js_nak_delay_ms: int = _key(1000, _min(0))
     idempotency_ttl_seconds: int = _key(3600, _min(1))
     shared_state_enabled: bool = _key(False)
-    shared_state_timeout_ms: int = _key(250, _min(1))
+    shared_state_timeout_ms: int = _key(1000, _min(1))
     shared_state_retry_ms: int = _key(1000, _min(0))
     shared_state_breaker_sync_ms: int = _key(1000, _min(50))
     policies_path: str = _key("policies", _non_empty)

@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
-from natsrouter.errors import OperationTimeoutError
+from natsrouter.errors import NotConnectedError, OperationTimeoutError
 from natsrouter.link.link import Link
 from natsrouter.observability.metrics import SHARED_STATE_OPERATIONS, LinkMetrics, RouterMetrics
 from natsrouter.routing.decider import Decision, DecisionReason
@@ -109,3 +109,14 @@ async def test_start_declares_the_three_buckets() -> None:
     await shared_state(server, Clock())
     await wait_for(lambda: len(server.kv) == 3, 2.0)
     assert sorted(server.kv) == ["ROUTER_BREAKERS", "ROUTER_DECIDES", "ROUTER_STICKY"]
+
+
+async def test_not_connected_is_counted_but_not_skipped(logs: list[Any]) -> None:
+    """Not connected fails at once: the next decide asks again (no retry window)."""
+    server, clock = FakeServer(), Clock()
+    shared, metrics = await shared_state(server, clock)
+    server.kv_error = NotConnectedError()
+    assert await shared.claim_decide("acme", "req-1", mine()) is None
+    server.kv_error = None
+    assert await shared.claim_decide("acme", "req-2", mine()) is not None
+    assert sample(metrics, "router_shared_state_unavailable_total", operation="decision_claim") == 1

@@ -19,8 +19,9 @@ Shared state never stops a decide. Each operation waits at most ``shared_state_t
 a failure (NATS down, bucket unreachable, a timeout) is counted
 (``router_shared_state_unavailable_total{operation}``), logged once per outage
 (``ROUTER_SHARED_STATE_UNAVAILABLE``, then ``ROUTER_SHARED_STATE_RESTORED``), shown in
-``/status``, and for ``shared_state_retry_ms`` the Router uses its local state only without
-asking (so a slow bucket does not slow every decide). docs/operations.md says what is then
+``/status``, and after a failure that took time (not "not connected", which fails at once)
+the Router uses its local state only without asking for ``shared_state_retry_ms`` (so a slow
+bucket does not slow every decide). docs/operations.md says what is then
 not guaranteed.
 """
 
@@ -38,7 +39,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from natsrouter.config import Settings
-from natsrouter.errors import LinkError
+from natsrouter.errors import LinkError, NotConnectedError
 from natsrouter.link.link import Link
 from natsrouter.link.transport import BucketSpec
 from natsrouter.routing.decider import Decider, Decision, DecisionReason
@@ -159,6 +160,10 @@ class SharedState:
     async def start(self) -> None:
         for spec in bucket_specs(self._settings):
             await self._link.declare_bucket(spec)
+
+    @property
+    def connected(self) -> bool:
+        return self._link.ready
 
     def status(self) -> dict[str, Any]:
         """The ``/status`` part."""
@@ -281,7 +286,10 @@ class SharedState:
 
     def _failed(self, op: SharedOp, exc: BaseException) -> None:
         self.unavailable_count += 1
-        self._skip_until = self._clock() + self._retry_s
+        if not isinstance(exc, NotConnectedError):
+            # A failure that took time (a timeout, a refusal): do not wait for it again on
+            # every decide. Not connected fails at once: ask again as soon as the link is up.
+            self._skip_until = self._clock() + self._retry_s
         reason = exc.reason.value if isinstance(exc, LinkError) else "timeout"
         if isinstance(exc, ValueError | KeyError | TypeError):
             reason = "invalid_value"
@@ -375,7 +383,8 @@ class BreakerSync:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
-            await self.sync_once()
+            if self._shared.connected:  # else nothing to read: decides count the outage
+                await self.sync_once()
 
     async def close(self) -> None:
         if self._writes:
