@@ -22,3 +22,4 @@ class Operation(StrEnum):
     KV_GET = "kv_get"
     KV_PUT = "kv_put"
     KV_CREATE = "kv_create"
+    KV_UPDATE = "kv_update"

@@ -198,6 +198,14 @@ class FakeConnection:
             return None
         return await self.kv_put(bucket, key, value, timeout_s)
 
+    async def kv_update(
+        self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
+    ) -> int | None:
+        held = self._kv(bucket).get(key)
+        if held is None or held[1] != revision:
+            return None
+        return await self.kv_put(bucket, key, value, timeout_s)
+
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         self._check()
 

@@ -80,3 +80,20 @@ async def test_a_kv_operation_while_not_connected_raises_not_connected_and_is_co
     with pytest.raises(NotConnectedError):
         await link.kv_get("any", "k")
     assert metric(link, "router_nats_kv_get_failures_total", reason="not_connected") == 1
+
+
+async def test_update_is_stored_only_at_the_revision_it_names(
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
+    """kv_update at the current revision stores; at an older one it is None, value kept."""
+    link = await make_link([nats_server.url])
+    assert await link.wait_connected(5)
+    await link.declare_bucket(BucketSpec("updates"))
+    first = await link.kv_create("updates", "k", b"1")
+    assert first is not None
+    second = await link.kv_update("updates", "k", b"2", first)
+    assert second is not None and second > first
+    assert await link.kv_update("updates", "k", b"stale", first) is None
+    entry = await link.kv_get("updates", "k")
+    assert entry is not None and entry.value == b"2"
+    assert metric(link, "router_nats_kv_update_total") == 2

@@ -41,7 +41,7 @@ async def shared_state(server: FakeServer, clock: Clock) -> tuple[SharedState, R
     registry = CollectorRegistry()
     link = Link(settings, LinkMetrics(registry), transport=FakeTransport(server))
     metrics = RouterMetrics(registry)
-    shared = SharedState(settings, link, RouterEvents(metrics), clock=clock)
+    shared = SharedState(settings, link, RouterEvents(metrics), wall_clock=clock, clock=clock)
     await shared.start()
     await link.start()
     assert await link.wait_connected(2)
@@ -120,3 +120,42 @@ async def test_not_connected_is_counted_but_not_skipped(logs: list[Any]) -> None
     server.kv_error = None
     assert await shared.claim_decide("acme", "req-2", mine()) is not None
     assert sample(metrics, "router_shared_state_unavailable_total", operation="decision_claim") == 1
+
+
+SESSION = ("acme", "default", "s-1")
+
+
+async def test_a_new_session_is_claimed_once_and_the_loser_gets_the_winner() -> None:
+    """Two claims of a session nobody holds: the first provider stands for both."""
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    first = await shared.sticky_claim(SESSION, "a", 60, None)
+    second = await shared.sticky_claim(SESSION, "b", 60, None)
+    assert first is not None and second is not None
+    assert (first.provider, second.provider) == ("a", "a")
+
+
+async def test_a_session_whose_time_is_up_is_replaced() -> None:
+    """Past its TTL the stored provider is not read, and a claim replaces it."""
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    await shared.sticky_claim(SESSION, "a", 60, None)
+    clock.now = 61.0
+    assert await shared.sticky_get(SESSION) is None
+    claimed = await shared.sticky_claim(SESSION, "b", 60, None)
+    held = await shared.sticky_get(SESSION)
+    assert claimed is not None and held is not None
+    assert (claimed.provider, held.provider, held.seconds_left) == ("b", "b", 60.0)
+
+
+async def test_a_change_of_provider_loses_to_a_newer_live_choice() -> None:
+    """Replacing the provider read, after another Router replaced it: theirs stands."""
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    await shared.sticky_claim(SESSION, "a", 60, None)
+    seen = await shared.sticky_get(SESSION)
+    assert seen is not None
+    other = await shared.sticky_claim(SESSION, "b", 60, seen)  # another Router, first
+    mine = await shared.sticky_claim(SESSION, "c", 60, seen)
+    assert other is not None and mine is not None
+    assert (other.provider, mine.provider) == ("b", "b")

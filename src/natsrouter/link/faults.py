@@ -345,6 +345,11 @@ class FaultInjectingConnection:
     async def kv_create(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int | None:
         return await self._inner.kv_create(bucket, key, value, timeout_s)
 
+    async def kv_update(
+        self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
+    ) -> int | None:
+        return await self._inner.kv_update(bucket, key, value, revision, timeout_s)
+
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         target = FaultTarget.NAK if kind is AckKind.NAK else FaultTarget.ACK
         await self._faults.apply(target, self._inner)

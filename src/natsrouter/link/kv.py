@@ -8,7 +8,7 @@ A check that fails without losing the connection is logged as the stream check i
 
 Reads and writes are never queued: shared state that arrives late is worse than none, so
 each operation is tried once on the live connection, counted and timed as an operation
-(``kv_get``, ``kv_put``, ``kv_create``), and a failure raises its typed ``LinkError``
+(``kv_get``, ``kv_put``, ``kv_create``, ``kv_update``), and a failure raises its typed ``LinkError``
 (``NotConnectedError`` at once when there is no connection). The caller decides what to do
 without the shared state.
 """
@@ -111,6 +111,13 @@ class KeyValueStore:
         """Store ``value`` unless ``key`` has one: the new revision, or None (another won)."""
         return await self._run(
             Operation.KV_CREATE, lambda conn: conn.kv_create(bucket, key, value, self._timeout_s)
+        )
+
+    async def update(self, bucket: str, key: str, value: bytes, revision: int) -> int | None:
+        """Store ``value`` if ``key`` is still at ``revision``: the new revision, or None."""
+        return await self._run(
+            Operation.KV_UPDATE,
+            lambda conn: conn.kv_update(bucket, key, value, revision, self._timeout_s),
         )
 
     async def _run(self, op: Operation, call: Callable[[Connection], Awaitable[T]]) -> T:

@@ -312,6 +312,11 @@ class Link:
         writer's value is there (of racing writers exactly one wins). Raises ``LinkError``."""
         return await self._kv.create(bucket, key, value)
 
+    async def kv_update(self, bucket: str, key: str, value: bytes, revision: int) -> int | None:
+        """Store ``value`` only if ``key`` is still at ``revision``: the new revision, or None
+        when another write came first. Raises ``LinkError``."""
+        return await self._kv.update(bucket, key, value, revision)
+
     async def subscribe(
         self, subject: str, handler: MessageHandler, queue: str | None = None
     ) -> Subscription:

@@ -453,6 +453,18 @@ class NatsConnection:
             raise translate(exc) from exc
         return revision
 
+    async def kv_update(
+        self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
+    ) -> int | None:
+        kv = await self._bucket(bucket)
+        try:
+            new: int = await asyncio.wait_for(kv.update(key, value, last=revision), timeout_s)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None  # another write came first
+        except Exception as exc:
+            raise translate(exc) from exc
+        return new
+
     async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
         # Two JetStream API calls: which stream holds the subject, then its configuration.
         js = self._nc.jetstream(timeout=timeout_s)

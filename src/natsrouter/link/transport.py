@@ -195,6 +195,15 @@ class Connection(Protocol):
         """
         ...
 
+    async def kv_update(
+        self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
+    ) -> int | None:
+        """Store ``value`` only if ``key``'s revision is still ``revision`` (compare-and-set).
+
+        Returns the new revision, or None when another write came first.
+        """
+        ...
+
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         """Send a JetStream acknowledgement for the message whose reply subject is ``reply``."""
         ...

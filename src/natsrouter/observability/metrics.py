@@ -125,6 +125,7 @@ class LinkMetrics:
                 Operation.KV_GET.value,
                 Operation.KV_PUT.value,
                 Operation.KV_CREATE.value,
+                Operation.KV_UPDATE.value,
             ),
             _OPERATION_BUCKETS,
         )

@@ -36,10 +36,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from natsrouter.config import Settings
-from natsrouter.errors import LinkError, NotConnectedError
+from natsrouter.errors import LinkError, NotConnectedError, OtherLinkError
 from natsrouter.link.link import Link
 from natsrouter.link.transport import BucketSpec
 from natsrouter.routing.decider import Decider, Decision, DecisionReason
@@ -52,6 +52,8 @@ DECIDES_BUCKET = "ROUTER_DECIDES"
 STICKY_BUCKET = "ROUTER_STICKY"
 BREAKERS_BUCKET = "ROUTER_BREAKERS"
 # Sticky and breaker values carry their own end time; the buckets' TTL only clears old keys.
+# A claim that keeps losing to writes this many times is given up (counted as unavailable).
+_CLAIM_ROUNDS = 3
 _STICKY_BUCKET_TTL_S = 7 * 24 * 3600.0
 _BREAKERS_BUCKET_TTL_S = 24 * 3600.0
 
@@ -135,6 +137,14 @@ class SharedDecide:
         return cls(doc["asked"], decision, doc["assignment_id"])
 
 
+class Held(NamedTuple):
+    """A session's provider as stored, the seconds it has left, and the key's revision."""
+
+    provider: str
+    seconds_left: float
+    revision: int
+
+
 class SharedState:
     def __init__(
         self,
@@ -186,15 +196,24 @@ class SharedState:
         key = key_of(tenant_id, request_id)
 
         async def claim() -> SharedDecide:
-            if await self._link.kv_create(DECIDES_BUCKET, key, mine.encode()) is not None:
-                return mine
-            entry = await self._link.kv_get(DECIDES_BUCKET, key)
-            if entry is None:  # expired between the two calls: store it now
-                await self._link.kv_put(DECIDES_BUCKET, key, mine.encode())
-                return mine
-            return SharedDecide.decode(entry.value)
+            raw = await self._create_or_read(DECIDES_BUCKET, key, mine.encode())
+            return mine if raw is None else SharedDecide.decode(raw)
 
         return await self._attempt(SharedOp.DECISION_CLAIM, claim)
+
+    async def _create_or_read(self, bucket: str, key: str, value: bytes) -> bytes | None:
+        """None when ``value`` was stored; else the value another writer stored first.
+
+        Only the create decides who wins (never a read): a key that expires between a lost
+        create and the read is created again.
+        """
+        for _ in range(_CLAIM_ROUNDS):
+            if await self._link.kv_create(bucket, key, value) is not None:
+                return None
+            entry = await self._link.kv_get(bucket, key)
+            if entry is not None:
+                return entry.value
+        raise OtherLinkError(f"{bucket}: key neither created nor read in {_CLAIM_ROUNDS} rounds")
 
     def replayed(self) -> None:
         """A decide answered with what another Router stored."""
@@ -202,46 +221,55 @@ class SharedState:
 
     # -- sticky sessions -------------------------------------------------------------------
 
-    async def sticky_get(self, session: tuple[str, str, str]) -> tuple[str, float] | None:
-        """(provider, seconds left) of a session another Router (or this one) stored."""
+    async def sticky_get(self, session: tuple[str, str, str]) -> Held | None:
+        """The session's live provider as stored by any Router, or None."""
         key = key_of(*session)
 
-        async def read() -> tuple[str, float] | None:
+        async def read() -> Held | None:
             entry = await self._link.kv_get(STICKY_BUCKET, key)
-            return None if entry is None else self._live_sticky(entry.value)
+            return None if entry is None else self._live(entry.value, entry.revision)
 
         return await self._attempt(SharedOp.STICKY_READ, read)
 
     async def sticky_claim(
-        self, session: tuple[str, str, str], provider: str, ttl_seconds: int, *, replace: bool
-    ) -> tuple[str, float] | None:
-        """Store the session's provider; with ``replace`` False only when it has none.
+        self, session: tuple[str, str, str], provider: str, ttl_seconds: int, seen: Held | None
+    ) -> Held | None:
+        """Make ``provider`` the session's, unless another Router's live choice came first.
 
-        The provider in force and its seconds left (another's when it stored one first); None
-        when shared state is unavailable.
+        Every write is a compare-and-set: a create when the key has no value, else an update
+        at the revision last read (``seen``: what this decide read; a live provider this
+        Router found unusable, or a provider whose time is up). When another write comes
+        first, a live provider it stored is the answer. The provider in force; None when
+        shared state is unavailable.
         """
         key = key_of(*session)
         value = json.dumps({"provider": provider, "until": self._wall() + ttl_seconds}).encode()
 
-        async def claim() -> tuple[str, float] | None:
-            if replace:
-                await self._link.kv_put(STICKY_BUCKET, key, value)
-                return provider, float(ttl_seconds)
-            if await self._link.kv_create(STICKY_BUCKET, key, value) is not None:
-                return provider, float(ttl_seconds)
-            entry = await self._link.kv_get(STICKY_BUCKET, key)
-            held = None if entry is None else self._live_sticky(entry.value)
-            if held is None:  # expired: the key holds a stale provider, replace it
-                await self._link.kv_put(STICKY_BUCKET, key, value)
-                return provider, float(ttl_seconds)
-            return held
+        async def claim() -> Held:
+            revision = seen.revision if seen is not None else None
+            for _ in range(_CLAIM_ROUNDS):
+                if revision is None:
+                    stored = await self._link.kv_create(STICKY_BUCKET, key, value)
+                else:
+                    stored = await self._link.kv_update(STICKY_BUCKET, key, value, revision)
+                if stored is not None:
+                    return Held(provider, float(ttl_seconds), stored)
+                entry = await self._link.kv_get(STICKY_BUCKET, key)
+                if entry is None:
+                    revision = None
+                    continue
+                held = self._live(entry.value, entry.revision)
+                if held is not None:
+                    return held
+                revision = entry.revision  # its time is up: replace it at its revision
+            raise OtherLinkError(f"{STICKY_BUCKET}: session neither claimed nor read")
 
         return await self._attempt(SharedOp.STICKY_CLAIM, claim)
 
-    def _live_sticky(self, raw: bytes) -> tuple[str, float] | None:
+    def _live(self, raw: bytes, revision: int) -> Held | None:
         doc = json.loads(raw)
         left = float(doc["until"]) - self._wall()
-        return (str(doc["provider"]), left) if left > 0 else None
+        return Held(str(doc["provider"]), left, revision) if left > 0 else None
 
     # -- circuit breakers ------------------------------------------------------------------
 
@@ -333,9 +361,9 @@ async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRe
     """Decide, with the session's provider as every Router knows it.
 
     The shared provider is put in the local session table first, so the decider sticks to it
-    when it is usable. A new session, or one whose provider had to change, is then stored;
-    when another Router stored a new session's provider first, the request is decided
-    again to stick to that one.
+    when it is usable. A new session, or one whose provider had to change, is then claimed;
+    when another Router's live choice came first, the request is decided again to stick to
+    that one.
     """
     sticky = decider.session_of(request)
     if sticky is None:
@@ -343,18 +371,16 @@ async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRe
     session, ttl_seconds = sticky
     held = await shared.sticky_get(session)
     if held is not None:
-        decider.sticky.put(session, held[0], math.ceil(held[1]))
+        decider.sticky.put(session, held.provider, math.ceil(held.seconds_left))
     decision = decider.decide(request)
     if decision.reason is DecisionReason.FALLBACK:
         return decision  # a fallback rule's provider is not the session's
-    if held is not None and decision.provider_id == held[0]:
+    if held is not None and decision.provider_id == held.provider:
         return decision
-    won = await shared.sticky_claim(
-        session, decision.provider_id, ttl_seconds, replace=held is not None
-    )
-    if won is None or won[0] == decision.provider_id:
+    won = await shared.sticky_claim(session, decision.provider_id, ttl_seconds, held)
+    if won is None or won.provider == decision.provider_id:
         return decision
-    decider.sticky.put(session, won[0], math.ceil(won[1]))
+    decider.sticky.put(session, won.provider, math.ceil(won.seconds_left))
     return decider.decide(request)
 
 
