@@ -122,3 +122,16 @@ async def test_with_nats_down_a_router_decides_with_its_own_state_and_says_so(
     assert rmetric(a, "router_shared_state_unavailable_total", operation="decision_claim") == 1
     assert rmetric(a, "router_shared_state_available") == 0
     assert a.link.status()["shared_state"]["available"] is False
+
+
+async def test_with_nats_down_and_no_decide_the_breaker_sync_says_shared_state_is_unavailable(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """NATS stopped, no decide sent: the next breaker read makes the gauge 0 and logs it."""
+    (a, _) = await two_routers(nats_server.url, make_router, shared_state_breaker_sync_ms=100)
+    assert rmetric(a, "router_shared_state_available") == 1
+    nats_server.kill()
+    await wait_for(lambda: rmetric(a, "router_shared_state_available") == 0, 3.0)
+    assert rmetric(a, "router_shared_state_unavailable_total", operation="breaker_read") >= 1
+    # not_connected, or connection_closed when the read was on the wire as the server died
+    assert a.link.status()["shared_state"]["last_error"].startswith("breaker_read: ")

@@ -171,9 +171,10 @@ class SharedState:
         for spec in bucket_specs(self._settings):
             await self._link.declare_bucket(spec)
 
-    @property
-    def connected(self) -> bool:
-        return self._link.ready
+    async def first_connection(self) -> None:
+        """Return once the link has connected (at once when it is now)."""
+        while not await self._link.wait_connected(60.0):
+            pass
 
     def status(self) -> dict[str, Any]:
         """The ``/status`` part."""
@@ -407,10 +408,12 @@ class BreakerSync:
                 self._health.open_for(provider, left)
 
     async def run(self) -> None:
+        # Not before the first connection: a start is not an outage. After it, a read while
+        # NATS is away counts and says so like a decide would, even when no decide comes.
+        await self._shared.first_connection()
         while True:
             await asyncio.sleep(self._interval_s)
-            if self._shared.connected:  # else nothing to read: decides count the outage
-                await self.sync_once()
+            await self.sync_once()
 
     async def close(self) -> None:
         if self._writes:
