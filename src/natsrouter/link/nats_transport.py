@@ -449,6 +449,10 @@ class NatsConnection:
             revision: int = await asyncio.wait_for(kv.create(key, value), timeout_s)
         except nats.js.errors.KeyWrongLastSequenceError:
             return None  # another writer's value is there: it won
+        except nats.js.errors.KeyNotFoundError:
+            # Refused as a wrong last sequence, then nats-py's check for a deleted key did
+            # not find it yet (a clustered write being applied): another writer won too.
+            return None
         except Exception as exc:
             raise translate(exc) from exc
         return revision

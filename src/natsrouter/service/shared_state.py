@@ -53,7 +53,9 @@ STICKY_BUCKET = "ROUTER_STICKY"
 BREAKERS_BUCKET = "ROUTER_BREAKERS"
 # Sticky and breaker values carry their own end time; the buckets' TTL only clears old keys.
 # A claim that keeps losing to writes this many times is given up (counted as unavailable).
-_CLAIM_ROUNDS = 3
+_CLAIM_ROUNDS = 5
+# Between rounds, when a write was lost but the winner's value cannot be read yet.
+_CLAIM_BACKOFF_S = 0.01
 _STICKY_BUCKET_TTL_S = 7 * 24 * 3600.0
 _BREAKERS_BUCKET_TTL_S = 24 * 3600.0
 
@@ -208,12 +210,14 @@ class SharedState:
         Only the create decides who wins (never a read): a key that expires between a lost
         create and the read is created again.
         """
-        for _ in range(_CLAIM_ROUNDS):
+        for attempt in range(_CLAIM_ROUNDS):
             if await self._link.kv_create(bucket, key, value) is not None:
                 return None
             entry = await self._link.kv_get(bucket, key)
             if entry is not None:
                 return entry.value
+            # Lost, and the winner's value is not readable yet (being applied on a cluster).
+            await asyncio.sleep(_CLAIM_BACKOFF_S * (attempt + 1))
         raise OtherLinkError(f"{bucket}: key neither created nor read in {_CLAIM_ROUNDS} rounds")
 
     def replayed(self) -> None:
@@ -248,7 +252,7 @@ class SharedState:
 
         async def claim() -> Held:
             revision = seen.revision if seen is not None else None
-            for _ in range(_CLAIM_ROUNDS):
+            for attempt in range(_CLAIM_ROUNDS):
                 if revision is None:
                     stored = await self._link.kv_create(STICKY_BUCKET, key, value)
                 else:
@@ -256,8 +260,9 @@ class SharedState:
                 if stored is not None:
                     return Held(provider, float(ttl_seconds), stored)
                 entry = await self._link.kv_get(STICKY_BUCKET, key)
-                if entry is None:
+                if entry is None:  # the winner's value not readable yet: wait a little
                     revision = None
+                    await asyncio.sleep(_CLAIM_BACKOFF_S * (attempt + 1))
                     continue
                 held = self._live(entry.value, entry.revision)
                 if held is not None:
