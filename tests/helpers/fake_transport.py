@@ -56,6 +56,8 @@ class FakeServer:
     kv: dict[str, dict[str, tuple[bytes, int]]] = field(default_factory=dict)
     #: an error raised by every key-value operation, until set back to None.
     kv_error: LinkError | None = None
+    #: bucket -> an error raised by every operation on it, until removed.
+    kv_refuse: dict[str, LinkError] = field(default_factory=dict)
     #: called on each connection accepted (a test can abort it at once).
     on_connect: Callable[[FakeConnection], None] | None = None
     attempts: int = 0
@@ -182,6 +184,8 @@ class FakeConnection:
         self._check()
         if self._server.kv_error is not None:
             raise self._server.kv_error
+        if bucket in self._server.kv_refuse:
+            raise self._server.kv_refuse[bucket]
         return self._server.kv.setdefault(bucket, {})
 
     async def kv_get(self, bucket: str, key: str, timeout_s: float) -> KvEntry | None:

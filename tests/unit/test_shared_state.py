@@ -159,3 +159,19 @@ async def test_a_change_of_provider_loses_to_a_newer_live_choice() -> None:
     mine = await shared.sticky_claim(SESSION, "c", 60, seen)
     assert other is not None and mine is not None
     assert (other.provider, mine.provider) == ("b", "b")
+
+
+async def test_a_failing_bucket_does_not_stop_the_others(logs: list[Any]) -> None:
+    """Decides bucket timing out: claims skipped, sticky reads still asked; status per bucket."""
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    server.kv_refuse["ROUTER_DECIDES"] = OperationTimeoutError("electing a leader")
+    assert await shared.claim_decide("acme", "req-1", mine()) is None
+    assert await shared.sticky_claim(SESSION, "a", 60, None) is not None
+    assert shared.status()["buckets"] == {
+        "ROUTER_BREAKERS": True,
+        "ROUTER_DECIDES": False,
+        "ROUTER_STICKY": True,
+    }
+    unavailable = [e for e in logs if e.get("error_code") == "ROUTER_SHARED_STATE_UNAVAILABLE"]
+    assert [e["bucket"] for e in unavailable] == ["ROUTER_DECIDES"]

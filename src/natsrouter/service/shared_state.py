@@ -17,7 +17,7 @@ operations (no other server than the NATS the Router already uses):
 
 Shared state never stops a decide. Each operation waits at most ``shared_state_timeout_ms``;
 a failure (NATS down, bucket unreachable, a timeout) is counted
-(``router_shared_state_unavailable_total{operation}``), logged once per outage
+(``router_shared_state_unavailable_total{operation}``), logged once per outage of a bucket
 (``ROUTER_SHARED_STATE_UNAVAILABLE``, then ``ROUTER_SHARED_STATE_RESTORED``), shown in
 ``/status``, and after a failure that took time (not "not connected", which fails at once)
 the Router uses its local state only without asking for ``shared_state_retry_ms`` (so a slow
@@ -72,8 +72,21 @@ class SharedOp(StrEnum):
     BREAKER_READ = "breaker_read"
 
 
-class _Unavailable(Exception):
-    """Shared state could not be used this time: carry on with local state."""
+#: The bucket each operation uses: availability is followed per bucket, since each has its
+#: own leader (one can be electing while the others answer).
+BUCKET_OF = {
+    SharedOp.DECISION_CLAIM: DECIDES_BUCKET,
+    SharedOp.STICKY_READ: STICKY_BUCKET,
+    SharedOp.STICKY_CLAIM: STICKY_BUCKET,
+    SharedOp.BREAKER_WRITE: BREAKERS_BUCKET,
+    SharedOp.BREAKER_READ: BREAKERS_BUCKET,
+}
+
+
+@dataclass
+class _BucketHealth:
+    available: bool = True
+    skip_until: float = 0.0
 
 
 def bucket_specs(settings: Settings) -> list[BucketSpec]:
@@ -163,8 +176,7 @@ class SharedState:
         self._clock = clock
         self._timeout_s = settings.shared_state_timeout_ms / 1000
         self._retry_s = settings.shared_state_retry_ms / 1000
-        self.available = True
-        self._skip_until = 0.0
+        self._buckets = {name: _BucketHealth() for name in set(BUCKET_OF.values())}
         self._last_error: str | None = None
         self.unavailable_count = 0
         events.shared_state_available(True)
@@ -183,6 +195,7 @@ class SharedState:
         return {
             "enabled": True,
             "available": self.available,
+            "buckets": {name: b.available for name, b in sorted(self._buckets.items())},
             "unavailable_total": self.unavailable_count,
             "last_error": self._last_error,
         }
@@ -302,35 +315,46 @@ class SharedState:
 
     # -- availability ----------------------------------------------------------------------
 
+    @property
+    def available(self) -> bool:
+        """True while every bucket answered at its last use."""
+        return all(b.available for b in self._buckets.values())
+
     async def _attempt(self, op: SharedOp, call: Callable[[], Awaitable[T]]) -> T | None:
-        if self._clock() < self._skip_until:
+        bucket = BUCKET_OF[op]
+        health = self._buckets[bucket]
+        if self._clock() < health.skip_until:
+            self.unavailable_count += 1
             self._events.shared_state_skipped(op.value)
             return None
         try:
             result = await asyncio.wait_for(call(), self._timeout_s)
         except (LinkError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             # ValueError, KeyError, TypeError: a value this version cannot read.
-            self._failed(op, exc)
+            self._failed(op, bucket, health, exc)
             return None
-        if not self.available:
-            self.available = True
-            self._events.shared_state_restored()
-            self._events.shared_state_available(True)
+        if not health.available:
+            health.available = True
+            self._events.shared_state_restored(bucket)
+            self._events.shared_state_available(self.available)
         return result
 
-    def _failed(self, op: SharedOp, exc: BaseException) -> None:
+    def _failed(self, op: SharedOp, bucket: str, health: _BucketHealth, exc: Exception) -> None:
         self.unavailable_count += 1
         if not isinstance(exc, NotConnectedError):
             # A failure that took time (a timeout, a refusal): do not wait for it again on
             # every decide. Not connected fails at once: ask again as soon as the link is up.
-            self._skip_until = self._clock() + self._retry_s
+            health.skip_until = self._clock() + self._retry_s
         reason = exc.reason.value if isinstance(exc, LinkError) else "timeout"
         if isinstance(exc, ValueError | KeyError | TypeError):
             reason = "invalid_value"
         self._last_error = f"{op.value}: {reason}"
-        self._events.shared_state_unavailable(op.value, reason, str(exc), first=self.available)
-        if self.available:
-            self.available = False
+        error = str(exc) or type(exc).__name__
+        self._events.shared_state_unavailable(
+            op.value, bucket, reason, error, first=health.available
+        )
+        if health.available:
+            health.available = False
             self._events.shared_state_available(False)
 
 
