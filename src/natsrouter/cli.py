@@ -1,4 +1,5 @@
-"""The command line: ``natsrouter run``, ``check-config``, ``verify-metrics`` and ``request``.
+"""The command line: ``natsrouter run``, ``check-config``, ``verify-metrics``, ``request``,
+``decide``.
 
 The only module that reads argv, the environment and signals. ``run`` starts an embedded
 nats-server when ``nats_url`` is empty, the link, the operator endpoints and the Router; it
@@ -8,6 +9,8 @@ bad configuration or policies, 3 when reconnection is exhausted under the ``exit
 ``verify-metrics URL`` exits 0 when a live ``/metrics`` has every natsrouter metric with its
 type, 1 otherwise (naming what is missing). ``request SUBJECT [BODY]`` sends one NATS request
 to the configured (or embedded) server and prints the reply (exit 0), else exits 1.
+``decide --tenant T`` sends a DecideRequest (over NATS, or HTTP with ``--http``) and prints
+the answer: exit 0 for a decision, 1 for an error answer or none.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -23,7 +27,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from natsrouter.api.http import HttpServer, build_app
-from natsrouter.client import request
+from natsrouter.client import decide, decide_request, http_decide_url, request
 from natsrouter.config import LogLevel, Settings, load_settings
 from natsrouter.config_files import os_reason as _os_reason
 from natsrouter.embedded import EmbeddedServerError, EmbeddedSupervisor, NatsServer
@@ -46,7 +50,7 @@ EXIT_EMBEDDED = 4
 log = get_logger("natsrouter.cli")
 DESCRIPTION = (
     "natsrouter: routes jobs to providers over NATS and JetStream. Commands: run,"
-    " check-config, verify-metrics, request."
+    " check-config, verify-metrics, request, decide."
 )
 
 
@@ -57,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "run the service"),
         ("check-config", "validate the configuration and exit"),
         ("request", "send one NATS request (e.g. a decide) and print the reply"),
+        ("decide", "send a decide request (NATS, or HTTP with --http) and print the answer"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
@@ -69,12 +74,66 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("subject", help="e.g. beamline.router.v1.decide or '$SRV.INFO'")
             cmd.add_argument("body", nargs="?", default="", help="the payload (default: empty)")
             cmd.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+        if name == "decide":
+            _decide_arguments(cmd)
     verify = sub.add_parser(
         "verify-metrics", help="check a live /metrics for every natsrouter metric and its type"
     )
     verify.add_argument("url", help="e.g. http://127.0.0.1:9001/metrics")
     verify.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     return parser
+
+
+def _decide_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--tenant", help="tenant_id (required unless --body)")
+    cmd.add_argument("--policy", default=None, help="policy_id (default: the policy 'default')")
+    cmd.add_argument("--task-type", default="text", help="task.type (default text)")
+    cmd.add_argument("--request-id", default=None, help="request_id (default: a new UUID)")
+    cmd.add_argument(
+        "--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    cmd.add_argument("--max-latency-ms", type=float, default=None, help="constraint")
+    cmd.add_argument("--max-cost", type=float, default=None, help="constraint")
+    cmd.add_argument("--push", action="store_true", help="push_assignment: push the assignment")
+    cmd.add_argument("--body", default=None, help="a whole DecideRequest (JSON), sent as is")
+    cmd.add_argument(
+        "--http",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URL",
+        help="POST to /v1/decide instead of NATS (default URL from http_host and http_port)",
+    )
+    cmd.add_argument(
+        "--token", default=None, help="bearer token for --http (visible to ps: prefer NATS)"
+    )
+    cmd.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
+
+def _decide(args: argparse.Namespace, settings: Settings) -> int:
+    if args.body is not None:
+        body = args.body.encode()
+    elif not args.tenant:
+        print("natsrouter: decide: --tenant (or --body) is required", file=sys.stderr)
+        return EXIT_CONFIG
+    else:
+        try:
+            document = decide_request(
+                args.tenant,
+                policy_id=args.policy,
+                task_type=args.task_type,
+                request_id=args.request_id,
+                metadata=args.metadata,
+                max_latency_ms=args.max_latency_ms,
+                max_cost=args.max_cost,
+                push_assignment=args.push,
+            )
+        except ValueError as exc:
+            print(f"natsrouter: decide: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        body = json.dumps(document).encode()
+    url = None if args.http is None else (args.http or http_decide_url(settings))
+    return asyncio.run(decide(settings, body, args.timeout, http_url=url, token=args.token))
 
 
 def verify_metrics(url: str, timeout_s: float) -> int:
@@ -255,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         # The link's own lines only when something is wrong: stdout is the reply.
         configure_logging(LogLevel.ERROR, settings.log_format, secrets=settings.secrets())
         return asyncio.run(request(settings, args.subject, args.body.encode(), args.timeout))
+    if args.command == "decide":
+        configure_logging(LogLevel.ERROR, settings.log_format, secrets=settings.secrets())
+        return _decide(args, settings)
     configure_logging(settings.log_level, settings.log_format, secrets=settings.secrets())
     return asyncio.run(serve(settings))
 

@@ -245,6 +245,7 @@ DECIDE_OUTCOMES = (
     "policy_not_found",
     "constraints_unsatisfiable",
     "decision_failed",
+    "rate_limit_exceeded",
     "overloaded",
     "internal",
     "reply_failed",
@@ -286,6 +287,11 @@ class RouterMetrics:
         self.sticky_session_too_long = counter(
             "sticky_session_too_long",
             "Decides whose session value was over 256 characters: decided as not sticky",
+        )
+        self.rate_limited = counter(
+            "rate_limited",
+            "Decides refused by their policy's rate_limit (this Router's bucket)",
+            ("tenant_id", "policy_id"),
         )
         self.assignment_subject_refused = counter(
             "assignment_subject_refused",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from natsrouter.routing.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from natsrouter.routing.policy import Policy, Provider
+from natsrouter.routing.strategies import InFlight
 
 # Weight of the newest result in the running averages.
 _ALPHA = 0.2
@@ -44,6 +45,8 @@ class ProviderHealth:
         self._on_state = on_state
         self._breakers: dict[str, CircuitBreaker] = {}
         self._estimates: dict[str, _Estimate] = {}
+        #: Pushed assignments without a result yet (``least_busy``, the providers view).
+        self.in_flight = InFlight(clock)
         #: Told (provider, seconds open) when a result opens a breaker here, to share it.
         self.on_opened: Callable[[str, float], None] | None = None
 

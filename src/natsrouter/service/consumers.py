@@ -266,5 +266,7 @@ class ResultsConsumer(_Consumer[ExecResult]):
             if result.status != "cancelled":
                 success = result.status == "success"
                 self._health.record(result.provider_id, success, result.latency_ms, result.cost)
+        if result.assignment_id:  # answered: no longer busy (least_busy)
+            self._health.in_flight.finished(result.assignment_id)
         self._idempotency.record(result.idempotency_key)
         await self._link.ack(msg)

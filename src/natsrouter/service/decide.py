@@ -220,6 +220,11 @@ class DecideService:
                 entry.pushed = await self._assignments.push(
                     request, entry.decision, trace_id, previous
                 )
+                if entry.pushed.result.outcome in (Outcome.SENT, Outcome.QUEUED):
+                    # Busy until its result comes (least_busy, the providers view).
+                    self._decider.health.in_flight.started(
+                        entry.pushed.assignment_id, entry.decision.provider_id
+                    )
             memory.remember(key, entry)
         finally:
             memory.end(key)
@@ -342,10 +347,10 @@ class NatsDecideIntake:
 
 
 def _response(status: int, body: dict[str, Any]) -> web.Response:
-    """The answer as JSON; a 503 says when to try again (``Retry-After``, seconds)."""
+    """The answer as JSON; a 429 or 503 says when to try again (``Retry-After``, seconds)."""
     headers = {}
     retry_after = body.get("error", {}).get("details", {}).get("retry_after_s")
-    if status == 503 and retry_after is not None:
+    if status in (429, 503) and retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return web.Response(
         body=_dumps(body), status=status, headers=headers, content_type="application/json"

@@ -33,6 +33,8 @@ class RouterEvents:
         self._overloaded = 0
         self._overloaded_next_log = 0.0
         self._reply_failed_next_log = 0.0
+        self._rate_limited = 0
+        self._rate_limited_next_log = 0.0
 
     # -- decide ----------------------------------------------------------------------------
 
@@ -43,6 +45,10 @@ class RouterEvents:
             observe(outcome, transport, duration_s)
 
     def decide_refused(self, code: str, message: str, transport: str, **fields: Any) -> None:
+        if code == "rate_limit_exceeded":
+            # Counted by rate_limited(); a client over its limit must not flood the log.
+            self._log_rate_limited(transport, fields)
+            return
         self.log.warning(
             "decide request refused",
             error_code="ROUTER_DECIDE_REFUSED",
@@ -51,6 +57,28 @@ class RouterEvents:
             transport=transport,
             **fields,
         )
+
+    def rate_limited(self, tenant_id: str, policy_id: str) -> None:
+        """A decide refused by its policy's rate limit (counted; logged by decide_refused)."""
+        self.metrics.rate_limited.labels(tenant_id, policy_id).inc()
+
+    def _log_rate_limited(self, transport: str, fields: dict[str, Any]) -> None:
+        """The first refusal, then at most one line per interval with the count."""
+        self._rate_limited += 1
+        now = time.monotonic()
+        if now < self._rate_limited_next_log:
+            return
+        self._rate_limited_next_log = now + RATE_LIMIT_INTERVAL_S
+        self.log.warning(
+            "decide requests refused: over the policy's rate limit",
+            error_code="ROUTER_DECIDE_RATE_LIMITED",
+            transport=transport,
+            tenant_id=fields.get("tenant_id"),
+            policy_id=fields.get("policy_id"),
+            requests_per_second=fields.get("requests_per_second"),
+            refused=self._rate_limited,
+        )
+        self._rate_limited = 0
 
     def decide_overloaded(self, transport: str, limit: int) -> None:
         """Log the first refusal, then at most one line per interval with the count."""

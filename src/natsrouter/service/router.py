@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from natsrouter.api import openapi
 from natsrouter.api.http import HttpServer
 from natsrouter.auth import load_decide_tokens
 from natsrouter.config import Settings
@@ -43,6 +44,7 @@ from natsrouter.service.decide_auth import require_tokens
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.idempotency import IdempotencyWindow
 from natsrouter.service.nats_service import EndpointCounts, NatsService
+from natsrouter.service.providers import NatsProvidersAdmin, ProvidersView, add_http_route
 from natsrouter.service.shared_state import BreakerSync, SharedState
 
 log = get_logger("natsrouter.router")
@@ -104,6 +106,7 @@ class Router:
             rng=rng,
             clock=clock,
             on_session_too_long=self.events.metrics.sticky_session_too_long.inc,
+            on_rate_limited=self.events.rate_limited,
         )
         self.shared: SharedState | None = None
         self._breaker_sync: BreakerSync | None = None
@@ -131,9 +134,15 @@ class Router:
         self.acks = AcksConsumer(link, settings, self.events, idempotency)
         self.results = ResultsConsumer(link, settings, self.events, idempotency, self.health)
         app = http_app(self.decide, settings.nats_max_payload_size)
+        tokens = None
         if settings.decide_tokens_file:
             tokens = load_decide_tokens(settings.decide_tokens_file)
             require_tokens(app, tokens, self.decide, settings.nats_max_payload_size)
+        # The providers view (service/providers.py): HTTP and the NATS admin subject.
+        self.providers = ProvidersView(self.decider, self.nats_service.id)
+        add_http_route(app, self.providers, tokens)
+        openapi.add_route(app)
+        self.providers_admin = NatsProvidersAdmin(link, self.providers)
         self.http = HttpServer(app, settings.http_host, settings.http_port)
         self._consumers: list[Consumer] = []
         self._watcher: asyncio.Task[None] | None = None
@@ -185,6 +194,7 @@ class Router:
             await self.shared.start()
         await self.intake.start()
         await self.nats_service.start()
+        await self.providers_admin.start()
         manage = self.settings.jetstream_manage_streams
         for handler, stream, subject, durable in (
             (self.results, RESULTS_STREAM, self.settings.result_subject, RESULTS_DURABLE),
@@ -218,6 +228,7 @@ class Router:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.intake.stop(), left())
         await self.nats_service.stop()
+        await self.providers_admin.stop()
         await self.http.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.intake.drain(), left())

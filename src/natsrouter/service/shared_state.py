@@ -28,6 +28,7 @@ not guaranteed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -392,8 +393,8 @@ async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRe
 
     The shared provider is put in the local session table first, so the decider sticks to it
     when it is usable. A new session, or one whose provider had to change, is then claimed;
-    when another Router's live choice came first, the request is decided again to stick to
-    that one.
+    when another Router's live choice came first, the answer sticks to that one when it is
+    usable here.
     """
     sticky = decider.session_of(request)
     if sticky is None:
@@ -411,7 +412,7 @@ async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRe
     if won is None or won.provider == decision.provider_id:
         return decision
     decider.sticky.put(session, won.provider, math.ceil(won.seconds_left))
-    return decider.decide(request)
+    return decider.stick_to(request, won.provider) or decision
 
 
 class BreakerSync:
@@ -444,6 +445,10 @@ class BreakerSync:
             await asyncio.sleep(self._interval_s)
             await self.sync_once()
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Let the writes in hand finish (each is bounded by ``shared_state_timeout_ms``)."""
         if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*self._writes, return_exceptions=True), timeout_s
+                )
