@@ -21,7 +21,8 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StreamConfig
+from nats.js.kv import KeyValue
 
 from natsrouter.config import Settings, tls_context
 from natsrouter.errors import (
@@ -37,11 +38,13 @@ from natsrouter.errors import (
 from natsrouter.link.outcome import PubAck
 from natsrouter.link.transport import (
     AckKind,
+    BucketSpec,
     ConsumerSpec,
     FastPublish,
     InboundMessage,
     JsMessage,
     JsMetadata,
+    KvEntry,
     LostCallback,
     MessageHandler,
     NativeSubscription,
@@ -240,6 +243,8 @@ class NatsConnection:
         self._on_slow_consumer = on_slow_consumer
         self._nc = Client()
         self._js: Any = None
+        #: Key-value handles by bucket, made once per connection (each costs a round trip).
+        self._buckets: dict[str, KeyValue] = {}
         self._closing = False
         self._reported = False
         self._opening = False
@@ -407,6 +412,79 @@ class NatsConnection:
         except Exception as exc:
             raise translate(exc) from exc
         return True
+
+    async def ensure_bucket(self, spec: BucketSpec) -> bool:
+        try:
+            self._buckets[spec.name] = await self._js.key_value(spec.name)
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        except Exception as exc:
+            raise translate(exc) from exc
+        else:
+            return False
+        config = KeyValueConfig(
+            bucket=spec.name, history=1, ttl=spec.ttl_s or None, replicas=spec.replicas
+        )
+        try:
+            self._buckets[spec.name] = await self._js.create_key_value(config)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return True
+
+    async def _bucket(self, name: str) -> KeyValue:
+        kv = self._buckets.get(name)
+        if kv is None:  # declared after this connection was made, or made elsewhere
+            try:
+                kv = self._buckets[name] = await self._js.key_value(name)
+            except nats.js.errors.BucketNotFoundError as exc:
+                raise NoRespondersError(f"no key-value bucket {name!r}") from exc
+            except Exception as exc:
+                raise translate(exc) from exc
+        return kv
+
+    async def kv_get(self, bucket: str, key: str, timeout_s: float) -> KvEntry | None:
+        kv = await self._bucket(bucket)
+        try:
+            entry = await asyncio.wait_for(kv.get(key), timeout_s)
+        except nats.js.errors.KeyNotFoundError:  # also a deleted or purged key
+            return None
+        except Exception as exc:
+            raise translate(exc) from exc
+        return KvEntry(key, entry.value or b"", entry.revision or 0)
+
+    async def kv_put(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int:
+        kv = await self._bucket(bucket)
+        try:
+            revision: int = await asyncio.wait_for(kv.put(key, value), timeout_s)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return revision
+
+    async def kv_create(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int | None:
+        kv = await self._bucket(bucket)
+        try:
+            revision: int = await asyncio.wait_for(kv.create(key, value), timeout_s)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None  # another writer's value is there: it won
+        except nats.js.errors.KeyNotFoundError:
+            # Refused as a wrong last sequence, then nats-py's check for a deleted key did
+            # not find it yet (a clustered write being applied): another writer won too.
+            return None
+        except Exception as exc:
+            raise translate(exc) from exc
+        return revision
+
+    async def kv_update(
+        self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
+    ) -> int | None:
+        kv = await self._bucket(bucket)
+        try:
+            new: int = await asyncio.wait_for(kv.update(key, value, last=revision), timeout_s)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None  # another write came first
+        except Exception as exc:
+            raise translate(exc) from exc
+        return new
 
     async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
         # Two JetStream API calls: which stream holds the subject, then its configuration.

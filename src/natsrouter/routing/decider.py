@@ -220,6 +220,32 @@ class Decider:
             self.sticky.put(session, provider, policy.sticky.ttl_seconds)
         return self._decision(policy, provider, reason)
 
+    def session_of(self, request: DecideRequest) -> tuple[SessionKey, int] | None:
+        """The request's sticky session and its policy's TTL; None when it is not sticky.
+
+        Uncounted: ``decide`` counts a session value that is too long.
+        """
+        policy = self.policies.get(request.tenant_id, request.policy_id)
+        if policy is None or not policy.sticky.enabled:
+            return None
+        value = request.metadata.get(policy.sticky.session_key)
+        if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+            return None
+        if len(str(value)) > MAX_SESSION_CHARS:
+            return None
+        return (policy.tenant_id, policy.policy_id, str(value)), policy.sticky.ttl_seconds
+
+    def stick_to(self, request: DecideRequest, provider: str) -> Decision | None:
+        """The sticky decision for ``provider`` (the session's, as another Router picked it)
+        when it is in the policy and usable; None otherwise. Takes no rate-limit token: the
+        request already took one."""
+        policy = self.policies.get(request.tenant_id, request.policy_id)
+        if policy is None or not self._in_policy(policy, provider):
+            return None
+        if not self._usable(policy, provider, request):
+            return None
+        return self._decision(policy, provider, DecisionReason.STICKY)
+
     def _weighted(self, policy: Policy, request: DecideRequest) -> tuple[str, DecisionReason]:
         weighted = [p for p in policy.providers if p.weight > 0]
         candidates = [p for p in weighted if self._within(policy, p.name, request)]

@@ -197,6 +197,36 @@ class RouterEvents:
             reason=reason,
         )
 
+    # -- shared state ------------------------------------------------------------------------
+
+    def shared_state_available(self, available: bool) -> None:
+        self.metrics.shared_state_available.set(1 if available else 0)
+
+    def shared_state_unavailable(
+        self, operation: str, bucket: str, reason: str, error: str, *, first: bool
+    ) -> None:
+        """Count it; log the first failure of a bucket's outage (the next ones only count)."""
+        self.metrics.shared_state_unavailable.labels(operation).inc()
+        if first:
+            self.log.warning(
+                "shared state unavailable; deciding with this process's state only",
+                error_code="ROUTER_SHARED_STATE_UNAVAILABLE",
+                operation=operation,
+                bucket=bucket,
+                reason=reason,
+                error=error,
+            )
+
+    def shared_state_skipped(self, operation: str) -> None:
+        self.metrics.shared_state_unavailable.labels(operation).inc()
+
+    def shared_state_restored(self, bucket: str) -> None:
+        self.log.info(
+            "shared state available again",
+            error_code="ROUTER_SHARED_STATE_RESTORED",
+            bucket=bucket,
+        )
+
     # -- policies and breakers -------------------------------------------------------------
 
     def policies_loaded(self, count: int, path: str) -> None:
