@@ -13,6 +13,7 @@ bounded ``reason`` used as a metric label (CONTRACT §3)::
         ├── OperationTimeoutError   reason=timeout            retriable
         ├── NoRespondersError       reason=no_responders
         ├── ServerError             reason=server_error
+        │   └── ServerUnavailableError  reason=server_error  retriable (a JetStream 503)
         ├── AuthenticationError     reason=auth               (retrying the same credential
         │                                                      will not help; the link still
         │                                                      backs off and retries, since
@@ -108,6 +109,17 @@ class ServerError(LinkError):
     """The server (or JetStream API) answered with an error."""
 
     default_reason = Reason.SERVER_ERROR
+
+
+class ServerUnavailableError(ServerError):
+    """JetStream answered 503: it cannot take the message now, and may later.
+
+    A stream full under ``discard: new`` ("maximum messages exceeded"), a server short of
+    storage ("insufficient resources"), JetStream not ready: each passes once a consumer
+    catches up or the operator acts, so a queued message is kept, not ended as poison.
+    """
+
+    retriable = True
 
 
 class AuthenticationError(LinkError):

@@ -9,8 +9,10 @@ only when the first push was not sent nor kept (``failed``, ``dropped``, ...), u
 decided wait for it. A repeat that asks for something else (another task, policy,
 constraints, metadata or subject) is refused: reusing a request id is a client bug.
 
-Per process and bounded in entries and bytes (``routing.bounded``); across Router
-processes the assignment stream's duplicate window deduplicates only a replayed
+Per process and bounded in entries and bytes (``routing.bounded``). Across Router
+processes, with ``shared_state_enabled``, the first answer is claimed in a key-value bucket
+(``service.shared_state.first_answer``) and ``assignment_id`` holds the id stored there;
+without it the assignment stream's duplicate window deduplicates only a replayed
 ``Nats-Msg-Id``, not a new decision (docs/router.md).
 """
 
@@ -66,9 +68,11 @@ class Remembered:
     #: The request's size in bytes, for the memory's byte bound.
     request_bytes: int = 0
     pushed: Pushed | None = None
+    #: The assignment id stored in shared state for this request, before any push.
+    assignment_id: str | None = None
 
 
-#: How an answer is stored: one flat tuple, (*asked, *decision fields, request bytes, pushed).
+#: How an answer is stored: one flat tuple, (*asked, *decision fields, *other entry fields).
 #: CPython's full collections walk every object its collector tracks, and an answer kept as
 #: objects (entry, decision, task, tuples) was five of them: with many answers remembered,
 #: about a fifth of the Router's time and pauses of over a hundred milliseconds
@@ -77,16 +81,20 @@ class Remembered:
 _Stored = tuple[Any, ...]
 _DECISION_FIELDS = tuple(f.name for f in fields(Decision))
 _decision_values = attrgetter(*_DECISION_FIELDS)
-_TAIL = len(_DECISION_FIELDS) + 2
+#: The entry's other fields (request bytes, pushed, assignment id, ...), in order.
+_REST_FIELDS = tuple(f.name for f in fields(Remembered))[2:]
+_rest_values = attrgetter(*_REST_FIELDS)
+_TAIL = len(_DECISION_FIELDS) + len(_REST_FIELDS)
 
 
 def _store(entry: Remembered) -> _Stored:
-    return (*entry.asked, *_decision_values(entry.decision), entry.request_bytes, entry.pushed)
+    return (*entry.asked, *_decision_values(entry.decision), *_rest_values(entry))
 
 
 def _load(stored: _Stored) -> Remembered:
-    decision = Decision(*stored[-_TAIL:-2])
-    return Remembered(stored[:-_TAIL], decision, stored[-2], stored[-1])
+    split = len(stored) - _TAIL
+    decision = Decision(*stored[split : split + len(_DECISION_FIELDS)])
+    return Remembered(stored[:split], decision, *stored[split + len(_DECISION_FIELDS) :])
 
 
 class DecideMemory:
