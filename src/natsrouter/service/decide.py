@@ -161,8 +161,9 @@ class DecideService:
     ) -> Answer | Waiting:
         """The answer when it needs no waiting; else what ``finish`` needs. Never raises.
 
-        Most decides wait for nothing (no assignment to push, no copy of the request being
-        decided): answered here, the NATS intake needs no task per request.
+        Most decides wait for nothing (no assignment to push, no shared state to ask, no copy
+        of the request being decided): answered here, the NATS intake needs no task per
+        request.
         """
         started = time.perf_counter()
         request: DecideRequest | None = None
