@@ -94,7 +94,9 @@ def translate(exc: BaseException) -> LinkError:
     ):
         return ConnectionClosedError(message)
     if isinstance(exc, nats.js.errors.APIError):
-        return ServerError(message)
+        # JetStream's own answer: its status and err_code say whether it can pass
+        # (errors.PERMANENT_JS_ERR_CODES). No status at all is read as a 503.
+        return ServerError(message, status=exc.code or 503, err_code=exc.err_code)
     if isinstance(exc, nats.errors.Error):
         return ServerError(message) if message.startswith("nats: ") else OtherLinkError(message)
     return OtherLinkError(f"{type(exc).__name__}: {message}")
