@@ -26,7 +26,12 @@ from natsrouter.api.http import HttpServer, build_app
 from natsrouter.client import request
 from natsrouter.config import LogLevel, Settings, load_settings
 from natsrouter.config_files import os_reason as _os_reason
-from natsrouter.embedded import EmbeddedServerError, EmbeddedSupervisor, NatsServer
+from natsrouter.embedded import (
+    PID_FILE_NAME,
+    EmbeddedServerError,
+    EmbeddedSupervisor,
+    NatsServer,
+)
 from natsrouter.errors import ConfigError
 from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.link import Link
@@ -123,8 +128,12 @@ async def serve(settings: Settings) -> int:
     router_metrics = RouterMetrics(registry)
     supervising: asyncio.Task[None] | None = None
     if settings.embedded:
+        store_dir = Path(settings.embedded_nats_store_dir)
         embedded = NatsServer(
-            port=settings.embedded_nats_port, store_dir=Path(settings.embedded_nats_store_dir)
+            port=settings.embedded_nats_port,
+            store_dir=store_dir,
+            # A Router killed with SIGKILL leaves its server running: the next start stops it.
+            pid_file=store_dir / PID_FILE_NAME,
         )
         try:
             await embedded.astart()

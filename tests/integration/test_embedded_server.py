@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from natsrouter.embedded import EmbeddedServerError, NatsServer, free_port
+from natsrouter.embedded import PID_FILE_NAME, EmbeddedServerError, NatsServer, free_port
 from tests.chaos.conftest import ROUTER_ENV
 from tests.chaos.harness import DecideLoad, decide_keys, read_stream, reconcile, settle
 from tests.helpers.process import RouterProcess
@@ -196,3 +197,67 @@ def test_start_names_the_port_another_program_holds(tmp_path: Path) -> None:
         with pytest.raises(EmbeddedServerError, match=f"on port 127.0.0.1:{port} exited with 1"):
             ours.start()
         assert not ours.running
+
+
+async def test_a_router_killed_with_sigkill_stops_its_orphan_on_the_next_start(
+    tmp_path: Path, routers: list[RouterProcess], http: aiohttp.ClientSession
+) -> None:
+    """SIGKILL the Router with assignments queued: its nats-server lives on; a new Router on
+    the same directory stops that orphan, starts its own, replays the queue, one server left."""
+    port = free_port()
+    env = embedded_env(tmp_path, port)
+    first = RouterProcess(env, tmp_path)
+    routers.append(first)
+    await settle(("the Router to be ready", first.ready), timeout_s=30)
+    [orphan] = first.nats_children
+    try:
+        os.kill(orphan, signal.SIGSTOP)  # frozen: the Router queues what it accepts
+        load = DecideLoad(rate=20, router=first, session=http)
+        load.start()
+        await settle(("assignments queued", lambda: first.status()["pending"]["count"] >= 5))
+        await load.stop()
+        first.kill()
+        os.kill(orphan, signal.SIGCONT)
+        assert _exists(orphan)
+        second = RouterProcess(env, tmp_path)
+        routers.append(second)
+        await settle(("the second Router to be ready", second.ready), timeout_s=30)
+        await settle(("the queue to drain", lambda: second.status()["pending"]["count"] == 0))
+    finally:
+        _kill(orphan)
+    assert second.alive
+    assert not _exists(orphan)
+    stored = decide_keys(await read_stream(f"nats://127.0.0.1:{port}", "ROUTER_ASSIGNMENTS"))
+    books = reconcile(load.records, stored)
+    assert load.errors == []
+    assert books.during_outage >= 5
+    assert (books.lost, books.duplicated, books.phantom) == (0, 0, 0)
+    assert len(second.nats_children) == 1
+    [stopped] = [
+        line
+        for line in second.lines()
+        if line.get("error_code") == "ROUTER_EMBEDDED_NATS_ORPHAN_STOPPED"
+    ]
+    assert (stopped["pid"], stopped["server"]) == (orphan, f"nats://127.0.0.1:{port}")
+
+
+def test_a_pid_file_naming_a_stranger_leaves_it_alone(tmp_path: Path) -> None:
+    """The pid file names a process that now answers with another name: it is not stopped,
+    and the start fails naming the port."""
+    stranger = NatsServer(store_dir=tmp_path / "stranger")
+    stranger.start()
+    try:
+        assert stranger.pid is not None
+        pid_file = tmp_path / "ours" / PID_FILE_NAME
+        pid_file.parent.mkdir()
+        pid_file.write_text(
+            json.dumps(
+                {"pid": stranger.pid, "server_name": "natsrouter-old", "port": stranger.port}
+            )
+        )
+        ours = NatsServer(port=stranger.port, store_dir=tmp_path / "ours", pid_file=pid_file)
+        with pytest.raises(EmbeddedServerError, match=f"port 127.0.0.1:{stranger.port} is taken"):
+            ours.start()
+        assert stranger.running
+    finally:
+        stranger.kill()
