@@ -142,13 +142,39 @@ class RouterEvents:
             stream_seq=stream_seq,
         )
 
-    def dead_letter_failed(self, consumer: str, reason: str, outcome: str) -> None:
+    def dead_letter_failed(
+        self,
+        consumer: str,
+        reason: str,
+        outcome: str,
+        *,
+        last_delivery: bool = False,
+        attempt: int = 1,
+    ) -> None:
+        self.metrics.dlq_failures.labels(consumer).inc()
         self.log.error(
-            "dead letter not stored; the message is nak'd and tried again",
+            "dead letter not stored; tried again on the last delivery"
+            if last_delivery
+            else "dead letter not stored; the message is nak'd and tried again",
             error_code="ROUTER_DLQ_FAILED",
             consumer=consumer,
             reason=reason,
             outcome=outcome,
+            last_delivery=last_delivery,
+            attempt=attempt,
+        )
+
+    def dead_letter_abandoned(
+        self, consumer: str, reason: str, attempts: int, stream_seq: int | None
+    ) -> None:
+        self.log.error(
+            "dead letter of a last delivery not stored before the stop; the message is nak'd"
+            " and stays in its stream unprocessed",
+            error_code="ROUTER_DLQ_ABANDONED",
+            consumer=consumer,
+            reason=reason,
+            attempts=attempts,
+            stream_seq=stream_seq,
         )
 
     def maxdeliver_exhausted(self, consumer: str, num_delivered: int) -> None:
