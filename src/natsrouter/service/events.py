@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from natsrouter.observability.logging import get_logger
+from natsrouter.observability.logging import RateLimit, get_logger
 from natsrouter.observability.metrics import DECIDE_OUTCOMES, DECIDE_TRANSPORTS, RouterMetrics
 from natsrouter.routing.breaker import BreakerState
 
@@ -20,8 +20,11 @@ RATE_LIMIT_INTERVAL_S = 10.0
 
 
 class RouterEvents:
-    def __init__(self, metrics: RouterMetrics) -> None:
+    def __init__(
+        self, metrics: RouterMetrics, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.metrics = metrics
+        self._clock = clock
         self.log = get_logger("natsrouter.router")
         self._breaker_states: dict[str, BreakerState] = {}
         # Resolved once: labels() costs a lock and a dict lookup per request.
@@ -33,6 +36,8 @@ class RouterEvents:
         self._overloaded = 0
         self._overloaded_next_log = 0.0
         self._reply_failed_next_log = 0.0
+        # By error code (a closed set): any client can send refused requests in a loop.
+        self._refused_limits: dict[str, RateLimit] = {}
 
     # -- decide ----------------------------------------------------------------------------
 
@@ -43,12 +48,23 @@ class RouterEvents:
             observe(outcome, transport, duration_s)
 
     def decide_refused(self, code: str, message: str, transport: str, **fields: Any) -> None:
+        """One line per code per interval; the line says how many of that code were left out.
+
+        Every refusal is still counted, per request, in ``router_decide_total{outcome}``.
+        """
+        limit = self._refused_limits.get(code)
+        if limit is None:
+            limit = self._refused_limits[code] = RateLimit(RATE_LIMIT_INTERVAL_S, self._clock)
+        suppressed = limit.allow()
+        if suppressed is None:
+            return
         self.log.warning(
             "decide request refused",
             error_code="ROUTER_DECIDE_REFUSED",
             code=code,
             error=message,
             transport=transport,
+            suppressed=suppressed,
             **fields,
         )
 
