@@ -263,6 +263,48 @@ async def test_a_dead_letter_failing_on_the_last_delivery_is_retried_until_store
     await wait_settled(nats_server.url, "ROUTER_RESULTS", "router-results")
 
 
+async def test_a_queued_dead_letter_of_a_last_delivery_is_kept_once_then_stored_once(
+    nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
+) -> None:
+    """The DLQ publish of a last delivery times out and is queued: the message waits in
+    progress with one copy queued (none added while it waits); replayed, it is stored once."""
+    router = await make_router(
+        [nats_server.url],
+        js_max_deliver=1,
+        js_publish_retry_deadline_ms=200,
+        nats_fault_injection_enabled=True,
+    )
+    assert await router.link.wait_connected(5)
+    router.link.inject(
+        FaultTarget.PUBLISH_WITH_ACK,
+        Fault.error(Reason.TIMEOUT).on_subject("caf.exec.result.v1.dlq"),
+    )
+    worker = await FakeWorker.connect(nats_server.url)
+    try:
+        await worker.publish_raw("caf.exec.result.v1", b"not json")
+    finally:
+        await worker.close()
+    await wait_for(lambda: "ROUTER_DLQ_FAILED" in codes(logs), 10, "the queued dead letter")
+    failed_at = rmetric(router, "router_nats_pending_operations_retry_failed_total")
+    await wait_for(
+        lambda: (
+            rmetric(router, "router_nats_pending_operations_retry_failed_total") >= failed_at + 2
+        ),
+        10,
+        "replay probes of the queued dead letter",
+    )
+    assert router.link.pending.count == 1
+    assert codes(logs).count("ROUTER_DLQ_FAILED") == 1
+    router.link.clear_faults()
+    await wait_for(
+        lambda: rmetric(router, "router_dlq_total", consumer="results", reason="invalid") == 1,
+        15,
+    )
+    [dead] = await stored_messages(nats_server.url, "ROUTER_DLQ")
+    assert dead.data == b"not json"
+    await wait_settled(nats_server.url, "ROUTER_RESULTS", "router-results")
+
+
 async def test_a_dead_letter_still_failing_at_stop_is_nakd_and_logged(
     nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
 ) -> None:

@@ -216,10 +216,15 @@ class _Consumer(Generic[M]):
 
         The server will not deliver the message again, so a nak would leave it unprocessed
         for good: the publish is retried with backoff, the message kept in progress, each
-        failure counted. Cancelled (the Router stops), the message is nak'd and logged.
+        failure counted. A publish the link queued is not sent again while it is queued (no
+        copies pile up in the queue): once it has left the queue (replayed, or dropped), it
+        is sent again with its ``Nats-Msg-Id``, and the server's PubAck (a duplicate when the
+        replay stored it) ends the wait. Cancelled (the Router stops), the message is nak'd
+        and logged.
         """
         settings = self._settings
-        pause_s = settings.nats_reconnect_delay_ms / 1000
+        first_pause_s = settings.nats_reconnect_delay_ms / 1000
+        max_pause_s = settings.nats_max_reconnect_delay_ms / 1000
         attempt = 0
         try:
             while True:
@@ -230,13 +235,23 @@ class _Consumer(Generic[M]):
                 self._events.dead_letter_failed(
                     self.name, reason, result.outcome.value, last_delivery=True, attempt=attempt
                 )
-                await self.publish_held(msg, asyncio.sleep(pause_s))
-                pause_s = min(pause_s * 2, settings.nats_max_reconnect_delay_ms / 1000)
+                pause_s = first_pause_s
+                while True:
+                    await self.publish_held(msg, asyncio.sleep(pause_s))
+                    pause_s = min(pause_s * 2, max_pause_s)
+                    if result.pending_id is None or not self._still_queued(result.pending_id):
+                        break
+                first_pause_s = min(first_pause_s * 2, max_pause_s)
         except asyncio.CancelledError:
             self._events.dead_letter_abandoned(self.name, reason, attempt, self._seq(msg))
             with contextlib.suppress(Exception, TimeoutError):
                 await asyncio.wait_for(self._link.nak(msg, settings.js_nak_delay_ms), _STOP_NAK_S)
             raise
+
+    def _still_queued(self, pending_id: int) -> bool:
+        """True while the link's pending queue holds the item ``pending_id``."""
+        item = self._link.pending.oldest_after(pending_id - 1)  # ids only grow
+        return item is not None and item.id == pending_id
 
     async def retry_later(self, msg: JsMessage, delivered: int) -> None:
         if delivered >= self._settings.js_max_deliver:
