@@ -12,8 +12,8 @@ port and store, and reports each exit and restart (log codes below, a metric by 
 A Router killed with SIGKILL cannot stop its child, and that orphan keeps the port. With a
 ``pid_file`` (the Router keeps one in its store directory) each start first reads the file
 left by the last one and, when the process it names is still that server (its command line
-carries the recorded name, and the port, if it answers, answers with that name), stops it
-before starting afresh. Anything else on the port is a stranger and is left alone.
+carries the recorded name, the port, if it answers, answers with that name, and no running
+Router is its parent), stops it before starting afresh. Anything else on the port is a stranger and is left alone.
 """
 
 from __future__ import annotations
@@ -291,11 +291,23 @@ def _is_ours(pid: int, name: str, host: str, port: int) -> bool:
         argv = None
     if argv is not None and name.encode() not in argv:
         return False
+    if _owned_by_a_live_router(pid):
+        return False  # not an orphan: another Router on the same store still runs it
     info = _read_info(host, port)
     if info is None:
         # A stopped (SIGSTOP) or wedged server does not answer; its command line spoke.
         return argv is not None
     return str(info.get("server_name", "")) == name
+
+
+def _owned_by_a_live_router(pid: int) -> bool:
+    """True when ``pid``'s parent is a running natsrouter other than this process."""
+    try:
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+        parent = Path(f"/proc/{ppid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False
+    return ppid != os.getpid() and b"natsrouter" in parent
 
 
 def _given_name(args: Sequence[str]) -> str | None:

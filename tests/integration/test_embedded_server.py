@@ -261,3 +261,21 @@ def test_a_pid_file_naming_a_stranger_leaves_it_alone(tmp_path: Path) -> None:
         assert stranger.running
     finally:
         stranger.kill()
+
+
+def test_the_server_of_a_live_router_is_not_taken_for_an_orphan(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
+    """A second start on the store of a Router still running: that Router's server is left
+    alone, and the start fails naming the port."""
+    port = free_port()
+    router = RouterProcess(embedded_env(tmp_path, port), tmp_path)
+    routers.append(router)
+    router.wait(router.ready, what="ready")
+    [child] = router.nats_children
+    store = tmp_path / "store"
+    ours = NatsServer(port=port, store_dir=store, pid_file=store / PID_FILE_NAME)
+    with pytest.raises(EmbeddedServerError, match=f"port 127.0.0.1:{port} is taken"):
+        ours.start()
+    assert _exists(child)
+    assert router.nats_children == [child]
