@@ -55,6 +55,8 @@ async def test_a_full_discard_new_stream_keeps_the_publish_queued_until_it_is_dr
     second = await link.publish_with_ack("full.x", b"second")
     assert (second.outcome, second.reason) == (Outcome.QUEUED, Reason.SERVER_ERROR)
     assert link.status()["pending"]["blocked"]["full.x"]["reason"] == "server_error"
+    [refusal] = [e for e in logs if e.get("error_code") == "NATS_PUBLISH_WITH_ACK_ERROR"]
+    assert "err_code=10077" in refusal["error"]
     await _purge(nats_server.url, "FULL")
     await wait_for(lambda: link.pending.count == 0, 15, "the replay after the drain")
     assert [m.data for m in await stored_messages(nats_server.url, "FULL")] == [b"second"]
