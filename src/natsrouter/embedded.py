@@ -13,7 +13,8 @@ A Router killed with SIGKILL cannot stop its child, and that orphan keeps the po
 ``pid_file`` (the Router keeps one in its store directory) each start first reads the file
 left by the last one and, when the process it names is still that server (its command line
 carries the recorded name, the port, if it answers, answers with that name, and no running
-Router is its parent), stops it before starting afresh. Anything else on the port is a stranger and is left alone.
+Router is its parent), stops it before starting afresh. Anything else on the port is a
+stranger and is left alone.
 """
 
 from __future__ import annotations
