@@ -1,4 +1,5 @@
-"""The command line: ``natsrouter run``, ``check-config``, ``verify-metrics`` and ``request``.
+"""The command line: ``natsrouter run``, ``check-config``, ``verify-metrics``, ``request``,
+``decide``.
 
 The only module that reads argv, the environment and signals. ``run`` starts an embedded
 nats-server when ``nats_url`` is empty, the link, the operator endpoints and the Router; it
@@ -8,6 +9,8 @@ bad configuration or policies, 3 when reconnection is exhausted under the ``exit
 ``verify-metrics URL`` exits 0 when a live ``/metrics`` has every natsrouter metric with its
 type, 1 otherwise (naming what is missing). ``request SUBJECT [BODY]`` sends one NATS request
 to the configured (or embedded) server and prints the reply (exit 0), else exits 1.
+``decide --tenant T`` sends a DecideRequest (over NATS, or HTTP with ``--http``) and prints
+the answer: exit 0 for a decision, 1 for an error answer or none.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import signal
 import sys
@@ -23,7 +28,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from natsrouter.api.http import HttpServer, build_app
-from natsrouter.client import request
+from natsrouter.client import decide, decide_request, http_decide_url, request
 from natsrouter.config import LogLevel, Settings, load_settings
 from natsrouter.config_files import os_reason as _os_reason
 from natsrouter.embedded import (
@@ -35,6 +40,7 @@ from natsrouter.embedded import (
 from natsrouter.errors import ConfigError
 from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.link import Link
+from natsrouter.link.nats_transport import ConnectOptions, NatsTransport
 from natsrouter.link.spool import open_pending_queue
 from natsrouter.observability.logging import configure_logging, get_logger
 from natsrouter.observability.metrics import LinkMetrics, RouterMetrics
@@ -51,7 +57,7 @@ EXIT_EMBEDDED = 4
 log = get_logger("natsrouter.cli")
 DESCRIPTION = (
     "natsrouter: routes jobs to providers over NATS and JetStream. Commands: run,"
-    " check-config, verify-metrics, request."
+    " check-config, verify-metrics, request, decide."
 )
 
 
@@ -62,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "run the service"),
         ("check-config", "validate the configuration and exit"),
         ("request", "send one NATS request (e.g. a decide) and print the reply"),
+        ("decide", "send a decide request (NATS, or HTTP with --http) and print the answer"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
@@ -74,12 +81,66 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("subject", help="e.g. beamline.router.v1.decide or '$SRV.INFO'")
             cmd.add_argument("body", nargs="?", default="", help="the payload (default: empty)")
             cmd.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+        if name == "decide":
+            _decide_arguments(cmd)
     verify = sub.add_parser(
         "verify-metrics", help="check a live /metrics for every natsrouter metric and its type"
     )
     verify.add_argument("url", help="e.g. http://127.0.0.1:9001/metrics")
     verify.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     return parser
+
+
+def _decide_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--tenant", help="tenant_id (required unless --body)")
+    cmd.add_argument("--policy", default=None, help="policy_id (default: the policy 'default')")
+    cmd.add_argument("--task-type", default="text", help="task.type (default text)")
+    cmd.add_argument("--request-id", default=None, help="request_id (default: a new UUID)")
+    cmd.add_argument(
+        "--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    cmd.add_argument("--max-latency-ms", type=float, default=None, help="constraint")
+    cmd.add_argument("--max-cost", type=float, default=None, help="constraint")
+    cmd.add_argument("--push", action="store_true", help="push_assignment: push the assignment")
+    cmd.add_argument("--body", default=None, help="a whole DecideRequest (JSON), sent as is")
+    cmd.add_argument(
+        "--http",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URL",
+        help="POST to /v1/decide instead of NATS (default URL from http_host and http_port)",
+    )
+    cmd.add_argument(
+        "--token", default=None, help="bearer token for --http (visible to ps: prefer NATS)"
+    )
+    cmd.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
+
+def _decide(args: argparse.Namespace, settings: Settings) -> int:
+    if args.body is not None:
+        body = args.body.encode()
+    elif not args.tenant:
+        print("natsrouter: decide: --tenant (or --body) is required", file=sys.stderr)
+        return EXIT_CONFIG
+    else:
+        try:
+            document = decide_request(
+                args.tenant,
+                policy_id=args.policy,
+                task_type=args.task_type,
+                request_id=args.request_id,
+                metadata=args.metadata,
+                max_latency_ms=args.max_latency_ms,
+                max_cost=args.max_cost,
+                push_assignment=args.push,
+            )
+        except ValueError as exc:
+            print(f"natsrouter: decide: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        body = json.dumps(document).encode()
+    url = None if args.http is None else (args.http or http_decide_url(settings))
+    return asyncio.run(decide(settings, body, args.timeout, http_url=url, token=args.token))
 
 
 def verify_metrics(url: str, timeout_s: float) -> int:
@@ -127,13 +188,21 @@ async def serve(settings: Settings) -> int:
     registry = CollectorRegistry()
     router_metrics = RouterMetrics(registry)
     supervising: asyncio.Task[None] | None = None
+    # Handled before the embedded server is spawned: a SIGTERM while it starts must stop it
+    # with the Router, not end the Router at once and leave it holding the port and store.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     if settings.embedded:
         store_dir = Path(settings.embedded_nats_store_dir)
         embedded = NatsServer(
             port=settings.embedded_nats_port,
             store_dir=store_dir,
-            # A Router killed with SIGKILL leaves its server running: the next start stops it.
+            # A Router killed with SIGKILL leaves its server running where the kernel does
+            # not stop it (die_with_parent): the next start stops that orphan.
             pid_file=store_dir / PID_FILE_NAME,
+            die_with_parent=True,
         )
         try:
             await embedded.astart()
@@ -164,7 +233,17 @@ async def serve(settings: Settings) -> int:
         supervising = asyncio.get_running_loop().create_task(supervisor.run(), name="embedded")
         supervising.add_done_callback(_supervisor_done)
 
-    link = Link(settings, LinkMetrics(registry), servers=servers, pending=pending)
+    # The link uses the embedded server only while it answers with that server's own name.
+    transport = (
+        NatsTransport(
+            dataclasses.replace(ConnectOptions.from_settings(settings), server_name=embedded.name)
+        )
+        if embedded is not None
+        else None
+    )
+    link = Link(
+        settings, LinkMetrics(registry), servers=servers, pending=pending, transport=transport
+    )
     router = Router(settings, link, router_metrics)
     http = HttpServer(
         build_app(
@@ -175,10 +254,6 @@ async def serve(settings: Settings) -> int:
         settings.metrics_host,
         settings.metrics_port,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, router.reload_policies)
     code = EXIT_OK
     started = False
@@ -264,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         # The link's own lines only when something is wrong: stdout is the reply.
         configure_logging(LogLevel.ERROR, settings.log_format, secrets=settings.secrets())
         return asyncio.run(request(settings, args.subject, args.body.encode(), args.timeout))
+    if args.command == "decide":
+        configure_logging(LogLevel.ERROR, settings.log_format, secrets=settings.secrets())
+        return _decide(args, settings)
     configure_logging(settings.log_level, settings.log_format, secrets=settings.secrets())
     return asyncio.run(serve(settings))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -46,6 +47,31 @@ _NAME_FLAGS = ("-n", "--name", "--server_name")
 PID_FILE_NAME = "natsrouter-nats-server.json"
 # How long an orphan may take to exit after SIGTERM before it gets SIGKILL.
 _ORPHAN_STOP_S = 10.0
+_PR_SET_PDEATHSIG = 1  # prctl(2) option, Linux
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGTERM the child when its parent dies (Linux).
+
+    A Router killed with SIGKILL (OOM killer, a forced stop) cannot stop its server; without
+    this the orphan keeps the port and store and the next start exits 4. ``prctl`` is looked
+    up here, before the fork: the child only calls it (no loading, no locks). None where the
+    call does not exist.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call took effect
+            os._exit(1)
+
+    return in_child
 
 
 class EmbeddedServerError(RuntimeError):
@@ -83,10 +109,15 @@ class NatsServer:
         extra_args: Sequence[str] = (),
         log_file: Path | None = None,
         pid_file: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.host = host
         #: Where the running server's pid and name are kept (None: not kept, no orphan check).
         self.pid_file = pid_file
+        #: The server gets SIGTERM when this process dies, even by SIGKILL (Linux). Only for
+        #: the Router's own server: the kernel ties it to the starting thread, and a test's
+        #: event loop ends its worker threads with each test.
+        self.die_with_parent = die_with_parent
         self.port = port or free_port(host)
         self.store_dir = store_dir
         self.jetstream = jetstream
@@ -135,7 +166,11 @@ class NatsServer:
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         try:
             self._proc = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_parent_death_signal() if self.die_with_parent else None,
             )
         finally:
             if self.log_file and out is not subprocess.DEVNULL:

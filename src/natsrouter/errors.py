@@ -13,8 +13,9 @@ bounded ``reason`` used as a metric label (CONTRACT §3)::
         ├── OperationTimeoutError   reason=timeout            retriable
         ├── NoRespondersError       reason=no_responders
         ├── ServerError             reason=server_error       retriable for a JetStream
-        │                                                      answer that can pass (see
-        │                                                      ``jetstream_refusal_passes``)
+        │   │                                                  answer that can pass (see
+        │   │                                                  ``jetstream_refusal_passes``)
+        │   └── ServerUnavailableError  reason=server_error  a JetStream 503
         ├── AuthenticationError     reason=auth               (retrying the same credential
         │                                                      will not help; the link still
         │                                                      backs off and retries, since
@@ -167,6 +168,17 @@ def jetstream_refusal_passes(err_code: int | None) -> bool:
     to be permanent end a publish ``failed``.
     """
     return err_code not in PERMANENT_JS_ERR_CODES
+
+
+class ServerUnavailableError(ServerError):
+    """JetStream answered 503: it cannot take the message now, and may later.
+
+    A stream full under ``discard: new`` ("maximum messages exceeded"), a server short of
+    storage ("insufficient resources"), JetStream not ready: each passes once a consumer
+    catches up or the operator acts, so a queued message is kept, not ended as poison.
+    """
+
+    retriable = True
 
 
 class AuthenticationError(LinkError):

@@ -18,3 +18,8 @@ class Operation(StrEnum):
     ACK = "ack"
     NAK = "nak"
     SUBSCRIBE = "subscribe"
+    #: Key-value reads and writes (shared state between Router processes).
+    KV_GET = "kv_get"
+    KV_PUT = "kv_put"
+    KV_CREATE = "kv_create"
+    KV_UPDATE = "kv_update"

@@ -64,8 +64,8 @@ def parse_server_list(key: str, value: Any) -> tuple[tuple[str, ...], UrlCredent
     """Parse ``nats_url``: a comma-separated string (or TOML list) of server URLs.
 
     Returns the URLs without userinfo and the credentials they carried, so that no URL the
-    Router keeps, shows or hands to nats-py holds a secret. Every server must carry the same
-    credentials (or none).
+    Router keeps, shows or hands to nats-py holds a secret. Either every server carries the
+    same credentials or none carries any.
     """
     if isinstance(value, str):
         items: list[Any] = value.split(",")
@@ -75,20 +75,31 @@ def parse_server_list(key: str, value: Any) -> tuple[tuple[str, ...], UrlCredent
         raise ConfigError(
             key, f"expected a comma-separated string or a list, got {value_kind(value)}"
         )
-    servers: list[str] = []
-    userinfos: set[str] = set()
     for raw in items:
         if not isinstance(raw, str):
             raise ConfigError(key, f"expected server URLs as strings, got {value_kind(raw)}")
-        url = raw.strip()
-        if not url:
-            continue
+    urls = [url for url in (raw.strip() for raw in items) if url]
+    # Checked before any URL is: a raw comma in a password or token splits it into a piece
+    # without userinfo (which would be quoted as a bad host, or even used as a host) and a
+    # piece with the rest; so some servers with credentials and some without is refused,
+    # quoting nothing.
+    if len({split_userinfo(url)[1] is None for url in urls}) > 1:
+        raise ConfigError(
+            key,
+            "some servers carry credentials and others do not (a comma in a password or "
+            "token must be written %2C); set them once with nats_user and nats_password "
+            "(or nats_token)",
+        )
+    servers: list[str] = []
+    userinfos: set[str] = set()
+    for url in urls:
+        raw = url
         if not _SCHEME.match(url):
             url = f"nats://{url}"
         url, userinfo = split_userinfo(url)
         if userinfo is not None:
             userinfos.add(userinfo)
-        shown = redact_url(raw.strip()) if userinfo is not None else url
+        shown = redact_url(raw) if userinfo is not None else url
         try:
             parts = urlsplit(url)
             port = parts.port

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from natsrouter.embedded import free_port
 from tests.alerts.conftest import RULES
 from tests.helpers.process import RouterProcess
 from tests.helpers.prometheus import PrometheusServer
@@ -42,12 +43,18 @@ FAULTS_ENV = {
 }
 
 
-def start_router(home: Path, nats_url: str, **env: str) -> RouterProcess:
-    """A ready ``natsrouter run`` with FAST_ENV and ``env`` (``ROUTER_*`` names), policy acme."""
+def start_router(home: Path, nats_url: str | None, **env: str) -> RouterProcess:
+    """A ready ``natsrouter run`` with FAST_ENV and ``env`` (``ROUTER_*`` names), policy acme;
+    without ``nats_url`` it runs its embedded nats-server on a free port."""
     policy = home / "policies" / "acme" / "default.json"
     policy.parent.mkdir(parents=True)
     policy.write_text(json.dumps(POLICY))
-    process = RouterProcess({"ROUTER_NATS_URL": nats_url, **FAST_ENV, **env}, home)
+    where = (
+        {"ROUTER_NATS_URL": nats_url}
+        if nats_url is not None
+        else {"ROUTER_EMBEDDED_NATS_PORT": str(free_port())}
+    )
+    process = RouterProcess({**where, **FAST_ENV, **env}, home)
     process.wait(process.ready, 30, what="router ready")
     return process
 

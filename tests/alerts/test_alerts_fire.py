@@ -1,9 +1,9 @@
 """Every shipped alert fires from a real fault and resolves once the fault is gone.
 
 One real Prometheus (the shipped rules, every ``for`` and range window cut to 1/30, which
-keeps their order) scrapes five real ``natsrouter run`` processes on three real nats-servers
-and sends to a real Alertmanager running the shipped example (receivers on a webhook sink,
-timers cut to 1/30); three scenarios run at once:
+keeps their order) scrapes seven real ``natsrouter run`` processes, six of them on four real
+nats-servers and one with its embedded server, and sends to a real Alertmanager running the
+shipped example (receivers on a webhook sink, timers cut to 1/30); five scenarios run at once:
 
 - outage (Routers A, B, E on server 1): three server restarts, then a kill long enough for
   reconnection to be exhausted, with a pending queue of 5 under drop_oldest (A), of 2 under
@@ -14,6 +14,7 @@ timers cut to 1/30); three scenarios run at once:
   js_max_deliver; then eleven malformed results are dead-lettered.
 - connect faults (Router D on server 3): an invalid policy file is written, then every
   connection attempt fails while the connection is dropped.
+- stream faults (Router F on server 4) and embedded (Router G): tests/alerts/stream_faults.py.
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ from tests.alerts.stack import (
     fast_rules,
     start_router,
 )
+from tests.alerts.stream_faults import embedded_crash, stream_faults
 from tests.alerts.watch import Watch
 from tests.helpers.alertmanager import AlertmanagerServer, WebhookSink
 from tests.helpers.process import RouterProcess
 from tests.helpers.prometheus import PrometheusServer
 from tests.helpers.worker import result_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # about 55 s alone
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # about 65 s alone
 
 DIVISOR = 30  # `for`, range windows and Alertmanager timers: 1/30 of the shipped ones
 SHORT_DEDUP = {"ROUTER_IDEMPOTENCY_TTL_SECONDS": "1"}  # the streams' duplicate window
@@ -58,7 +60,8 @@ class World:
     def __init__(self, tmp: Path, tool: Callable[[str], str]) -> None:
         self.tmp = tmp
         self.servers = [
-            NatsServer(store_dir=tmp / f"js{n}", log_file=tmp / f"nats{n}.log") for n in (1, 2, 3)
+            NatsServer(store_dir=tmp / f"js{n}", log_file=tmp / f"nats{n}.log")
+            for n in (1, 2, 3, 4)
         ]
         self.routers: dict[str, RouterProcess] = {}
         self.prometheus: PrometheusServer | None = None
@@ -72,8 +75,8 @@ class World:
     def start(self) -> None:
         for server in self.servers:
             server.start()
-        s1, s2, s3 = (server.url for server in self.servers)
-        specs: dict[str, tuple[str, dict[str, str]]] = {
+        s1, s2, s3, s4 = (server.url for server in self.servers)
+        specs: dict[str, tuple[str | None, dict[str, str]]] = {
             "A": (s1, {"ROUTER_NATS_MAX_PENDING_OPERATIONS": "5", **SHORT_DEDUP}),
             "B": (
                 s1,
@@ -86,6 +89,15 @@ class World:
             "E": (s1, {"ROUTER_NATS_FAIL_OPEN_MODE": "true", **SHORT_DEDUP}),
             "C": (s2, {"ROUTER_JS_MAX_DELIVER": "2", "ROUTER_JS_NAK_DELAY_MS": "0", **FAULTS_ENV}),
             "D": (s3, dict(FAULTS_ENV)),
+            "F": (
+                s4,
+                {
+                    "ROUTER_DECIDE_MAX_IN_FLIGHT": "1",
+                    "ROUTER_JS_PUBLISH_RETRY_DEADLINE_MS": "0",
+                    **FAULTS_ENV,
+                },
+            ),
+            "G": (None, {}),  # its embedded nats-server
         }
         for name, (url, env) in specs.items():
             self.routers[name] = start_router(self.tmp / f"router{name}", url, **env)
@@ -131,12 +143,18 @@ def outage(world: World, watch: Watch) -> None:
     def all_status(value: float) -> Callable[[], bool]:
         return lambda: all(r.metric("router_nats_connection_status") == value for r in (a, b, e))
 
+    def proved() -> bool:
+        return all(r.status()["reconnect_attempts"] == 0 for r in (a, b, e))
+
     watch.fault(["RouterNatsConnectionFlapping"], world.instance("A"), "3 nats-server restarts")
     for _ in range(3):
         server.kill()
         a.wait(lambda: all(r.metric("router_nats_connection_status") < 1 for r in (a, b, e)))
         server.start()
         a.wait(all_status(1), what="reconnected after a restart")
+        # Each restart is a separate outage: the next kill waits until the link has proved
+        # healthy (its attempts start from zero again, connection.HEALTHY_AFTER_S).
+        a.wait(proved, timeout_s=15, what="connection proved healthy")
 
     down = [
         "RouterNatsConnectionDown",
@@ -297,6 +315,7 @@ RECEIVER = {"critical": "pager", "warning": "chat"}  # deploy/alertmanager/alert
 INHIBITED_BY_CONNECTION_DOWN = ("RouterNatsNotConnected", "RouterNatsReconnectFailureRatioHigh")
 EXTRA_LABELS = {
     "RouterNatsPendingOperationsDropped": {"reason": "queue_full"},
+    "RouterNatsPendingOperationsFailed": {"reason": "server_error"},
     "RouterMaxDeliverExhausted": {"consumer": "results"},
     "RouterDeadLetterRateHigh": {"consumer": "results"},
 }
@@ -307,13 +326,19 @@ def test_every_alert_fires_from_its_real_fault_and_resolves(world: World) -> Non
     assert world.prometheus is not None
     prometheus = world.prometheus
     prometheus.wait(
-        lambda: len(prometheus.query("router_nats_connection_status == 1")) == 5, 30, "scrapes"
+        lambda: len(prometheus.query("router_nats_connection_status == 1")) == len(world.routers),
+        30,
+        "scrapes",
     )
     with Watch(prometheus, world.alertmanager) as watch:
         run_all(
             lambda: outage(world, watch),
             lambda: publish_faults(world, watch),
             lambda: connect_faults(world, watch),
+            lambda: stream_faults(
+                world.routers["F"], world.servers[3].url, world.instance("F"), watch
+            ),
+            lambda: embedded_crash(world.routers["G"], world.instance("G"), watch),
         )
     for record in watch.records.values():
         record.receivers = reached(world.sink, record.alert, record.instance)

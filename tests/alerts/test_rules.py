@@ -127,6 +127,7 @@ def test_the_issue_asks_for_these_alerts() -> None:
         "RouterNatsReconnectionExhausted",
         "RouterNatsPendingOperationsDropped",
         "RouterMaxDeliverExhausted",
+        "RouterNatsPendingOperationsFailed",
     }
     assert by_severity["warning"] >= {
         "RouterNatsPublishFailureRatioHigh",
@@ -136,6 +137,9 @@ def test_the_issue_asks_for_these_alerts() -> None:
         "RouterNatsConnectionFlapping",
         "RouterDeadLetterRateHigh",
         "RouterNatsFailOpenActive",
+        "RouterNatsDestinationBlocked",
+        "RouterDecideOverloaded",
+        "RouterEmbeddedNatsRestarted",
     }
     down = next(a for a in alerts() if a.name == "RouterNatsConnectionDown")
     assert (down.expr, down.duration) == ("router_nats_connection_status == 0", "1m")

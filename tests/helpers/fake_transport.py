@@ -15,9 +15,11 @@ from natsrouter.errors import ConnectionClosedError, LinkError, OperationTimeout
 from natsrouter.link.outcome import PubAck
 from natsrouter.link.transport import (
     AckKind,
+    BucketSpec,
     ConsumerSpec,
     FastPublish,
     InboundMessage,
+    KvEntry,
     LostCallback,
     MessageHandler,
     NativeSubscription,
@@ -50,6 +52,12 @@ class FakeServer:
     streams: dict[str, str] = field(default_factory=dict)
     #: connection attempts to refuse before accepting.
     refuse: int = 0
+    #: key-value buckets: bucket -> key -> (value, revision); no expiry.
+    kv: dict[str, dict[str, tuple[bytes, int]]] = field(default_factory=dict)
+    #: an error raised by every key-value operation, until set back to None.
+    kv_error: LinkError | None = None
+    #: bucket -> an error raised by every operation on it, until removed.
+    kv_refuse: dict[str, LinkError] = field(default_factory=dict)
     #: called on each connection accepted (a test can abort it at once).
     on_connect: Callable[[FakeConnection], None] | None = None
     attempts: int = 0
@@ -165,6 +173,42 @@ class FakeConnection:
         self._check()
         name = self._server.streams.get(subject)
         return None if name is None else StreamInfo(name, 120.0)
+
+    async def ensure_bucket(self, spec: BucketSpec) -> bool:
+        self._check()
+        created = spec.name not in self._server.kv
+        self._server.kv.setdefault(spec.name, {})
+        return created
+
+    def _kv(self, bucket: str) -> dict[str, tuple[bytes, int]]:
+        self._check()
+        if self._server.kv_error is not None:
+            raise self._server.kv_error
+        if bucket in self._server.kv_refuse:
+            raise self._server.kv_refuse[bucket]
+        return self._server.kv.setdefault(bucket, {})
+
+    async def kv_get(self, bucket: str, key: str, timeout_s: float) -> KvEntry | None:
+        held = self._kv(bucket).get(key)
+        return None if held is None else KvEntry(key, held[0], held[1])
+
+    async def kv_put(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int:
+        self._server.seq += 1
+        self._kv(bucket)[key] = (value, self._server.seq)
+        return self._server.seq
+
+    async def kv_create(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int | None:
+        if key in self._kv(bucket):
+            return None
+        return await self.kv_put(bucket, key, value, timeout_s)
+
+    async def kv_update(
+        self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
+    ) -> int | None:
+        held = self._kv(bucket).get(key)
+        if held is None or held[1] != revision:
+            return None
+        return await self.kv_put(bucket, key, value, timeout_s)
 
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         self._check()

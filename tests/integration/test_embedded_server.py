@@ -202,31 +202,36 @@ def test_start_names_the_port_another_program_holds(tmp_path: Path) -> None:
 async def test_a_router_killed_with_sigkill_stops_its_orphan_on_the_next_start(
     tmp_path: Path, routers: list[RouterProcess], http: aiohttp.ClientSession
 ) -> None:
-    """SIGKILL the Router with assignments queued: its nats-server lives on; a new Router on
-    the same directory stops that orphan, starts its own, replays the queue, one server left."""
+    """SIGKILL the Router with assignments queued, and a server of its store outlives it (as
+    where the kernel does not stop it): a new Router on the same directory stops that orphan,
+    starts its own, replays the queue, and one nats-server is left."""
     port = free_port()
     env = embedded_env(tmp_path, port)
+    store = tmp_path / "store"
     first = RouterProcess(env, tmp_path)
     routers.append(first)
     await settle(("the Router to be ready", first.ready), timeout_s=30)
-    [orphan] = first.nats_children
+    [child] = first.nats_children
+    os.kill(child, signal.SIGSTOP)  # frozen: the Router queues what it accepts
+    load = DecideLoad(rate=20, router=first, session=http)
+    load.start()
+    await settle(("assignments queued", lambda: first.status()["pending"]["count"] >= 5))
+    await load.stop()
+    first.kill()
+    _kill(child)  # gone with the Router on Linux (parent-death signal); made sure here
+    await settle(("the first server gone", lambda: not _exists(child)))
+    # The orphan: a server on the Router's port and store, named in its pid file.
+    orphan = NatsServer(port=port, store_dir=store, pid_file=store / PID_FILE_NAME)
+    await orphan.astart()
     try:
-        os.kill(orphan, signal.SIGSTOP)  # frozen: the Router queues what it accepts
-        load = DecideLoad(rate=20, router=first, session=http)
-        load.start()
-        await settle(("assignments queued", lambda: first.status()["pending"]["count"] >= 5))
-        await load.stop()
-        first.kill()
-        os.kill(orphan, signal.SIGCONT)
-        assert _exists(orphan)
         second = RouterProcess(env, tmp_path)
         routers.append(second)
         await settle(("the second Router to be ready", second.ready), timeout_s=30)
         await settle(("the queue to drain", lambda: second.status()["pending"]["count"] == 0))
+        assert not orphan.running
     finally:
-        _kill(orphan)
+        orphan.kill()
     assert second.alive
-    assert not _exists(orphan)
     stored = decide_keys(await read_stream(f"nats://127.0.0.1:{port}", "ROUTER_ASSIGNMENTS"))
     books = reconcile(load.records, stored)
     assert load.errors == []
@@ -238,7 +243,8 @@ async def test_a_router_killed_with_sigkill_stops_its_orphan_on_the_next_start(
         for line in second.lines()
         if line.get("error_code") == "ROUTER_EMBEDDED_NATS_ORPHAN_STOPPED"
     ]
-    assert (stopped["pid"], stopped["server"]) == (orphan, f"nats://127.0.0.1:{port}")
+    assert stopped["server"] == f"nats://127.0.0.1:{port}"
+    assert stopped["server_name"] == orphan.name
 
 
 def test_a_pid_file_naming_a_stranger_leaves_it_alone(tmp_path: Path) -> None:

@@ -90,4 +90,4 @@ def test_help_lists_the_commands_in_plain_text() -> None:
     )
     assert done.returncode == 0
     assert "``" not in done.stdout
-    assert "{run,check-config,request,verify-metrics}" in done.stdout
+    assert "{run,check-config,request,decide,verify-metrics}" in done.stdout

@@ -107,3 +107,26 @@ def test_disabled_breaker_is_always_available() -> None:
 def test_gauge_values() -> None:
     """router_circuit_breaker_state: 0 closed, 0.5 half-open, 1 open."""
     assert [s.gauge for s in BreakerState] == [0.0, 1.0, 0.5]
+
+
+def test_open_for_opens_a_closed_breaker_for_the_time_given_then_half_open() -> None:
+    """open_for(0.4) on a 1 s breaker: open, half-open 0.4 s later (not 1 s)."""
+    clock = Clock()
+    b = breaker(clock)
+    assert b.open_for(0.4) is True
+    assert b.state is BreakerState.OPEN
+    clock.now += 0.39
+    assert b.state is BreakerState.OPEN
+    clock.now += 0.02
+    assert b.state is BreakerState.HALF_OPEN
+
+
+def test_open_for_leaves_an_open_breaker_alone() -> None:
+    """Already open: open_for returns False and the breaker's own timeout stands."""
+    clock = Clock()
+    b = breaker(clock)
+    for _ in range(3):
+        b.record(False)
+    assert b.open_for(0.1) is False
+    clock.now += 0.5
+    assert b.state is BreakerState.OPEN

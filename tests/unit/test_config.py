@@ -156,6 +156,17 @@ def test_router_defaults_are_the_contract_defaults() -> None:
     assert (s.http_host, s.http_port) == ("127.0.0.1", 8080)
 
 
+def test_shared_state_is_off_by_default_with_its_timings() -> None:
+    """One Router needs no shared state: off, 1 s timeout, 1 s retry, 1 s breaker sync."""
+    s = build_settings({})
+    assert (
+        s.shared_state_enabled,
+        s.shared_state_timeout_ms,
+        s.shared_state_retry_ms,
+        s.shared_state_breaker_sync_ms,
+    ) == (False, 1000, 1000, 1000)
+
+
 def test_allowed_tenants_from_a_string_or_a_list() -> None:
     """Comma-separated in the environment, a list in TOML; blanks ignored."""
     from_env = load_settings(None, {"ROUTER_ALLOWED_TENANTS": " acme, globex ,,"})
@@ -179,6 +190,10 @@ def test_allowed_tenants_from_a_string_or_a_list() -> None:
         ({"jetstream_stream_replicas": 0}, "jetstream_stream_replicas"),
         ({"jetstream_stream_replicas": 7}, "jetstream_stream_replicas"),
         ({"js_publish_retry_deadline_ms": -1}, "js_publish_retry_deadline_ms"),
+        ({"shared_state_enabled": "maybe"}, "shared_state_enabled"),
+        ({"shared_state_timeout_ms": 0}, "shared_state_timeout_ms"),
+        ({"shared_state_retry_ms": -1}, "shared_state_retry_ms"),
+        ({"shared_state_breaker_sync_ms": 10}, "shared_state_breaker_sync_ms"),
     ],
 )
 def test_bad_router_values_name_the_key(values: dict[str, object], key: str) -> None:

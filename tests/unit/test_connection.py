@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
 from natsrouter.errors import ConnectionClosedError
-from natsrouter.link import Link
+from natsrouter.link import ConnectionState, Link
 from natsrouter.observability.metrics import LinkMetrics
 from tests.conftest import FAST
 from tests.helpers.fake_transport import FakeConnection, FakeServer, FakeTransport
@@ -67,3 +67,25 @@ async def test_a_healthy_connection_resets_the_backoff(links: list[Link]) -> Non
     assert await link.wait_connected(5)
     assert link.status()["reconnect_attempts"] == 2  # not yet proved healthy
     await wait_for(lambda: link.status()["reconnect_attempts"] == 0, 5, "a healthy connection")
+
+
+async def test_a_loss_before_proving_healthy_stays_exhausted(links: list[Link]) -> None:
+    """Exhausted, reconnected but not yet proved healthy, lost again: disconnected at once (the
+    exhaustion policy still applies), not reconnecting as if the outage were new."""
+    server = FakeServer(refuse=3)
+    link = _link(server, nats_reconnect_attempts=2, nats_max_reconnect_delay_ms=50)
+    links.append(link)
+    await link.start()
+    assert await link.wait_connected(5)
+    assert (
+        link.status()["exhausted"],
+        metric(link, "router_nats_reconnection_exhausted_total"),
+    ) == (
+        True,
+        1,
+    )
+    await server.connections[-1].abort(ConnectionClosedError("dropped"))
+    await wait_for(lambda: not link.ready, 5, "the loss")
+    assert link.state is ConnectionState.DISCONNECTED
+    assert metric(link, "router_nats_connection_status") == 0
+    assert metric(link, "router_nats_reconnection_exhausted_total") == 1  # the same episode

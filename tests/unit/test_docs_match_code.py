@@ -7,6 +7,7 @@ from pathlib import Path
 
 from natsrouter.config import KEYS, is_service_link
 from natsrouter.observability.verify import expected_families, shown_name
+from natsrouter.service.shared_state import BREAKERS_BUCKET, DECIDES_BUCKET, STICKY_BUCKET
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -74,8 +75,15 @@ def test_no_doc_names_an_unknown_code() -> None:
     assert mentioned - not_codes <= code_error_codes()
 
 
-# Stream names (and ROUTER_<KEY> variables) share the ROUTER_ prefix with log codes.
-STREAM_SUFFIXES = ("ASSIGNMENTS", "ACKS", "RESULTS", "USAGE", "DLQ")
+# Stream and bucket names (and ROUTER_<KEY> variables) share the ROUTER_ prefix with log codes.
+STREAM_SUFFIXES = (
+    "ASSIGNMENTS",
+    "ACKS",
+    "RESULTS",
+    "USAGE",
+    "DLQ",
+    *(b.removeprefix("ROUTER_") for b in (DECIDES_BUCKET, STICKY_BUCKET, BREAKERS_BUCKET)),
+)
 
 
 def test_configuration_doc_covers_every_key_and_only_keys() -> None:

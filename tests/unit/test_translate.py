@@ -31,6 +31,11 @@ from natsrouter.link.nats_transport import translate
         (nats.js.errors.APIError(code=400, err_code=10054), Reason.SERVER_ERROR, False),
         (nats.js.errors.APIError(code=400, err_code=10071), Reason.SERVER_ERROR, False),
         (nats.errors.MaxPayloadError(), Reason.SERVER_ERROR, False),
+        (nats.js.errors.ServiceUnavailableError(code=503), Reason.SERVER_ERROR, True),
+        (nats.js.errors.BadRequestError(code=400, err_code=10054), Reason.SERVER_ERROR, False),
+        # A 500 without a permanent code (stream offline, a cluster between leaders) can pass.
+        (nats.js.errors.APIError(code=500, description="x"), Reason.SERVER_ERROR, True),
+        (nats.js.errors.APIError(code=500, err_code=10118), Reason.SERVER_ERROR, True),
         (nats.errors.Error("nats: 'Maximum Payload Violation'"), Reason.SERVER_ERROR, False),
         (ssl.SSLCertVerificationError("certificate verify failed"), Reason.AUTH, False),
         (ValueError("odd"), Reason.OTHER, False),

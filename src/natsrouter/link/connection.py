@@ -284,7 +284,11 @@ class ConnectionSupervisor:
         if not self.proved and self.attempts:
             # Dropped before it proved healthy: the attempt that made it counts as failed.
             self._t.reconnect_failed(err, self.attempts)
-            self._check_exhausted(self.attempts)
+            if self.exhausted:
+                # The same exhausted outage goes on: its policy still applies, not counted again.
+                self._transition(ConnectionState.DISCONNECTED, "still exhausted")
+            else:
+                self._check_exhausted(self.attempts)
         self._lost.set()
 
     async def _close_dead(self) -> None:

@@ -37,10 +37,12 @@ from natsrouter.errors import (
 from natsrouter.link.outcome import PubAck
 from natsrouter.link.transport import (
     AckKind,
+    BucketSpec,
     Connection,
     ConsumerSpec,
     FastPublish,
     InboundMessage,
+    KvEntry,
     LostCallback,
     MessageHandler,
     NativeSubscription,
@@ -329,6 +331,24 @@ class FaultInjectingConnection:
 
     async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
         return await self._inner.find_stream(subject, timeout_s)
+
+    # Key-value operations pass through: faults target the link's message operations.
+    async def ensure_bucket(self, spec: BucketSpec) -> bool:
+        return await self._inner.ensure_bucket(spec)
+
+    async def kv_get(self, bucket: str, key: str, timeout_s: float) -> KvEntry | None:
+        return await self._inner.kv_get(bucket, key, timeout_s)
+
+    async def kv_put(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int:
+        return await self._inner.kv_put(bucket, key, value, timeout_s)
+
+    async def kv_create(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int | None:
+        return await self._inner.kv_create(bucket, key, value, timeout_s)
+
+    async def kv_update(
+        self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
+    ) -> int | None:
+        return await self._inner.kv_update(bucket, key, value, revision, timeout_s)
 
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         target = FaultTarget.NAK if kind is AckKind.NAK else FaultTarget.ACK

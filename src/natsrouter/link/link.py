@@ -6,6 +6,8 @@ do one thing and are tested alone with a fake transport:
 - ``connection.ConnectionSupervisor``: the connection, its state, connect/backoff/exhaustion
   and the watchdog pings;
 - ``streams.StreamKeeper``: streams created when missing, on every connection;
+- ``kv.KeyValueStore``: key-value buckets created when missing (after the streams), and
+  get / put / create on the live connection, never queued;
 - ``bindings.Bindings``: subscriptions and pull consumers, bound again on every connection;
 - ``outbox.Outbox``: publishes accepted but not sent yet (the bounded pending queue, memory
   or the SQLite spool), their expiry and the no-silent-loss ledger;
@@ -38,6 +40,7 @@ from natsrouter.link.bindings import Bindings
 from natsrouter.link.connection import ConnectionSupervisor, SessionHooks
 from natsrouter.link.destinations import Destinations
 from natsrouter.link.faults import Fault, FaultInjectingTransport, FaultRegistry, FaultTarget
+from natsrouter.link.kv import KeyValueStore
 from natsrouter.link.nats_transport import ConnectOptions, NatsTransport
 from natsrouter.link.outbox import Outbox
 from natsrouter.link.outcome import Operation, Outcome, Result
@@ -51,11 +54,13 @@ from natsrouter.link.tasks import TaskOwner, cancel_and_wait
 from natsrouter.link.telemetry import LinkTelemetry
 from natsrouter.link.transport import (
     AckKind,
+    BucketSpec,
     Connection,
     ConsumerSpec,
     FastPublish,
     InboundMessage,
     JsMessage,
+    KvEntry,
     MessageHandler,
     StreamSpec,
     Transport,
@@ -121,6 +126,9 @@ class Link:
         )
         recheck_s = settings.nats_max_reconnect_delay_ms / 1000
         self._streams = StreamKeeper(self._t, clock, recheck_s)
+        self._kv = KeyValueStore(
+            self._session, self._t, clock, settings.nats_request_timeout_ms / 1000, recheck_s
+        )
         self._bindings = Bindings(self._session, self._t, self._tasks, self._rng)
         # May raise ConfigError (nats_pending_spool_path) before anything is started.
         queue = pending or open_pending_queue(settings)
@@ -165,16 +173,20 @@ class Link:
         self._direct: Connection | None = None  # see _refresh_direct
         self._fast_publish: FastPublish = _not_connected
         self._closed = False
+        #: Parts other components add to ``/status``: name -> a function giving the part.
+        self.status_parts: dict[str, Callable[[], Any]] = {}
         #: Set when the exhaustion policy is ``exit``: the process should exit non-zero.
         self.exit_requested = self._session.exit_requested
 
     async def _prepare(self, conn: Connection, generation: int) -> None:
-        """Before a connection counts as connected: streams first, then subscriptions."""
+        """Before a connection counts as connected: streams and buckets, then subscriptions."""
         await self._streams.ensure_all(conn)
+        await self._kv.ensure_all(conn)
         await self._bindings.bind_all(conn, generation)
 
     async def _healthy(self, conn: Connection, generation: int) -> None:
         await self._streams.recheck(conn)
+        await self._kv.recheck(conn)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -239,6 +251,7 @@ class Link:
             "faults": {t.value: f.to_dict() for t, f in self.faults.active().items()}
             if self.faults
             else None,
+            **{name: part() for name, part in self.status_parts.items()},
         }
 
     def _refresh_direct(self) -> None:
@@ -277,6 +290,32 @@ class Link:
         """
         live = self._session.live()
         await self._streams.declare(spec, live[0] if live else None)
+
+    async def declare_bucket(self, spec: BucketSpec) -> None:
+        """Create the key-value bucket when missing: now if connected, and on every later
+        connection (after the streams). Never raises (see ``kv.KeyValueStore``)."""
+        await self._kv.declare(spec)
+
+    # -- key-value: tried once on the live connection, never queued ----------------------------
+
+    async def kv_get(self, bucket: str, key: str) -> KvEntry | None:
+        """The key's current entry, or None. Raises ``LinkError`` (``NotConnectedError`` at
+        once when down)."""
+        return await self._kv.get(bucket, key)
+
+    async def kv_put(self, bucket: str, key: str, value: bytes) -> int:
+        """Store ``value`` under ``key``; the new revision. Raises ``LinkError``."""
+        return await self._kv.put(bucket, key, value)
+
+    async def kv_create(self, bucket: str, key: str, value: bytes) -> int | None:
+        """Store ``value`` only if ``key`` has none: its revision, or None when another
+        writer's value is there (of racing writers exactly one wins). Raises ``LinkError``."""
+        return await self._kv.create(bucket, key, value)
+
+    async def kv_update(self, bucket: str, key: str, value: bytes, revision: int) -> int | None:
+        """Store ``value`` only if ``key`` is still at ``revision``: the new revision, or None
+        when another write came first. Raises ``LinkError``."""
+        return await self._kv.update(bucket, key, value, revision)
 
     async def subscribe(
         self, subject: str, handler: MessageHandler, queue: str | None = None

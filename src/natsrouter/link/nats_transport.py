@@ -13,7 +13,7 @@ import contextlib
 import json
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats
@@ -21,7 +21,8 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StreamConfig
+from nats.js.kv import KeyValue
 
 from natsrouter.config import Settings, tls_context
 from natsrouter.errors import (
@@ -32,15 +33,18 @@ from natsrouter.errors import (
     OperationTimeoutError,
     OtherLinkError,
     ServerError,
+    ServerUnavailableError,
 )
 from natsrouter.link.outcome import PubAck
 from natsrouter.link.transport import (
     AckKind,
+    BucketSpec,
     ConsumerSpec,
     FastPublish,
     InboundMessage,
     JsMessage,
     JsMetadata,
+    KvEntry,
     LostCallback,
     MessageHandler,
     NativeSubscription,
@@ -95,8 +99,11 @@ def translate(exc: BaseException) -> LinkError:
         return ConnectionClosedError(message)
     if isinstance(exc, nats.js.errors.APIError):
         # JetStream's own answer: its status and err_code say whether it can pass
-        # (errors.PERMANENT_JS_ERR_CODES). No status at all is read as a 503.
-        return ServerError(message, status=exc.code or 503, err_code=exc.err_code)
+        # (errors.PERMANENT_JS_ERR_CODES). No status at all is read as a 503, JetStream's
+        # "not now".
+        status = exc.code or 503
+        cls = ServerUnavailableError if status == 503 else ServerError
+        return cls(message, status=status, err_code=exc.err_code)
     if isinstance(exc, nats.errors.Error):
         return ServerError(message) if message.startswith("nats: ") else OtherLinkError(message)
     return OtherLinkError(f"{type(exc).__name__}: {message}")
@@ -109,12 +116,16 @@ class ConnectOptions:
     #: nats-py's fixed 5 s, so a cluster electing a leader costs one request timeout.
     api_timeout_s: float = 5.0
     user: str = ""
-    password: str = ""
-    token: str = ""
+    # Out of the repr, like Settings' own: a traceback or a debug line never shows them.
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
     creds_file: str = ""
     nkey_seed_file: str = ""
     tls: ssl.SSLContext | None = None
     name: str = "natsrouter"
+    #: When set, a server whose INFO carries another ``server_name`` is refused (the embedded
+    #: server: after it dies, another nats-server may take its port before it is restarted).
+    server_name: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectOptions:
@@ -233,6 +244,8 @@ class NatsConnection:
         self._on_slow_consumer = on_slow_consumer
         self._nc = Client()
         self._js: Any = None
+        #: Key-value handles by bucket, made once per connection (each costs a round trip).
+        self._buckets: dict[str, KeyValue] = {}
         self._closing = False
         self._reported = False
         self._opening = False
@@ -267,6 +280,14 @@ class NatsConnection:
             raise
         finally:
             self._opening = False
+        answered = str(self._nc._server_info.get("server_name", ""))
+        if options.server_name and answered != options.server_name:
+            self._closing = True
+            await self._close_client()
+            # Its identity is not the one expected: like an unverifiable certificate.
+            raise AuthenticationError(
+                f"{self._server} answers as nats-server {answered!r}, not {options.server_name!r}"
+            )
         self._js = self._nc.jetstream(timeout=options.api_timeout_s)
 
     async def _on_error(self, exc: Exception) -> None:
@@ -392,6 +413,79 @@ class NatsConnection:
         except Exception as exc:
             raise translate(exc) from exc
         return True
+
+    async def ensure_bucket(self, spec: BucketSpec) -> bool:
+        try:
+            self._buckets[spec.name] = await self._js.key_value(spec.name)
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        except Exception as exc:
+            raise translate(exc) from exc
+        else:
+            return False
+        config = KeyValueConfig(
+            bucket=spec.name, history=1, ttl=spec.ttl_s or None, replicas=spec.replicas
+        )
+        try:
+            self._buckets[spec.name] = await self._js.create_key_value(config)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return True
+
+    async def _bucket(self, name: str) -> KeyValue:
+        kv = self._buckets.get(name)
+        if kv is None:  # declared after this connection was made, or made elsewhere
+            try:
+                kv = self._buckets[name] = await self._js.key_value(name)
+            except nats.js.errors.BucketNotFoundError as exc:
+                raise NoRespondersError(f"no key-value bucket {name!r}") from exc
+            except Exception as exc:
+                raise translate(exc) from exc
+        return kv
+
+    async def kv_get(self, bucket: str, key: str, timeout_s: float) -> KvEntry | None:
+        kv = await self._bucket(bucket)
+        try:
+            entry = await asyncio.wait_for(kv.get(key), timeout_s)
+        except nats.js.errors.KeyNotFoundError:  # also a deleted or purged key
+            return None
+        except Exception as exc:
+            raise translate(exc) from exc
+        return KvEntry(key, entry.value or b"", entry.revision or 0)
+
+    async def kv_put(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int:
+        kv = await self._bucket(bucket)
+        try:
+            revision: int = await asyncio.wait_for(kv.put(key, value), timeout_s)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return revision
+
+    async def kv_create(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int | None:
+        kv = await self._bucket(bucket)
+        try:
+            revision: int = await asyncio.wait_for(kv.create(key, value), timeout_s)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None  # another writer's value is there: it won
+        except nats.js.errors.KeyNotFoundError:
+            # Refused as a wrong last sequence, then nats-py's check for a deleted key did
+            # not find it yet (a clustered write being applied): another writer won too.
+            return None
+        except Exception as exc:
+            raise translate(exc) from exc
+        return revision
+
+    async def kv_update(
+        self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
+    ) -> int | None:
+        kv = await self._bucket(bucket)
+        try:
+            new: int = await asyncio.wait_for(kv.update(key, value, last=revision), timeout_s)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None  # another write came first
+        except Exception as exc:
+            raise translate(exc) from exc
+        return new
 
     async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
         # Two JetStream API calls: which stream holds the subject, then its configuration.

@@ -144,8 +144,8 @@ class LinkTelemetry:
         code = _ERROR_CODES.get(op)
         if not log:
             return
-        if code is None:  # request: counted; the caller gets the typed error
-            self.log.debug("request failed", reason=err.reason.value, error=str(err))
+        if code is None:  # request, kv_*: counted; the caller gets the typed error
+            self.log.debug(f"{op.value} failed", reason=err.reason.value, error=str(err))
             return
         fields: dict[str, Any] = {"reason": err.reason.value, "error": str(err)}
         if subject is not None:

@@ -77,6 +77,28 @@ class StreamInfo:
     duplicate_window_s: float
 
 
+@dataclass(frozen=True)
+class BucketSpec:
+    """A JetStream key-value bucket the link creates when it is missing, on every connection.
+
+    Like a stream (a bucket is the stream ``KV_<name>``), an existing bucket is left as it
+    is. ``ttl_s`` is how long a key lives after its last write (0: forever).
+    """
+
+    name: str
+    ttl_s: float = 0.0
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class KvEntry:
+    """A key's current value and its revision (the stream sequence that stored it)."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
 class AckKind(StrEnum):
     """JetStream acknowledgements; ``TERM`` and ``IN_PROGRESS`` count as ``ack`` operations."""
 
@@ -151,6 +173,35 @@ class Connection(Protocol):
 
     async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
         """The stream that stores ``subject``, or None when no stream does."""
+        ...
+
+    async def ensure_bucket(self, spec: BucketSpec) -> bool:
+        """Create the key-value bucket unless it exists; True when it was created."""
+        ...
+
+    async def kv_get(self, bucket: str, key: str, timeout_s: float) -> KvEntry | None:
+        """The key's current entry, or None when it has none (never written, or expired)."""
+        ...
+
+    async def kv_put(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int:
+        """Store ``value`` under ``key`` whatever it held; returns the new revision."""
+        ...
+
+    async def kv_create(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int | None:
+        """Store ``value`` only if ``key`` has no value (compare-and-set on revision 0).
+
+        Returns the new revision, or None when the key already has a value: of several
+        writers racing, exactly one gets a revision.
+        """
+        ...
+
+    async def kv_update(
+        self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
+    ) -> int | None:
+        """Store ``value`` only if ``key``'s revision is still ``revision`` (compare-and-set).
+
+        Returns the new revision, or None when another write came first.
+        """
         ...
 
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:

@@ -117,9 +117,16 @@ class LinkMetrics:
         # completes when it is buffered, which says nothing about NATS.
         self.operation_duration = FastHistogram(
             "router_nats_operation_duration_seconds",
-            "Time until the server answered (publish_with_ack, request)",
+            "Time until the server answered (publish_with_ack, request, kv_*)",
             "operation",
-            (Operation.PUBLISH_WITH_ACK.value, Operation.REQUEST.value),
+            (
+                Operation.PUBLISH_WITH_ACK.value,
+                Operation.REQUEST.value,
+                Operation.KV_GET.value,
+                Operation.KV_PUT.value,
+                Operation.KV_CREATE.value,
+                Operation.KV_UPDATE.value,
+            ),
             _OPERATION_BUCKETS,
         )
         self.duration_of = {
@@ -222,6 +229,14 @@ _DECIDE_BUCKETS = (
 )
 
 #: Bounded label values of the Router's metrics (docs/metrics.md).
+#: ``service.shared_state.SharedOp`` values (checked equal by a unit test).
+SHARED_STATE_OPERATIONS = (
+    "decision_claim",
+    "sticky_read",
+    "sticky_claim",
+    "breaker_write",
+    "breaker_read",
+)
 DECIDE_OUTCOMES = (
     "ok",
     "invalid_request",
@@ -230,6 +245,7 @@ DECIDE_OUTCOMES = (
     "policy_not_found",
     "constraints_unsatisfiable",
     "decision_failed",
+    "rate_limit_exceeded",
     "overloaded",
     "internal",
     "reply_failed",
@@ -271,6 +287,11 @@ class RouterMetrics:
         self.sticky_session_too_long = counter(
             "sticky_session_too_long",
             "Decides whose session value was over 256 characters: decided as not sticky",
+        )
+        self.rate_limited = counter(
+            "rate_limited",
+            "Decides refused by their policy's rate_limit (this Router's bucket)",
+            ("tenant_id", "policy_id"),
         )
         self.assignment_subject_refused = counter(
             "assignment_subject_refused",
@@ -319,6 +340,18 @@ class RouterMetrics:
         self.policy_reload_failures = counter(
             "policy_reload_failures", "Reloads refused (the previous set stays in force)"
         )
+        # Shared state (service/shared_state.py): its operation names are bounded there.
+        self.shared_state_unavailable = counter(
+            "shared_state_unavailable",
+            "Shared-state operations done with local state only: the key-value bucket failed "
+            "or was being skipped after a failure",
+            ("operation",),
+        )
+        self.shared_state_available = Gauge(
+            "router_shared_state_available",
+            "1 when shared state is enabled and answered at its last use, else 0",
+            registry=registry,
+        )
         self.embedded_nats_restarts = counter(
             "embedded_nats_restarts", "Times the embedded nats-server was restarted after it exited"
         )
@@ -346,3 +379,5 @@ class RouterMetrics:
                 self.dlq.labels(consumer, reason)
         for consumer in ("decide", *CONSUMERS):
             self.tenant_rejected.labels(consumer)
+        for op in SHARED_STATE_OPERATIONS:
+            self.shared_state_unavailable.labels(op)

@@ -99,6 +99,17 @@ class CircuitBreaker:
                 self._failures = 0
         # Results arriving while open (from calls made before it opened) change nothing.
 
+    def open_for(self, seconds: float) -> bool:
+        """Open for ``seconds`` (another Router's breaker opened); False when already open.
+
+        Then it turns half-open as if it had opened itself ``timeout_ms - seconds`` ago.
+        """
+        if not self.config.enabled or self.state is BreakerState.OPEN or seconds <= 0:
+            return False
+        self._open()
+        self._opened_at -= max(0.0, self.config.timeout_ms / 1000 - seconds)
+        return True
+
     def _open(self) -> None:
         self._state = BreakerState.OPEN
         self._opened_at = self._clock()

@@ -1,6 +1,7 @@
-"""Which provider runs this task: fallback rules, sticky sessions, then a weighted pick.
+"""Which provider runs this task: fallback rules, sticky sessions, then the policy's strategy.
 
-The order, for the policy of (tenant_id, policy_id):
+The order, for the policy of (tenant_id, policy_id), once its ``rate_limit`` let the decide
+through (routing/rate_limit.py):
 
 1. **fallback**: the first rule whose ``when`` matches the request and whose ``to`` provider is
    usable wins (``fallback_used``). A key of ``when`` is a dotted path into the request
@@ -8,9 +9,11 @@ The order, for the policy of (tenant_id, policy_id):
    in ``metadata`` (``{"status": "timeout"}`` matches ``metadata.status``).
 2. **sticky**: with ``sticky.enabled`` and the session key in ``metadata``, the provider this
    session got before, within ``ttl_seconds``, if it is still in the policy and usable.
-3. **weighted**: a random pick among providers with weight > 0 that meet the request's
-   constraints, in proportion to their weights, leaving out those whose circuit breaker is
-   open. When a breaker left one out the reason is ``circuit_breaker_fallback``.
+3. **strategy**: a pick among providers with weight > 0 that meet the request's
+   constraints, leaving out those whose circuit breaker is open, by the policy's strategy
+   (``weighted`` in proportion to the weights, or ``latency``, ``cost``, ``least_busy``:
+   routing/strategies.py). The reason is the strategy; when a breaker left one out it is
+   ``circuit_breaker_fallback``.
 
 "Usable" means: the circuit breaker lets it be picked, and its expected latency and cost
 (when known) are within the request's constraints. The random source and the clock are
@@ -27,10 +30,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from natsrouter.routing import strategies
 from natsrouter.routing.bounded import BoundedCache, text_size
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
 from natsrouter.routing.policy import Policy, PolicyStore, Provider, Scalar
+from natsrouter.routing.rate_limit import RateLimits
 
 # Sessions remembered for sticky routing, at most, in number and in estimated bytes; the
 # least recently used go first.
@@ -49,6 +54,10 @@ class DecisionReason(StrEnum):
     STICKY = "sticky"
     FALLBACK = "fallback"
     CIRCUIT_BREAKER_FALLBACK = "circuit_breaker_fallback"
+    # The policy's strategy, when not weighted (routing/strategies.py).
+    LATENCY = "latency"
+    COST = "cost"
+    LEAST_BUSY = "least_busy"
 
 
 @dataclass(frozen=True)
@@ -162,7 +171,8 @@ class StickySessions:
 
 
 class Decider:
-    """Decides for one request; raises ``RequestError`` (policy_not_found, decision_failed)."""
+    """Decides for one request; raises ``RequestError`` (policy_not_found,
+    rate_limit_exceeded, constraints_unsatisfiable, decision_failed)."""
 
     def __init__(
         self,
@@ -172,12 +182,14 @@ class Decider:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_session_too_long: Callable[[], None] | None = None,
+        on_rate_limited: Callable[[str, str], None] | None = None,
     ) -> None:
         self.policies = policies
         self.health = health
         self._on_session_too_long = on_session_too_long
         self._rng = rng or random.Random()
         self.sticky = StickySessions(clock)
+        self.rate_limits = RateLimits(clock, on_rate_limited)
 
     def decide(self, request: DecideRequest) -> Decision:
         policy = self.policies.get(request.tenant_id, request.policy_id)
@@ -187,6 +199,7 @@ class Decider:
                 f"no policy {request.policy_id!r} for tenant {request.tenant_id!r}",
                 {"tenant_id": request.tenant_id, "policy_id": request.policy_id},
             )
+        self.rate_limits.take(policy.tenant_id, policy.policy_id, policy.rate_limit)
         document = request_document(request) if policy.fallbacks else {}
         for rule in policy.fallbacks:
             if matches(rule.when, document) and self._usable(policy, rule.to, request):
@@ -207,24 +220,51 @@ class Decider:
             self.sticky.put(session, provider, policy.sticky.ttl_seconds)
         return self._decision(policy, provider, reason)
 
+    def session_of(self, request: DecideRequest) -> tuple[SessionKey, int] | None:
+        """The request's sticky session and its policy's TTL; None when it is not sticky.
+
+        Uncounted: ``decide`` counts a session value that is too long.
+        """
+        policy = self.policies.get(request.tenant_id, request.policy_id)
+        if policy is None or not policy.sticky.enabled:
+            return None
+        value = request.metadata.get(policy.sticky.session_key)
+        if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+            return None
+        if len(str(value)) > MAX_SESSION_CHARS:
+            return None
+        return (policy.tenant_id, policy.policy_id, str(value)), policy.sticky.ttl_seconds
+
+    def stick_to(self, request: DecideRequest, provider: str) -> Decision | None:
+        """The sticky decision for ``provider`` (the session's, as another Router picked it)
+        when it is in the policy and usable; None otherwise. Takes no rate-limit token: the
+        request already took one."""
+        policy = self.policies.get(request.tenant_id, request.policy_id)
+        if policy is None or not self._in_policy(policy, provider):
+            return None
+        if not self._usable(policy, provider, request):
+            return None
+        return self._decision(policy, provider, DecisionReason.STICKY)
+
     def _weighted(self, policy: Policy, request: DecideRequest) -> tuple[str, DecisionReason]:
         weighted = [p for p in policy.providers if p.weight > 0]
         candidates = [p for p in weighted if self._within(policy, p.name, request)]
         available = [p for p in candidates if self.health.available(p.name, policy)]
         if not available:
             raise self._nobody(policy, weighted, candidates)
-        point = self._rng.random() * sum(p.weight for p in available)
-        chosen = available[-1]
-        for provider in available:
-            point -= provider.weight
-            if point < 0:
-                chosen = provider
-                break
+        chosen = strategies.pick(
+            policy.strategy,
+            available,
+            self._rng,
+            expected=lambda name: self.health.expected(name, self._provider(policy, name)),
+            busy=self.health.in_flight.count,
+            exploration=policy.exploration,
+        )
         self.health.picked(chosen.name, policy)
         reason = (
             DecisionReason.CIRCUIT_BREAKER_FALLBACK
             if len(available) < len(candidates)
-            else DecisionReason.WEIGHTED
+            else DecisionReason(policy.strategy.value)
         )
         return chosen.name, reason
 

@@ -7,7 +7,9 @@ estimates). A policy that does not enable ``circuit_breaker`` never consults the
 
 When several policies enable a breaker for the same provider with different thresholds, the
 first of them in (tenant, policy_id) order sets them; docs/policies.md says so. Each Router
-process keeps its own breakers, fed by the share of results its consumer receives.
+process keeps its own breakers, fed by the share of results its consumer receives; with
+shared state, a breaker opened here is opened in the other Routers too
+(``service.shared_state``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from natsrouter.routing.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from natsrouter.routing.policy import Policy, Provider
+from natsrouter.routing.strategies import InFlight
 
 # Weight of the newest result in the running averages.
 _ALPHA = 0.2
@@ -42,6 +45,10 @@ class ProviderHealth:
         self._on_state = on_state
         self._breakers: dict[str, CircuitBreaker] = {}
         self._estimates: dict[str, _Estimate] = {}
+        #: Pushed assignments without a result yet (``least_busy``, the providers view).
+        self.in_flight = InFlight(clock)
+        #: Told (provider, seconds open) when a result opens a breaker here, to share it.
+        self.on_opened: Callable[[str, float], None] | None = None
 
     def configure(self, policies: Iterable[Policy]) -> None:
         """Set the breakers for a policy set; unchanged thresholds keep their state."""
@@ -83,6 +90,9 @@ class ProviderHealth:
             before = breaker.state
             breaker.record(success)
             self._changed(name, before, breaker)
+            opened = before is not BreakerState.OPEN and breaker.state is BreakerState.OPEN
+            if opened and self.on_opened is not None:
+                self.on_opened(name, breaker.config.timeout_ms / 1000)
         # Parsers refuse non-finite numbers; this keeps estimates finite whatever the caller.
         if success and math.isfinite(latency_ms) and math.isfinite(cost):
             estimate = self._estimates.get(name)
@@ -100,6 +110,17 @@ class ProviderHealth:
         if provider is None:
             return None, None
         return provider.expected_latency_ms, provider.expected_cost
+
+    def breaker_names(self) -> list[str]:
+        return list(self._breakers)
+
+    def open_for(self, name: str, seconds: float) -> None:
+        """Open ``name``'s breaker for ``seconds``, as another Router's did (not re-shared)."""
+        breaker = self._breakers.get(name)
+        if breaker is not None:
+            before = breaker.state
+            if breaker.open_for(seconds):
+                self._changed(name, before, breaker)
 
     def state(self, name: str) -> BreakerState | None:
         breaker = self._breakers.get(name)

@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     POLICY_NOT_FOUND = "policy_not_found"
     CONSTRAINTS_UNSATISFIABLE = "constraints_unsatisfiable"
     DECISION_FAILED = "decision_failed"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     OVERLOADED = "overloaded"
     INTERNAL = "internal"
 
@@ -42,6 +43,7 @@ _HTTP_STATUS = {
     ErrorCode.POLICY_NOT_FOUND: 404,
     ErrorCode.CONSTRAINTS_UNSATISFIABLE: 422,
     ErrorCode.DECISION_FAILED: 503,
+    ErrorCode.RATE_LIMIT_EXCEEDED: 429,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.INTERNAL: 500,
 }

@@ -17,6 +17,7 @@ from typing import Any
 from natsrouter.errors import NatsRouterError
 from natsrouter.routing import strict_json
 from natsrouter.routing.breaker import BreakerConfig
+from natsrouter.routing.strategies import DEFAULT_EXPLORATION, Strategy
 from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.schemas import field_path, validator
 
@@ -61,6 +62,15 @@ class Sticky:
 
 
 @dataclass(frozen=True)
+class RateLimitConfig:
+    """``rate_limit``: decides a second per Router for this policy (routing/rate_limit.py)."""
+
+    enabled: bool = False
+    requests_per_second: float = 100.0
+    burst: int = 100
+
+
+@dataclass(frozen=True)
 class Policy:
     tenant_id: str
     policy_id: str
@@ -68,6 +78,10 @@ class Policy:
     fallbacks: tuple[Fallback, ...] = ()
     sticky: Sticky = field(default_factory=Sticky)
     circuit_breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    #: How the last step picks among usable providers (routing/strategies.py).
+    strategy: Strategy = Strategy.WEIGHTED
+    exploration: float = DEFAULT_EXPLORATION
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
 
 _VALIDATOR = validator("natsrouter.routing", "policy.schema.json")
@@ -107,6 +121,9 @@ def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> P
         fallbacks=fallbacks,
         sticky=Sticky(**sticky),
         circuit_breaker=BreakerConfig(**document.get("circuit_breaker", {})),
+        strategy=Strategy(document.get("strategy", Strategy.WEIGHTED.value)),
+        exploration=float(document.get("exploration", DEFAULT_EXPLORATION)),
+        rate_limit=RateLimitConfig(**document.get("rate_limit", {})),
     )
 
 

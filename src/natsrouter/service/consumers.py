@@ -10,14 +10,16 @@ For each message (CONTRACT §2, consumer rules):
    PubAck, then feed the provider's health (circuit breaker, estimates);
 5. record the key, then ack.
 
-A transient failure naks with ``js_nak_delay_ms``, unless this was the last delivery the
-server allows (its ``num_delivered`` has reached ``js_max_deliver``): then the message is
-dead-lettered and counted, because a nak would not bring it back. A dead letter is
-terminated only once the DLQ has stored it; until then the message is nak'd, never lost. On
-the last delivery a nak would not bring it back either, so there the dead letter is tried
-again, with backoff (``nats_reconnect_delay_ms`` doubling to ``nats_max_reconnect_delay_ms``)
-and the message kept in progress, until it is stored or the Router stops (then it is nak'd
-and logged, ``ROUTER_DLQ_ABANDONED``, its stream sequence named).
+A transient failure naks with ``js_nak_delay_ms``, unless this was the last delivery
+allowed (its ``num_delivered`` has reached ``js_max_deliver``): then the message is
+dead-lettered and counted. A dead letter is terminated only once the DLQ has stored it;
+until then the message is nak'd, never lost. On the last allowed delivery the dead letter
+is tried again in place, with backoff (``nats_reconnect_delay_ms`` doubling to
+``nats_max_reconnect_delay_ms``) and the message kept in progress, until it is stored or
+the Router stops (then it is nak'd and logged, ``ROUTER_DLQ_ABANDONED``). The server itself
+does not stop delivering (the consumers' ``max_deliver`` is unlimited; the Router applies
+``js_max_deliver``): a delivery past the last allowed one, which comes only after its dead
+letter was abandoned, tries the dead letter again and not the effect.
 
 While a side effect's publish (UsageEvent or dead letter) is still being retried, which the
 link may do for up to ``js_publish_retry_deadline_ms``, the consumer tells the server the
@@ -102,7 +104,9 @@ class _Consumer(Generic[M]):
             stream=stream,
             durable=durable,
             filter_subject=subject,
-            max_deliver=self._settings.js_max_deliver,
+            # Unlimited on the server: the Router dead-letters at js_max_deliver, and a dead
+            # letter that fails is nak'd, which a server-side limit would make the last word.
+            max_deliver=-1,
             ack_wait_ms=self._settings.js_ack_wait_ms,
         )
 
@@ -128,6 +132,11 @@ class _Consumer(Generic[M]):
         if self._idempotency.seen(parsed.idempotency_key):
             self.duplicate()
             await self._link.ack(msg)
+            return
+        if delivered > self._settings.js_max_deliver:
+            # The last allowed delivery failed and so did its dead letter: only that is retried.
+            limit = self._settings.js_max_deliver
+            await self.dead_letter(msg, "max_deliver", f"failed on delivery {limit}")
             return
         await self.apply(msg, parsed, delivered)
 
@@ -326,5 +335,7 @@ class ResultsConsumer(_Consumer[ExecResult]):
             if result.status != "cancelled":
                 success = result.status == "success"
                 self._health.record(result.provider_id, success, result.latency_ms, result.cost)
+        if result.assignment_id:  # answered: no longer busy (least_busy)
+            self._health.in_flight.finished(result.assignment_id)
         self._idempotency.record(result.idempotency_key)
         await self._link.ack(msg)

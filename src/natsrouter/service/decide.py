@@ -44,6 +44,7 @@ from natsrouter.service.assignments import AssignmentPusher, Pushed
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.remembered import DecideMemory, Remembered, asked
+from natsrouter.service.shared_state import SharedState, first_answer
 
 # What an overloaded answer suggests: in-flight decides take milliseconds.
 OVERLOAD_RETRY_AFTER_S = 1
@@ -81,8 +82,11 @@ class DecideService:
         assignments: AssignmentPusher,
         events: RouterEvents,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedState | None = None,
     ) -> None:
         self._settings = settings
+        #: Across Router processes (``shared_state_enabled``); None: this process only.
+        self._shared = shared
         self._max_in_flight = settings.decide_max_in_flight
         #: Decide requests being answered now, over both transports.
         self.in_flight = 0
@@ -205,14 +209,22 @@ class DecideService:
         memory.begin(key)
         try:
             if entry is None:
-                entry = Remembered(asked(request), self._decider.decide(request), size)
+                if self._shared is None:
+                    entry = Remembered(asked(request), self._decider.decide(request), size)
+                else:
+                    entry = await first_answer(self._shared, self._decider, request, size)
             else:
                 self.events.decide_replayed()
             if request.push_assignment:
-                previous = entry.pushed.assignment_id if entry.pushed else None
+                previous = entry.pushed.assignment_id if entry.pushed else entry.assignment_id
                 entry.pushed = await self._assignments.push(
                     request, entry.decision, trace_id, previous
                 )
+                if entry.pushed.result.outcome in (Outcome.SENT, Outcome.QUEUED):
+                    # Busy until its result comes (least_busy, the providers view).
+                    self._decider.health.in_flight.started(
+                        entry.pushed.assignment_id, entry.decision.provider_id
+                    )
             memory.remember(key, entry)
         finally:
             memory.end(key)
@@ -335,10 +347,10 @@ class NatsDecideIntake:
 
 
 def _response(status: int, body: dict[str, Any]) -> web.Response:
-    """The answer as JSON; a 503 says when to try again (``Retry-After``, seconds)."""
+    """The answer as JSON; a 429 or 503 says when to try again (``Retry-After``, seconds)."""
     headers = {}
     retry_after = body.get("error", {}).get("details", {}).get("retry_after_s")
-    if status == 503 and retry_after is not None:
+    if status in (429, 503) and retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return web.Response(
         body=_dumps(body), status=status, headers=headers, content_type="application/json"

@@ -38,6 +38,8 @@ class RouterEvents:
         self._reply_failed_next_log = 0.0
         # By error code (a closed set): any client can send refused requests in a loop.
         self._refused_limits: dict[str, RateLimit] = {}
+        self._rate_limited = 0
+        self._rate_limited_next_log = 0.0
 
     # -- decide ----------------------------------------------------------------------------
 
@@ -48,10 +50,13 @@ class RouterEvents:
             observe(outcome, transport, duration_s)
 
     def decide_refused(self, code: str, message: str, transport: str, **fields: Any) -> None:
-        """One line per code per interval; the line says how many of that code were left out.
-
-        Every refusal is still counted, per request, in ``router_decide_total{outcome}``.
-        """
+        if code == "rate_limit_exceeded":
+            # Counted by rate_limited(); a client over its limit must not flood the log.
+            self._log_rate_limited(transport, fields)
+            return
+        # Any other code: one line per code per interval, the line says how many of that
+        # code were left out. Every refusal is still counted, per request, in
+        # router_decide_total{outcome}.
         limit = self._refused_limits.get(code)
         if limit is None:
             limit = self._refused_limits[code] = RateLimit(RATE_LIMIT_INTERVAL_S, self._clock)
@@ -67,6 +72,28 @@ class RouterEvents:
             suppressed=suppressed,
             **fields,
         )
+
+    def rate_limited(self, tenant_id: str, policy_id: str) -> None:
+        """A decide refused by its policy's rate limit (counted; logged by decide_refused)."""
+        self.metrics.rate_limited.labels(tenant_id, policy_id).inc()
+
+    def _log_rate_limited(self, transport: str, fields: dict[str, Any]) -> None:
+        """The first refusal, then at most one line per interval with the count."""
+        self._rate_limited += 1
+        now = time.monotonic()
+        if now < self._rate_limited_next_log:
+            return
+        self._rate_limited_next_log = now + RATE_LIMIT_INTERVAL_S
+        self.log.warning(
+            "decide requests refused: over the policy's rate limit",
+            error_code="ROUTER_DECIDE_RATE_LIMITED",
+            transport=transport,
+            tenant_id=fields.get("tenant_id"),
+            policy_id=fields.get("policy_id"),
+            requests_per_second=fields.get("requests_per_second"),
+            refused=self._rate_limited,
+        )
+        self._rate_limited = 0
 
     def decide_overloaded(self, transport: str, limit: int) -> None:
         """Log the first refusal, then at most one line per interval with the count."""
@@ -185,7 +212,7 @@ class RouterEvents:
     ) -> None:
         self.log.error(
             "dead letter of a last delivery not stored before the stop; the message is nak'd"
-            " and stays in its stream unprocessed",
+            "; its next delivery tries the dead letter again",
             error_code="ROUTER_DLQ_ABANDONED",
             consumer=consumer,
             reason=reason,
@@ -209,6 +236,36 @@ class RouterEvents:
             error_code="ROUTER_USAGE_EMIT_FAILED",
             outcome=outcome,
             reason=reason,
+        )
+
+    # -- shared state ------------------------------------------------------------------------
+
+    def shared_state_available(self, available: bool) -> None:
+        self.metrics.shared_state_available.set(1 if available else 0)
+
+    def shared_state_unavailable(
+        self, operation: str, bucket: str, reason: str, error: str, *, first: bool
+    ) -> None:
+        """Count it; log the first failure of a bucket's outage (the next ones only count)."""
+        self.metrics.shared_state_unavailable.labels(operation).inc()
+        if first:
+            self.log.warning(
+                "shared state unavailable; deciding with this process's state only",
+                error_code="ROUTER_SHARED_STATE_UNAVAILABLE",
+                operation=operation,
+                bucket=bucket,
+                reason=reason,
+                error=error,
+            )
+
+    def shared_state_skipped(self, operation: str) -> None:
+        self.metrics.shared_state_unavailable.labels(operation).inc()
+
+    def shared_state_restored(self, bucket: str) -> None:
+        self.log.info(
+            "shared state available again",
+            error_code="ROUTER_SHARED_STATE_RESTORED",
+            bucket=bucket,
         )
 
     # -- policies and breakers -------------------------------------------------------------

@@ -9,8 +9,10 @@ only when the first push was not sent nor kept (``failed``, ``dropped``, ...), u
 decided wait for it. A repeat that asks for something else (another task, policy,
 constraints, metadata or subject) is refused: reusing a request id is a client bug.
 
-Per process and bounded in entries and bytes (``routing.bounded``); across Router
-processes the assignment stream's duplicate window deduplicates only a replayed
+Per process and bounded in entries and bytes (``routing.bounded``). Across Router
+processes, with ``shared_state_enabled``, the first answer is claimed in a key-value bucket
+(``service.shared_state.first_answer``) and ``assignment_id`` holds the id stored there;
+without it the assignment stream's duplicate window deduplicates only a replayed
 ``Nats-Msg-Id``, not a new decision (docs/router.md).
 """
 
@@ -60,6 +62,8 @@ class Remembered:
     #: The request's size in bytes, for the memory's byte bound.
     request_bytes: int = 0
     pushed: Pushed | None = None
+    #: The assignment id stored in shared state for this request, before any push.
+    assignment_id: str | None = None
 
 
 class DecideMemory:

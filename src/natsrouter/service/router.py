@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from natsrouter.api import openapi
 from natsrouter.api.http import HttpServer
 from natsrouter.auth import load_decide_tokens
 from natsrouter.config import Settings
@@ -43,6 +44,8 @@ from natsrouter.service.decide_auth import require_tokens
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.idempotency import IdempotencyWindow
 from natsrouter.service.nats_service import EndpointCounts, NatsService
+from natsrouter.service.providers import NatsProvidersAdmin, ProvidersView, add_http_route
+from natsrouter.service.shared_state import BreakerSync, SharedState
 
 log = get_logger("natsrouter.router")
 
@@ -103,13 +106,25 @@ class Router:
             rng=rng,
             clock=clock,
             on_session_too_long=self.events.metrics.sticky_session_too_long.inc,
+            on_rate_limited=self.events.rate_limited,
         )
+        self.shared: SharedState | None = None
+        self._breaker_sync: BreakerSync | None = None
+        if settings.shared_state_enabled:
+            self.shared = SharedState(settings, link, self.events, clock=clock)
+            self._breaker_sync = BreakerSync(
+                self.shared, self.health, settings.shared_state_breaker_sync_ms / 1000
+            )
+            link.status_parts["shared_state"] = self.shared.status
+        else:
+            link.status_parts["shared_state"] = lambda: {"enabled": False}
         self.decide = DecideService(
             settings,
             self.decider,
             AssignmentPusher(link, settings.assignment_subject, self.events),
             self.events,
             clock,
+            self.shared,
         )
         self.intake = NatsDecideIntake(link, self.decide, settings)
         counts = EndpointCounts()
@@ -119,12 +134,19 @@ class Router:
         self.acks = AcksConsumer(link, settings, self.events, idempotency)
         self.results = ResultsConsumer(link, settings, self.events, idempotency, self.health)
         app = http_app(self.decide, settings.nats_max_payload_size)
+        tokens = None
         if settings.decide_tokens_file:
             tokens = load_decide_tokens(settings.decide_tokens_file)
             require_tokens(app, tokens, self.decide, settings.nats_max_payload_size)
+        # The providers view (service/providers.py): HTTP and the NATS admin subject.
+        self.providers = ProvidersView(self.decider, self.nats_service.id)
+        add_http_route(app, self.providers, tokens)
+        openapi.add_route(app)
+        self.providers_admin = NatsProvidersAdmin(link, self.providers)
         self.http = HttpServer(app, settings.http_host, settings.http_port)
         self._consumers: list[Consumer] = []
         self._watcher: asyncio.Task[None] | None = None
+        self._syncing: asyncio.Task[None] | None = None
         self._seen_files: tuple[tuple[str, int, int], ...] = ()
 
     # -- policies ----------------------------------------------------------------------------
@@ -168,8 +190,11 @@ class Router:
         if self.settings.jetstream_manage_streams:
             for spec in stream_specs(self.settings):
                 await self.link.declare_stream(spec)
+        if self.shared is not None:
+            await self.shared.start()
         await self.intake.start()
         await self.nats_service.start()
+        await self.providers_admin.start()
         manage = self.settings.jetstream_manage_streams
         for handler, stream, subject, durable in (
             (self.results, RESULTS_STREAM, self.settings.result_subject, RESULTS_DURABLE),
@@ -180,6 +205,10 @@ class Router:
             self._consumers.append(await self.link.consume(consumer_spec, handler))
         await self.http.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="policies")
+        if self._breaker_sync is not None:
+            self._syncing = asyncio.get_running_loop().create_task(
+                self._breaker_sync.run(), name="breaker-sync"
+            )
 
     async def stop(self) -> int:
         """Stop intake, finish in-flight work, drain the pending queue; returns what is left."""
@@ -188,14 +217,18 @@ class Router:
         def left() -> float:
             return max(0.0, deadline - time.monotonic())
 
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._syncing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._breaker_sync is not None:
+            await self._breaker_sync.close()
         # Draining waits for a server round trip: bounded, for a server that does not answer.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.intake.stop(), left())
         await self.nats_service.stop()
+        await self.providers_admin.stop()
         await self.http.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.intake.drain(), left())

@@ -1,0 +1,60 @@
+"""A policy's rate limit against a real nats-server: 429 with Retry-After, NATS error reply."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from natsrouter.embedded import NatsServer
+from tests.conftest import RouterFactory, write_policy
+from tests.helpers.observe import rmetric
+from tests.integration.test_router_decide import decide_request, nats_decide
+
+pytestmark = pytest.mark.integration
+
+LIMITED = {
+    "providers": [{"name": "a", "weight": 1}],
+    # 0.01 a second: no token comes back while the test runs.
+    "rate_limit": {"enabled": True, "requests_per_second": 0.01, "burst": 2},
+}
+
+
+async def http_decide_full(port: int, body: bytes) -> tuple[int, dict[str, str], Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}/v1/decide", data=body) as resp,
+    ):
+        return resp.status, dict(resp.headers), json.loads(await resp.read())
+
+
+async def test_decides_beyond_the_limit_are_refused_over_http_and_nats(
+    nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path
+) -> None:
+    """Burst 2: the 3rd decide gets 429 + Retry-After 100, the 4th a NATS error; both counted."""
+    write_policy(policies_dir, "acme", "limited", LIMITED)
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+
+    def body(n: int) -> bytes:
+        return json.dumps(decide_request(request_id=f"r{n}", policy_id="limited")).encode()
+
+    for n in range(2):
+        status, _, answer = await http_decide_full(router.http.port, body(n))
+        assert (status, answer["ok"]) == (200, True)
+    status, headers, answer = await http_decide_full(router.http.port, body(2))
+    assert status == 429
+    assert headers["Retry-After"] == "100"
+    assert answer["error"]["code"] == "rate_limit_exceeded"
+    assert answer["error"]["details"]["policy_id"] == "limited"
+    reply = await nats_decide(nats_server.url, body(3))
+    assert (reply["ok"], reply["error"]["code"]) == (False, "rate_limit_exceeded")
+    assert reply["context"]["request_id"] == "r3"
+    assert rmetric(router, "router_rate_limited_total", tenant_id="acme", policy_id="limited") == 2
+    assert rmetric(router, "router_decide_total", outcome="rate_limit_exceeded") == 2
+    # The other policy of the tenant is not limited.
+    status, _, _ = await http_decide_full(router.http.port, json.dumps(decide_request()).encode())
+    assert status == 200
