@@ -184,6 +184,9 @@ class NatsServer:
             if self._proc is not None and self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None
+                if stranger is None:
+                    # Ours may fail on the taken port before the first look at it: look now.
+                    stranger = _stranger(_read_info(self.host, self.port), self.name)
                 if stranger is not None:
                     raise EmbeddedServerError(
                         f"port {self.host}:{self.port} is taken by another nats-server"
@@ -344,6 +347,13 @@ def _owned_by_a_live_router(pid: int) -> bool:
     except (OSError, ValueError, IndexError):
         return False
     return ppid != os.getpid() and b"natsrouter" in parent
+
+
+def _stranger(info: dict[str, Any] | None, name: str) -> str | None:
+    """How to name the nats-server that answered with ``info``, unless it is ``name``."""
+    if info is None or str(info.get("server_name", "")) == name:
+        return None
+    return f"server_name {info.get('server_name', '')!r}, server_id {info.get('server_id', '?')}"
 
 
 def _given_name(args: Sequence[str]) -> str | None:
