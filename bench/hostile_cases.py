@@ -243,11 +243,102 @@ NAMED_POLICIES: dict[str, bytes] = {
     "nested 100,000 deep": b'{"providers": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     "weight 101": b'{"providers": [{"name": "a", "weight": 101}]}',
     "no providers": b'{"providers": []}',
-    "duplicate provider names": b'{"providers": [{"name": "a", "weight": 1}, {"name": "a", "weight": 2}]}',
+    "duplicate provider names": b'{"providers": [{"name": "a", "weight": 1}, {"name": "a"}]}',
     "unknown key": b'{"providers": [{"name": "a", "weight": 1}], "evil": true}',
     "a JSON array": b"[]",
-    "ttl_seconds 0": b'{"providers": [{"name": "a", "weight": 1}], "sticky": {"enabled": true, "ttl_seconds": 0}}',
+    "ttl_seconds 0": b'{"providers": [{"name": "a", "weight": 1}], "sticky": {"ttl_seconds": 0}}',
 }
+
+
+DECIDE_SUBJECT = "beamline.router.v1.decide"
+ACKS, RESULTS = "caf.exec.assign.v1.ack", "caf.exec.result.v1"
+RESULT = result_base(random.Random(0), "") | {"status": "success", "tenant_id": "acme"}
+ACK = ack_base(random.Random(0), "") | {"status": "accepted", "tenant_id": "acme"}
+
+
+def request(request_id: str, **fields: Any) -> dict[str, Any]:
+    base = {"version": "1", "request_id": request_id, "tenant_id": "acme"}
+    return {**base, "task": {"type": "text", "payload": {}}, **fields}
+
+
+def splice(request_id: str, text: str) -> bytes:
+    """A valid request with raw JSON text added before its closing brace."""
+    return json.dumps(request(request_id)).encode()[:-1] + b"," + text.encode() + b"}"
+
+
+def doc(request_id: str, **fields: Any) -> bytes:
+    return json.dumps(request(request_id, **fields)).encode()
+
+
+def named_decides(transport: str) -> list[tuple[str, bytes, str]]:
+    """(name, body, expected code) of every named decide case."""
+    p = f"named-{transport}-"
+    invalid = "invalid_request"
+    unmet = "constraints_unsatisfiable"
+    bad, ok = invalid, "ok"
+    cases: list[tuple[str, bytes, str]] = [
+        ("max_cost Infinity", splice(p + "inf", '"constraints":{"max_cost":Infinity}'), invalid),
+        ("max_latency_ms NaN", splice(p + "nan", '"constraints":{"max_latency_ms":NaN}'), invalid),
+        ("-Infinity in metadata", splice(p + "ninf", '"metadata":{"x":-Infinity}'), invalid),
+        ("1e400 in metadata", splice(p + "big", '"metadata":{"x":1e400}'), invalid),
+        ("5,000-digit integer", splice(p + "digits", '"metadata":{"n":1' + "0" * 5000 + "}"), bad),
+        ("2^64 integer", splice(p + "2p64", f'"metadata":{{"n":{2**64}}}'), invalid),
+        ("nested 100,000 deep", splice(p + "deep", '"metadata":' + "[" * 10**5 + "]" * 10**5), bad),
+        ("not UTF-8", b'{"version":"1","request_id":"\xff\xfe"}', invalid),
+        ("empty body", b"", invalid),
+        ("null", b"null", invalid),
+        ("a JSON array", b"[1,2]", invalid),
+        ("tenant_id with CR LF", doc(p + "crlf", tenant_id="ac\r\nme"), invalid),
+        ("request_id with NUL", doc(p + "\x00nul"), invalid),
+        ("trace_id with DEL", doc(p + "del", trace_id="t\x7f"), invalid),
+        ("request_id of 257 chars", doc("r" * 257), invalid),
+        ("unknown tenant", doc(p + "tenant", tenant_id="nobody"), "policy_not_found"),
+        ("constraints no provider meets", doc(p + "unmet", constraints={"max_cost": 0.001}), unmet),
+        ("max_latency_ms 0", doc(p + "lat0", constraints={"max_latency_ms": 0}), unmet),
+        ("sticky session of 10,000 chars", doc(p + "s", metadata={"session_id": "s" * 10**4}), ok),
+        ("sticky session of 900 kB", doc(p + "m", metadata={"session_id": "s" * 900_000}), "ok"),
+    ]  # fmt: skip
+    if transport == "http":  # over NATS the server's own max_payload (1 MB) refuses it
+        cases.append(("body of 2 MB", doc(p + "2mb", metadata={"x": "y" * 2_000_000}), invalid))
+    for subject in SUBJECTS:
+        if subject in ("caf.exec.assign.v1", "caf.exec.assign.v1.gpu", ""):
+            continue  # allowed, or refused by the schema like any empty string
+        body = doc(p + subject, push_assignment=True, assignment_subject=subject)
+        cases.append((f"assignment_subject {subject}", body, invalid))
+    return cases
+
+
+def named_worker(assignment_id: str) -> list[tuple[str, str, bytes]]:
+    """(name, subject, body) of every named bad ack and result: each must be dead-lettered."""
+    result = json.dumps(RESULT | {"assignment_id": assignment_id}).encode()
+    ack = json.dumps(ACK | {"assignment_id": assignment_id}).encode()
+    cases = []
+    for subject, valid in ((RESULTS, result), (ACKS, ack)):
+        for name, old, new in (
+            ("latency_ms NaN", b'"latency_ms": 120', b'"latency_ms": NaN'),
+            ("cost Infinity", b'"cost": 0.01', b'"cost": Infinity'),
+            ("cost -Infinity", b'"cost": 0.01', b'"cost": -Infinity'),
+            ("latency_ms 1e400", b'"latency_ms": 120', b'"latency_ms": 1e400'),
+            ("timestamp 2^64", b"1700000000000", str(2**64).encode()),
+            ("timestamp of 5,000 digits", b"1700000000000", b"1" + b"0" * 5000),
+            ("status a number", b'"status": "success"', b'"status": 5'),
+            ("latency_ms a string", b'"latency_ms": 120', b'"latency_ms": "fast"'),
+            ("tenant_id null", b'"tenant_id": "acme"', b'"tenant_id": null'),
+            ("tenant_id with CR LF", b'"tenant_id": "acme"', b'"tenant_id": "ac\\r\\nme"'),
+            ("assignment_id with NUL", b'"assignment_id": "', b'"assignment_id": "\\u0000'),
+            ("status accepted with NaN", b'"status": "accepted"', b'"status": NaN'),
+            ("status accepted with a list", b'"status": "accepted"', b'"status": []'),
+        ):
+            if old in valid:
+                cases.append((name, subject, valid.replace(old, new, 1)))
+        cases += [
+            ("invalid JSON", subject, valid[:-5]),
+            ("not UTF-8", subject, b'{"status": "\xff"}'),
+            ("empty", subject, b""),
+            ("a JSON array", subject, b"[]"),
+            ("nested 100,000 deep", subject, b"[" * 10**5 + b"]" * 10**5),
+        ]
+    return cases
 
 
 def is_strict_json(data: bytes) -> bool:

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import collections
 import json
+import math
 import os
 import random
 import signal
@@ -33,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +42,26 @@ import nats
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hostile_cases import (  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # the cases module beside this script
+from hostile_cases import (
+    ACKS,
+    DECIDE_SUBJECT,
     DIRECTIVES,
     NAMED_POLICIES,
+    RESULTS,
     ack_base,
-    decide_base,
     decide_case,
+    doc,
     fuzzed,
     is_strict_json,
+    named_decides,
+    named_worker,
     policy_case,
     result_base,
 )
+from hostile_streams import allow_directives, directive_publish, drained, read_stream, until
+from natsrouter.embedded import free_port
 
-from natsrouter.embedded import free_port  # noqa: E402
-
-DECIDE = "beamline.router.v1.decide"
-ACKS, RESULTS = "caf.exec.assign.v1.ack", "caf.exec.result.v1"
 POLICY = {
     "providers": [
         {"name": "a", "weight": 60, "expected_latency_ms": 100, "expected_cost": 0.01},
@@ -67,8 +70,6 @@ POLICY = {
     "sticky": {"enabled": True, "session_key": "session_id", "ttl_seconds": 600},
     "circuit_breaker": {"enabled": True, "failure_threshold": 1000},
 }
-RESULT = result_base(random.Random(0), "") | {"status": "success", "tenant_id": "acme"}
-ACK = ack_base(random.Random(0), "") | {"status": "accepted", "tenant_id": "acme"}
 USAGE_HEADERS = {"trace_id", "tenant_id", "version", "traceparent", "Nats-Msg-Id"}
 ASSIGNMENT_HEADERS = {"trace_id", "tenant_id", "version", "traceparent", "Nats-Msg-Id"}
 
@@ -134,16 +135,6 @@ async def metrics(router: Router, session: aiohttp.ClientSession) -> dict[str, f
     return out
 
 
-async def until(
-    condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 class Tally:
     """Answers by transport and status/code, and every failure named."""
 
@@ -152,6 +143,7 @@ class Tally:
             collections.Counter
         )
         self.failures: list[str] = []
+        self.stored_once: set[str] = set()  # assignment ids the streams must hold once each
 
     def fail(self, what: str) -> None:
         self.failures.append(what)
@@ -159,7 +151,7 @@ class Tally:
 
 async def answer_nats(nc: Client, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     try:
-        return (await nc.request(DECIDE, body, timeout=5, headers=headers)).data
+        return (await nc.request(DECIDE_SUBJECT, body, timeout=5, headers=headers)).data
     except NatsTimeout:
         return b"<no answer>"
 
@@ -199,9 +191,8 @@ async def decide_phase(
         code = code_of(data)
         label = f"{status} {code}" if status else code
         tally.counts[transport][label] += 1
-        if code in ("NOT STRICT JSON", "NOT AN OBJECT", "internal") or status >= 500 and (
-            code not in ("decision_failed", "overloaded")
-        ):
+        server_fault = status >= 500 and code not in ("decision_failed", "overloaded")
+        if code in ("NOT STRICT JSON", "NOT AN OBJECT", "internal") or server_fault:
             tally.fail(f"{transport} {name}: {status} {data[:200]!r}")
         if expect is not None and code != expect:
             tally.fail(f"{transport} named '{name}': expected {expect}, got {label}")
@@ -218,156 +209,22 @@ async def decide_phase(
     return tally
 
 
-def request(request_id: str, **fields: Any) -> dict[str, Any]:
-    base = {"version": "1", "request_id": request_id, "tenant_id": "acme"}
-    return {**base, "task": {"type": "text", "payload": {}}, **fields}
-
-
-def splice(request_id: str, text: str) -> bytes:
-    """A valid request with raw JSON text added before its closing brace."""
-    return json.dumps(request(request_id)).encode()[:-1] + b"," + text.encode() + b"}"
-
-
-def named_decides(transport: str) -> list[tuple[str, bytes, str]]:
-    """(name, body, expected code) of every named decide case."""
-    p = f"named-{transport}-"
-    cases: list[tuple[str, bytes, str]] = [
-        ("max_cost Infinity", splice(p + "inf", '"constraints":{"max_cost":Infinity}'), "x"),
-        ("max_latency_ms NaN", splice(p + "nan", '"constraints":{"max_latency_ms":NaN}'), "x"),
-        ("-Infinity in metadata", splice(p + "ninf", '"metadata":{"x":-Infinity}'), "x"),
-        ("1e400 in metadata", splice(p + "big", '"metadata":{"x":1e400}'), "x"),
-        ("5,000-digit integer", splice(p + "digits", '"metadata":{"n":1' + "0" * 5000 + "}"), "x"),
-        ("2^64 integer", splice(p + "2p64", f'"metadata":{{"n":{2**64}}}'), "x"),
-        ("nested 100,000 deep", splice(p + "deep", '"metadata":' + "[" * 10**5 + "]" * 10**5), "x"),
-        ("not UTF-8", b'{"version":"1","request_id":"\xff\xfe"}', "x"),
-        ("empty body", b"", "x"),
-        ("null", b"null", "x"),
-        ("a JSON array", b"[1,2]", "x"),
-        ("tenant_id with CR LF", json.dumps(request(p + "crlf", tenant_id="ac\r\nme")).encode(), "x"),
-        ("request_id with NUL", json.dumps(request(p + "\x00nul")).encode(), "x"),
-        ("trace_id with DEL", json.dumps(request(p + "del", trace_id="t\x7f")).encode(), "x"),
-        ("request_id of 257 chars", json.dumps(request("r" * 257)).encode(), "x"),
-        ("unknown tenant", json.dumps(request(p + "tenant", tenant_id="nobody")).encode(), "policy_not_found"),
-        ("constraints no provider meets", json.dumps(request(p + "unmet", constraints={"max_cost": 0.001})).encode(), "constraints_unsatisfiable"),
-        ("max_latency_ms 0", json.dumps(request(p + "lat0", constraints={"max_latency_ms": 0})).encode(), "constraints_unsatisfiable"),
-        ("sticky session of 10,000 chars", json.dumps(request(p + "sticky", metadata={"session_id": "s" * 10_000})).encode(), "ok"),
-        ("sticky session of 1 MB", json.dumps(request(p + "sticky-mb", metadata={"session_id": "s" * 900_000})).encode(), "ok"),
-    ]  # fmt: skip
-    if transport == "http":
-        cases.append(("body of 2 MB", json.dumps(request(p + "2mb", metadata={"x": "y" * 2_000_000})).encode(), "x"))  # fmt: skip
-    for subject in (
-        "$JS.API.>",
-        "$JS.API.STREAM.DELETE.ROUTER_USAGE",
-        "_INBOX.x",
-        "beamline.usage.v1.metered",
-        "caf.exec.result.v1",
-        "caf.exec.assign.v1.ack",
-        "caf.exec.result.v1.dlq",
-        "caf.exec.assign.v1.ack.dlq",
-        "beamline.router.v1.decide",
-        "caf.exec.assign.v1.*",
-        "caf.exec.assign.v1.>",
-        "other.subject",
-    ):
-        body = request(p + subject, push_assignment=True, assignment_subject=subject)
-        cases.append((f"assignment_subject {subject}", json.dumps(body).encode(), "x"))
-    return [(n, b, "invalid_request" if e == "x" else e) for n, b, e in cases]
-
-
 async def repeats(transport: str, one: Any, tally: Tally) -> None:
     """The same decide three times, another tenant's request_id, a changed repeat."""
-    rid = f"repeat-{transport}"
-    body = json.dumps(request(rid, push_assignment=True)).encode()
-    ids = {json.loads(await one(f"{transport} named", body, "ok", "repeat"))["decision"]["assignment_id"] for _ in range(3)}  # fmt: skip
+    rid, named = f"repeat-{transport}", f"{transport} named"
+    ids = set()
+    for _ in range(3):
+        answer = json.loads(await one(named, doc(rid, push_assignment=True), "ok", "repeat"))
+        ids.add(answer["decision"]["assignment_id"])
     if len(ids) != 1:
         tally.fail(f"{transport}: a repeated decide got {len(ids)} assignment ids")
-    other = json.dumps(request(rid, tenant_id="globex", push_assignment=True)).encode()
-    answer = json.loads(await one(f"{transport} named", other, "ok", "other tenant's request_id"))
+    other = doc(rid, tenant_id="globex", push_assignment=True)
+    answer = json.loads(await one(named, other, "ok", "other tenant's request_id"))
     if answer["decision"]["assignment_id"] in ids:
         tally.fail(f"{transport}: another tenant's request_id got the same assignment")
-    changed = json.dumps(request(rid, push_assignment=True, policy_id="other")).encode()
-    await one(f"{transport} named", changed, "invalid_request", "repeat asking for another policy")
-    tally.counts["repeat ids"][rid] = len(ids)
-
-
-def named_worker(assignment_id: str) -> list[tuple[str, str, bytes]]:
-    """(name, subject, body) of every named bad ack and result: each must be dead-lettered."""
-    result = json.dumps(RESULT | {"assignment_id": assignment_id}).encode()
-    ack = json.dumps(ACK | {"assignment_id": assignment_id}).encode()
-    cases = []
-    for subject, valid in ((RESULTS, result), (ACKS, ack)):
-        for name, old, new in (
-            ("latency_ms NaN", b'"latency_ms": 120', b'"latency_ms": NaN'),
-            ("cost Infinity", b'"cost": 0.01', b'"cost": Infinity'),
-            ("cost -Infinity", b'"cost": 0.01', b'"cost": -Infinity'),
-            ("latency_ms 1e400", b'"latency_ms": 120', b'"latency_ms": 1e400'),
-            ("timestamp 2^64", b"1700000000000", str(2**64).encode()),
-            ("timestamp of 5,000 digits", b"1700000000000", b"1" + b"0" * 5000),
-            ("status a number", b'"status": "success"', b'"status": 5'),
-            ("latency_ms a string", b'"latency_ms": 120', b'"latency_ms": "fast"'),
-            ("tenant_id null", b'"tenant_id": "acme"', b'"tenant_id": null'),
-            ("tenant_id with CR LF", b'"tenant_id": "acme"', b'"tenant_id": "ac\\r\\nme"'),
-            ("assignment_id with NUL", b'"assignment_id": "', b'"assignment_id": "\\u0000'),
-            ("status accepted with NaN", b'"status": "accepted"', b'"status": NaN'),
-            ("status accepted with a list", b'"status": "accepted"', b'"status": []'),
-        ):
-            if old in valid:
-                cases.append((name, subject, valid.replace(old, new, 1)))
-        cases += [
-            ("invalid JSON", subject, valid[:-5]),
-            ("not UTF-8", subject, b'{"status": "\xff"}'),
-            ("empty", subject, b""),
-            ("a JSON array", subject, b"[]"),
-            ("nested 100,000 deep", subject, b"[" * 10**5 + b"]" * 10**5),
-        ]
-    return cases
-
-
-async def drained(js: Any) -> bool:
-    """Both worker consumers have nothing pending and nothing unacknowledged."""
-    for stream, durable in (("ROUTER_RESULTS", "router-results"), ("ROUTER_ACKS", "router-acks")):
-        info = await js.consumer_info(stream, durable)
-        if info.num_pending or info.num_ack_pending:
-            return False
-    return True
-
-
-async def stream_last(js: Any, stream: str) -> tuple[int, str | None]:
-    info = await js.stream_info(stream)
-    last = info.state.last_seq
-    if not last:
-        return 0, None
-    headers = (await js.get_msg(stream, last)).headers or {}
-    return last, headers.get("Nats-Msg-Id")
-
-
-async def allow_directives(js: Any) -> None:
-    """Let the worker streams take rollup and TTL headers, so a worker can send every one."""
-    for stream in ("ROUTER_RESULTS", "ROUTER_ACKS"):
-        config = (await js.stream_info(stream)).config
-        config.allow_rollup_hdrs = True
-        config.allow_msg_ttl = True
-        await js.update_stream(config)
-
-
-async def directive_publish(js: Any, subject: str, body: bytes, n: int) -> int:
-    """Publish with every JetStream directive, each satisfied for the stream as it is now."""
-    stream = "ROUTER_RESULTS" if subject == RESULTS else "ROUTER_ACKS"
-    await until(lambda: drained(js), "the consumers to finish", 30)
-    last, last_id = await stream_last(js, stream)
-    headers = {
-        "Nats-Expected-Stream": stream,
-        "Nats-Expected-Last-Sequence": str(last),
-        "Nats-Expected-Last-Subject-Sequence": str(last),
-        "Nats-TTL": "1h",
-        "Nats-Rollup": "sub",
-        "Nats-Msg-Id": f"worker-directive-{n}",
-        "trace_id": "0af7651916cd43dd8448eb211c80319c",
-    }
-    if last_id is not None:
-        headers["Nats-Expected-Last-Msg-Id"] = last_id
-    ack = await js.publish(subject, body, headers=headers)
-    return int(ack.seq)
+    tally.stored_once |= ids | {answer["decision"]["assignment_id"]}
+    changed = doc(rid, push_assignment=True, policy_id="other")
+    await one(named, changed, "invalid_request", "repeat asking for another policy")
 
 
 async def worker_phase(
@@ -381,19 +238,19 @@ async def worker_phase(
     expect_usage: list[str] = []
     for i, (name, subject, body) in enumerate(named_worker("named-1")):
         stream = "ROUTER_RESULTS" if subject == RESULTS else "ROUTER_ACKS"
-        seq = await directive_publish(js, subject, body, i) if i % 2 else (
-            (await js.publish(subject, body)).seq
+        seq = (
+            await directive_publish(js, subject, body, i)
+            if i % 2
+            else ((await js.publish(subject, body)).seq)
         )
         expect_dlq[f"dlq-{stream}-{seq}"] = f"{subject} {name}"
         out["published"][f"{subject} named"] += 1
         # A rollup purges what came before on the subject: let the consumer take it first.
         await until(lambda: drained(js), "the consumers to finish", 30)
     for i, subject in enumerate((RESULTS, ACKS)):
-        body = result_base(random.Random(i), f"directive-{i}")
-        if subject == ACKS:
-            body = ack_base(random.Random(i), f"directive-{i}")
-        body["tenant_id"] = "acme"
-        await directive_publish(js, subject, json.dumps(body).encode(), 1000 + i)
+        make = result_base if subject == RESULTS else ack_base
+        valid = make(random.Random(i), f"directive-{i}") | {"tenant_id": "acme"}
+        await directive_publish(js, subject, json.dumps(valid).encode(), 1000 + i)
         out["published"][f"{subject} valid with every directive"] += 1
         if subject == RESULTS:
             expect_usage.append(f"usage-4:acme:directive-{i}")
@@ -453,27 +310,28 @@ async def worker_phase(
     if settled != published:
         fail(f"{published} worker messages published, {settled:.0f} settled: {out['dlq']}")
     status, body = await http_get(session, f"http://127.0.0.1:{router.http_port}/v1/providers")
-    estimates: list[tuple[Any, Any]] = [
-        (p["expected_latency_ms"], p["expected_cost"])
-        for policy in json.loads(body)["policies"]
-        for p in policy["providers"]
-    ] if status == 200 and is_strict_json(body) else []
+    estimates: list[tuple[Any, Any]] = (
+        [
+            (p["expected_latency_ms"], p["expected_cost"])
+            for policy in json.loads(body)["policies"]
+            for p in policy["providers"]
+        ]
+        if status == 200 and is_strict_json(body)
+        else []
+    )
     if not estimates:
         fail(f"/v1/providers answered {status} {body[:200]!r}")
-    out["estimates"] = estimates
-    return out
-
-
-async def read_stream(js: Any, stream: str) -> list[tuple[int, bytes, dict[str, str]]]:
-    info = await js.stream_info(stream)
-    out = []
-    if info.state.messages:
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                msg = await js.get_msg(stream, seq)
-            except nats.js.errors.NotFoundError:  # a rolled-up or deleted sequence
-                continue
-            out.append((seq, msg.data or b"", dict(msg.headers or {})))
+    out["non_finite"] = sum(
+        not isinstance(v, int | float) or not math.isfinite(v)
+        for pair in estimates
+        for v in pair
+        if v is not None
+    )
+    if out["non_finite"]:
+        fail(f"non-finite provider estimates: {estimates}")
+    out["assignment_ids"] = collections.Counter(
+        json.loads(data).get("assignment_id") for _, data, _ in assignments if is_strict_json(data)
+    )
     return out
 
 
@@ -481,86 +339,110 @@ async def policy_phase(
     router: Router, session: aiohttp.ClientSession, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Random and named policy files, each followed by SIGHUP; the Router must keep serving."""
-    out: dict[str, Any] = {"failures": [], "refused": 0, "accepted": 0, "named_file": 0}
-    out["named_field"] = 0
+    out: dict[str, Any] = {"failures": [], "refused": 0, "accepted": 0, "file": 0, "field": 0}
+    fail = out["failures"].append
     target = router.policies / "acme" / "fuzz.json"
     rng = random.Random(args.seed + 3)
     cases = [("random", policy_case(rng)) for _ in range(args.policies)]
     cases += list(NAMED_POLICIES.items())
-    decide = json.dumps(request("policy-probe")).encode()
     url = f"http://127.0.0.1:{router.http_port}/v1/decide"
     for name, body in cases:
-        before_ok = len(router.codes("ROUTER_POLICIES_LOADED"))
-        before_failed = len(router.codes("ROUTER_POLICY_RELOAD_FAILED"))
+        ok = len(router.codes("ROUTER_POLICIES_LOADED"))
+        failed = len(router.codes("ROUTER_POLICY_RELOAD_FAILED"))
         loaded_before = (await metrics(router, session))["router_policies_loaded"]
         target.write_bytes(body)
         router.proc.send_signal(signal.SIGHUP)
 
-        async def settled() -> bool:
-            ok = len(router.codes("ROUTER_POLICIES_LOADED")) > before_ok
-            return ok or len(router.codes("ROUTER_POLICY_RELOAD_FAILED")) > before_failed
+        async def settled(ok: int = ok, failed: int = failed) -> bool:
+            done = len(router.codes("ROUTER_POLICIES_LOADED")) > ok
+            return done or len(router.codes("ROUTER_POLICY_RELOAD_FAILED")) > failed
 
         await until(settled, f"the reload of policy case {name}", 10)
-        refusals = router.codes("ROUTER_POLICY_RELOAD_FAILED")[before_failed:]
+        refusals = router.codes("ROUTER_POLICY_RELOAD_FAILED")[failed:]
         if refusals:
             out["refused"] += 1
-            out["named_file"] += refusals[0].get("file") == str(target)
-            out["named_field"] += bool(refusals[0].get("field"))
+            out["file"] += refusals[0].get("file") == str(target)
+            out["field"] += bool(refusals[0].get("field"))
             if refusals[0].get("file") != str(target):
-                out["failures"].append(f"policy {name}: refusal names {refusals[0]}")
+                fail(f"policy {name}: refusal names {refusals[0]}")
             loaded = (await metrics(router, session))["router_policies_loaded"]
             if loaded != loaded_before:
-                out["failures"].append(f"policy {name}: {loaded_before} in force became {loaded}")
+                fail(f"policy {name}: {loaded_before} in force became {loaded}")
         else:
             out["accepted"] += 1
             if name != "random":
-                out["failures"].append(f"named policy '{name}' was accepted")
-        status, answer = await answer_http(session, url, decide)
+                fail(f"named policy '{name}' was accepted")
+        status, answer = await answer_http(session, url, doc("policy-probe"))
         if status != 200:
-            out["failures"].append(f"policy {name}: the probe decide got {status} {answer[:200]!r}")
+            fail(f"policy {name}: the probe decide got {status} {answer[:200]!r}")
     target.unlink()
     return out
 
 
-def table(decides: Tally, worker: dict[str, Any], policies: dict[str, Any], end: dict[str, Any],
-          args: argparse.Namespace) -> str:  # fmt: skip
-    def answers(transport: str) -> str:
-        counted = decides.counts[transport] + decides.counts[f"{transport} named"]
-        return ", ".join(f"{n:,} × {label}" for label, n in sorted(counted.items()))
-
+def table(
+    decides: Tally,
+    worker: dict[str, Any],
+    policies: dict[str, Any],
+    end: dict[str, Any],
+    args: argparse.Namespace,
+) -> str:
+    """The markdown table: one row per surface."""
     m = worker["metrics"]
 
-    def metric(name: str) -> int:
-        return int(sum(v for k, v in m.items() if k == name or k.startswith(name + "{")))
+    def metric(*names: str) -> str:
+        total = sum(v for k, v in m.items() if k in names or k.partition("{")[0] in names)
+        return f"{int(total):,}"
 
-    named_nats = sum(decides.counts["nats named"].values())
-    named_http = sum(decides.counts["http named"].values())
-    bad = len(decides.failures)
-    rows = [
-        "| surface | what was tried | answers | crashes / 500s / not standard JSON / failed checks |",
-        "|---|---|---|---|",
-        f"| NATS decide | {args.decides:,} random or mutated DecideRequests (seed {args.seed}) + "
-        f"{named_nats} named | {answers('nats')} | {end['crashes']} / – / "
-        f"{decides.counts['nats']['NOT STRICT JSON'] + decides.counts['nats named']['NOT STRICT JSON']} / {bad} |",
-        f"| HTTP decide | {args.decides:,} random or mutated (seed {args.seed + 1}) + {named_http} named "
-        f"| {answers('http')} | {end['crashes']} / {end['http_500']} / "
-        f"{decides.counts['http']['NOT STRICT JSON'] + decides.counts['http named']['NOT STRICT JSON']} / {bad} |",
-        f"| results and acks | {args.worker:,} random or mutated results + {args.worker:,} acks "
-        f"(seed {args.seed + 2}), {worker['named']} named (every JetStream directive on half of "
-        f"them and on one valid result and ack) | {metric('router_messages_invalid_total'):,} dead-lettered "
-        f"invalid, {metric('router_usage_emitted_total'):,} usage events, "
-        f"{metric('router_results_total'):,} results and {metric('router_acks_total'):,} acks processed, "
-        f"{metric('router_results_duplicate_total') + metric('router_acks_duplicate_total'):,} duplicates; "
-        f"{worker['streams']['usage']:,} usage events, {worker['streams']['assignments']:,} assignments and "
-        f"{worker['streams']['dlq']:,} dead letters read back, worker directives on them: "
-        f"{worker['directives_on_router_publishes']}; provider estimates finite | {end['crashes']} / – / "
-        f"{worker['non_json']} / {len(worker['failures'])} |",
-        f"| policy files + SIGHUP | {args.policies:,} random or mutated files (seed {args.seed + 3}) + "
-        f"{len(NAMED_POLICIES)} named | {policies['refused']:,} refused ({policies['named_file']:,} naming the "
-        f"file, {policies['named_field']:,} also a field), {policies['accepted']:,} accepted; the set in force "
-        f"kept and a decide answered 200 after each | {end['crashes']} / – / – / {len(policies['failures'])} |",
+    def decide_row(transport: str, seed: int) -> list[Any]:
+        counted = decides.counts[transport] + decides.counts[f"{transport} named"]
+        named = sum(decides.counts[f"{transport} named"].values())
+        answers = ", ".join(f"{label}: {n:,}" for label, n in sorted(counted.items()))
+        fails = sum(f.startswith(transport) for f in decides.failures)
+        http_500 = str(end["http_500"]) if transport == "http" else "n/a"
+        tried = f"{args.decides:,} random or mutated DecideRequests (seed {seed}) + {named} named"
+        return [f"{transport.upper()} decide", tried, answers, http_500, fails]
+
+    streams = worker["streams"]
+    worker_outcome = (
+        f"dead-lettered invalid: {metric('router_messages_invalid_total')}; processed: "
+        f"{metric('router_results_total')} results, {metric('router_acks_total')} acks; "
+        f"usage events: {metric('router_usage_emitted_total')}; read back: {streams['usage']:,} "
+        f"usage events, {streams['assignments']:,} assignments, {streams['dlq']:,} dead letters; "
+        f"worker directives on them: {worker['directives_on_router_publishes']}; "
+        f"non-finite provider estimates: {worker['non_finite']}"
+    )
+    worker_tried = (
+        f"{args.worker:,} random or mutated results and {args.worker:,} acks "
+        f"(seed {args.seed + 2}) + {worker['named']} named, half of them and a valid result "
+        "and ack with every JetStream directive header"
+    )
+    policy_outcome = (
+        f"refused: {policies['refused']:,} (naming the file: {policies['file']:,}, and a field: "
+        f"{policies['field']:,}), accepted: {policies['accepted']:,}; set in force kept, "
+        "a decide answered 200 after each"
+    )
+    policy_tried = (
+        f"{args.policies:,} random or mutated files (seed {args.seed + 3}) + "
+        f"{len(NAMED_POLICIES)} named, each followed by SIGHUP"
+    )
+    rows: list[list[Any]] = [
+        decide_row("nats", args.seed),
+        decide_row("http", args.seed + 1),
+        ["acks and results", worker_tried, worker_outcome, "n/a", len(worker["failures"])],
+        ["policy files", policy_tried, policy_outcome, "n/a", len(policies["failures"])],
     ]
-    return "\n".join(rows)
+    head = "| surface | tried | outcome | crashes | 500s | not standard JSON | failed checks |"
+    lines = [head, "|---|---|---|---:|---:|---:|---:|"]
+    non_json = {
+        "NATS decide": decides.counts["nats"]["NOT STRICT JSON"],
+        "HTTP decide": decides.counts["http"]["NOT STRICT JSON"],
+        "acks and results": worker["non_json"],
+        "policy files": "n/a",
+    }
+    for surface, tried, outcome, http_500, fails in rows:
+        cells = [surface, tried, outcome, end["crashes"], http_500, non_json[surface], fails]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> int:
@@ -587,10 +469,12 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         finally:
             await nc.close()
         end: dict[str, Any] = {"crashes": int(router.proc.poll() is not None)}
-        end["http_500"] = sum(
-            n for label, n in (decides.counts["http"] + decides.counts["http named"]).items()
-            if label.startswith("5") and "overloaded" not in label and "decision_failed" not in label
-        )
+        http = decides.counts["http"] + decides.counts["http named"]
+        end["http_500"] = sum(n for label, n in http.items() if label.startswith("500"))
+    for assignment_id in decides.stored_once:
+        if worker["assignment_ids"][assignment_id] != 1:
+            n = worker["assignment_ids"][assignment_id]
+            decides.fail(f"assignment {assignment_id} of a repeated decide stored {n} times")
     router.proc.send_signal(signal.SIGTERM)
     end["exit"] = router.proc.wait(timeout=60)
     lines = router.lines()
@@ -600,20 +484,22 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
     )
     tracebacks = sum("Traceback" in json.dumps(line) for line in lines)
     print(table(decides, worker, policies, end, args))
-    print(f"\n{time.monotonic() - started:.0f} s; exit code after SIGTERM {end['exit']}; "
-          f"stderr: {len(lines):,} lines, {levels['NOT_JSON']} not JSON, {tracebacks} tracebacks, "
-          f"ERROR lines by code {dict(errors)}; dead letters {worker['dlq']}; estimates {sorted(set(worker['estimates']), key=str)}")  # fmt: skip
+    print(
+        f"\n{time.monotonic() - started:.0f} s; exit code after SIGTERM {end['exit']}; stderr: "
+        f"{len(lines):,} lines, {levels['NOT_JSON']} not JSON, {tracebacks} tracebacks, "
+        f"ERROR lines by code {dict(errors)}; dead letters {worker['dlq']}"
+    )
     failures = decides.failures + worker["failures"] + policies["failures"]
     unexpected = {code: n for code, n in errors.items() if code != "ROUTER_POLICY_RELOAD_FAILED"}
     if end["exit"] != 0 or end["crashes"] or tracebacks or levels["NOT_JSON"] or unexpected:
-        failures.append(f"process: exit {end['exit']}, {tracebacks} tracebacks, errors {unexpected}")
+        failures.append(f"process: exit {end['exit']}, {tracebacks} tracebacks, {unexpected}")
     for failure in failures[:50]:
         print("FAILED:", failure)
     return 1 if failures else 0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--decides", type=int, default=2000, help="random decides per transport")
     parser.add_argument("--worker", type=int, default=1000, help="random results, and acks")
