@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -49,6 +50,31 @@ from natsrouter.service.remembered import DecideMemory, Remembered, asked
 OVERLOAD_RETRY_AFTER_S = 1
 #: ``router_decide_total`` outcome of a NATS decide whose answer could not be published.
 REPLY_FAILED = "reply_failed"
+# Header ids replace the payload's, so they keep its rules (decide_request.schema.json):
+# they become header values of the assignment and usage event, and a label of a log line.
+_HEADER_ID_MAX = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _bad_header(headers: Mapping[str, str] | None) -> str | None:
+    """The name of a ``trace_id`` or ``tenant_id`` header that breaks the payload's rules."""
+    if not headers:
+        return None
+    for name in ("trace_id", "tenant_id"):
+        value = headers.get(name)
+        if value and (len(value) > _HEADER_ID_MAX or _CONTROL.search(value)):
+            return name
+    return None
+
+
+def _refuse_header(name: str | None) -> None:
+    """Raise ``invalid_request`` naming the header ``_bad_header`` found, if any."""
+    if name is not None:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"{name} header: at most {_HEADER_ID_MAX} characters, no control characters",
+            {"field": name},
+        )
 
 
 def _context_of(raw: bytes) -> tuple[str | None, str | None]:
@@ -142,13 +168,12 @@ class DecideService:
         """The answer to one request, not yet counted; never raises."""
         started = time.perf_counter()
         request: DecideRequest | None = None
-        trace_id = trace_from_headers(headers)
+        bad_header = _bad_header(headers)
+        trace_id = None if bad_header == "trace_id" else trace_from_headers(headers)
         try:
-            request = self._apply_headers(
-                parse_decide_request(raw, self._settings.nats_max_payload_size),
-                trace_id,
-                headers,
-            )
+            parsed = parse_decide_request(raw, self._settings.nats_max_payload_size)
+            _refuse_header(bad_header)
+            request = self._apply_headers(parsed, trace_id, headers)
             trace_id = request.trace_id or new_trace_id()
             self._check_tenant(request.tenant_id)
             if request.assignment_subject is not None:
