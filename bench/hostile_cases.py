@@ -308,6 +308,28 @@ def named_decides(transport: str) -> list[tuple[str, bytes, str]]:
     return cases
 
 
+def named_headers(transport: str) -> list[tuple[str, bytes, dict[str, str], str]]:
+    """(name, body, headers, expected code) of the named header cases (headers win over the
+    payload). The HTTP client refuses control characters in headers, so those go over NATS."""
+    p = f"named-{transport}-header-"
+    cases = [
+        ("trace_id header of 257 chars", {"trace_id": "t" * 257}, "invalid_request"),
+        ("tenant_id header of 257 chars", {"tenant_id": "a" * 257}, "invalid_request"),
+        ("traceparent header of junk", {"traceparent": "00-zz-" + "q" * 2000}, "ok"),
+        ("tenant_id header of another tenant", {"tenant_id": "globex"}, "ok"),
+    ]
+    if transport == "nats":
+        cases += [
+            ("trace_id header of 100,000 chars", {"trace_id": "t" * 100_000}, "invalid_request"),
+            ("trace_id header with SOH", {"trace_id": "t\x01x"}, "invalid_request"),
+            ("tenant_id header with DEL", {"tenant_id": "acme\x7f"}, "invalid_request"),
+        ]
+    return [
+        (name, doc(f"{p}{i}", push_assignment=True), headers, expect)
+        for i, (name, headers, expect) in enumerate(cases)
+    ]
+
+
 def named_worker(assignment_id: str) -> list[tuple[str, str, bytes]]:
     """(name, subject, body) of every named bad ack and result: each must be dead-lettered."""
     result = json.dumps(RESULT | {"assignment_id": assignment_id}).encode()

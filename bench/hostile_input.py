@@ -55,6 +55,7 @@ from hostile_cases import (
     fuzzed,
     is_strict_json,
     named_decides,
+    named_headers,
     named_worker,
     policy_case,
     result_base,
@@ -156,8 +157,11 @@ async def answer_nats(nc: Client, body: bytes, headers: dict[str, str] | None = 
         return b"<no answer>"
 
 
-async def answer_http(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, bytes]:
-    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+async def answer_http(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: Any = None
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    async with session.post(url, data=body, headers=headers) as r:
         return r.status, await r.read()
 
 
@@ -180,14 +184,16 @@ async def decide_phase(
     url = f"http://127.0.0.1:{router.http_port}/v1/decide"
     gate = asyncio.Semaphore(16)
 
-    async def one(transport: str, body: bytes, expect: str | None, name: str) -> bytes:
+    async def one(
+        transport: str, body: bytes, expect: str | None, name: str, headers: Any = None
+    ) -> bytes:
         """Send over ``transport`` ("nats" or "http"; "... named" tallies apart)."""
         async with gate:
             if transport.startswith("nats"):
-                data = await answer_nats(nc, body)
+                data = await answer_nats(nc, body, headers)
                 status = 0
             else:
-                status, data = await answer_http(session, url, body)
+                status, data = await answer_http(session, url, body, headers)
         code = code_of(data)
         label = f"{status} {code}" if status else code
         tally.counts[transport][label] += 1
@@ -205,6 +211,8 @@ async def decide_phase(
     for transport in ("nats", "http"):
         for name, body, expect in named_decides(transport):
             await one(f"{transport} named", body, expect, name)
+        for name, body, headers, expect in named_headers(transport):
+            await one(f"{transport} named", body, expect, name, headers)
         await repeats(transport, one, tally)
     return tally
 
@@ -445,8 +453,7 @@ def table(
     return "\n".join(lines)
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> int:
-    router = Router(tmp)
+async def run(args: argparse.Namespace, router: Router) -> int:
     started = time.monotonic()
     async with aiohttp.ClientSession() as session:
 
@@ -498,6 +505,17 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
     return 1 if failures else 0
 
 
+async def run_and_stop(args: argparse.Namespace, tmp: Path) -> int:
+    """``run``, and the Router killed if it is still there when ``run`` fails."""
+    router = Router(tmp)
+    try:
+        return await run(args, router)
+    finally:
+        if router.proc.poll() is None:
+            router.proc.kill()
+            router.proc.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--seed", type=int, default=13)
@@ -506,7 +524,7 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=200, help="random policy files")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
-        sys.exit(asyncio.run(run(args, Path(tmp))))
+        sys.exit(asyncio.run(run_and_stop(args, Path(tmp))))
 
 
 if __name__ == "__main__":
