@@ -292,6 +292,7 @@ def named_decides(transport: str) -> list[tuple[str, bytes, str]]:
         ("request_id with NUL", doc(p + "\x00nul"), invalid),
         ("trace_id with DEL", doc(p + "del", trace_id="t\x7f"), invalid),
         ("request_id of 257 chars", doc("r" * 257), invalid),
+        ("request_id of 900,000 chars", doc("r" * 900_000), invalid),
         ("unknown tenant", doc(p + "tenant", tenant_id="nobody"), "policy_not_found"),
         ("constraints no provider meets", doc(p + "unmet", constraints={"max_cost": 0.001}), unmet),
         ("max_latency_ms 0", doc(p + "lat0", constraints={"max_latency_ms": 0}), unmet),
@@ -361,6 +362,23 @@ def named_worker(assignment_id: str) -> list[tuple[str, str, bytes]]:
             ("nested 100,000 deep", subject, b"[" * 10**5 + b"]" * 10**5),
         ]
     return cases
+
+
+def named_worker_headers(assignment_id: str) -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """(name, subject, valid body, headers): headers win over the body, so each breaks it."""
+    result = json.dumps(RESULT | {"assignment_id": assignment_id}).encode()
+    ack = json.dumps(ACK | {"assignment_id": assignment_id}).encode()
+    return [
+        (name, subject, body, headers)
+        for subject, body in ((RESULTS, result), (ACKS, ack))
+        for name, headers in (
+            ("tenant_id header of 257 chars", {"tenant_id": "a" * 257}),
+            # JetStream stores at most 64 kB of headers
+            ("trace_id header of 60,000 chars", {"trace_id": "t" * 60_000}),
+            ("trace_id header with SOH", {"trace_id": "t\x01x"}),
+            ("tenant_id header with DEL", {"tenant_id": "acme\x7f"}),
+        )
+    ]
 
 
 def is_strict_json(data: bytes) -> bool:

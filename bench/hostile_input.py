@@ -57,6 +57,7 @@ from hostile_cases import (
     named_decides,
     named_headers,
     named_worker,
+    named_worker_headers,
     policy_case,
     result_base,
 )
@@ -255,6 +256,11 @@ async def worker_phase(
         out["published"][f"{subject} named"] += 1
         # A rollup purges what came before on the subject: let the consumer take it first.
         await until(lambda: drained(js), "the consumers to finish", 30)
+    for name, subject, body, headers in named_worker_headers("named-2"):
+        stream = "ROUTER_RESULTS" if subject == RESULTS else "ROUTER_ACKS"
+        seq = (await js.publish(subject, body, headers=headers)).seq
+        expect_dlq[f"dlq-{stream}-{seq}"] = f"{subject} {name}"
+        out["published"][f"{subject} named"] += 1
     for i, subject in enumerate((RESULTS, ACKS)):
         make = result_base if subject == RESULTS else ack_base
         valid = make(random.Random(i), f"directive-{i}") | {"tenant_id": "acme"}
