@@ -56,15 +56,41 @@ _HEADER_ID_MAX = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+# A refusal quotes the client's text (a value, a key): cut, so that the answer fits a NATS
+# message and the log line stays a line, however large the request.
+_QUOTED_MAX = 512
+
+
+def _valid_id(value: object) -> bool:
+    """An id by the payload's rules: a string of at most 256 characters, no control ones."""
+    return isinstance(value, str) and len(value) <= _HEADER_ID_MAX and not _CONTROL.search(value)
+
+
 def _bad_header(headers: Mapping[str, str] | None) -> str | None:
     """The name of a ``trace_id`` or ``tenant_id`` header that breaks the payload's rules."""
     if not headers:
         return None
     for name in ("trace_id", "tenant_id"):
         value = headers.get(name)
-        if value and (len(value) > _HEADER_ID_MAX or _CONTROL.search(value)):
+        if value and not _valid_id(value):
             return name
     return None
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _QUOTED_MAX:
+        return f"{value[: _QUOTED_MAX - 30]}... ({len(value):,} characters)"
+    return value
+
+
+def _bounded(err: RequestError) -> RequestError:
+    """``err`` with its message and detail strings cut to ``_QUOTED_MAX`` characters."""
+    if len(err.message) <= _QUOTED_MAX and all(
+        not isinstance(v, str) or len(v) <= _QUOTED_MAX for v in err.details.values()
+    ):
+        return err
+    details = {k: _cut(v) for k, v in err.details.items()}
+    return RequestError(err.code, _cut(err.message), details)
 
 
 def _refuse_header(name: str | None) -> None:
@@ -87,8 +113,8 @@ def _context_of(raw: bytes) -> tuple[str | None, str | None]:
         return None, None
     request_id, trace_id = document.get("request_id"), document.get("trace_id")
     return (
-        request_id if isinstance(request_id, str) else None,
-        trace_id if isinstance(trace_id, str) else None,
+        request_id if _valid_id(request_id) else None,
+        trace_id if _valid_id(trace_id) else None,
     )
 
 
@@ -188,7 +214,8 @@ class DecideService:
                 body["decision"]["assignment_id"] = pushed.assignment_id
                 body["assignment"] = pushed.to_dict()
             outcome, status = "ok", 200
-        except RequestError as err:
+        except RequestError as refused:
+            err = _bounded(refused)
             if request is None:  # refused while parsing: echo what can be read
                 request_id, payload_trace_id = _context_of(raw)
                 trace_id = trace_id or payload_trace_id
