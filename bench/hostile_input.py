@@ -72,6 +72,7 @@ POLICY = {
     "sticky": {"enabled": True, "session_key": "session_id", "ttl_seconds": 600},
     "circuit_breaker": {"enabled": True, "failure_threshold": 1000},
 }
+SLOW_ANSWER_S = 2.0
 USAGE_HEADERS = {"trace_id", "tenant_id", "version", "traceparent", "Nats-Msg-Id"}
 ASSIGNMENT_HEADERS = {"trace_id", "tenant_id", "version", "traceparent", "Nats-Msg-Id"}
 
@@ -146,6 +147,7 @@ class Tally:
         )
         self.failures: list[str] = []
         self.stored_once: set[str] = set()  # assignment ids the streams must hold once each
+        self.slowest: dict[str, float] = {}  # by transport, seconds
 
     def fail(self, what: str) -> None:
         self.failures.append(what)
@@ -190,11 +192,17 @@ async def decide_phase(
     ) -> bytes:
         """Send over ``transport`` ("nats" or "http"; "... named" tallies apart)."""
         async with gate:
+            sent = time.perf_counter()
             if transport.startswith("nats"):
                 data = await answer_nats(nc, body, headers)
                 status = 0
             else:
                 status, data = await answer_http(session, url, body, headers)
+            took = time.perf_counter() - sent
+        kind = transport.split()[0]
+        tally.slowest[kind] = max(tally.slowest.get(kind, 0.0), took)
+        if took > SLOW_ANSWER_S:  # one request must not hold the Router
+            tally.fail(f"{transport} {name}: answered in {took:.1f} s")
         code = code_of(data)
         label = f"{status} {code}" if status else code
         tally.counts[transport][label] += 1
@@ -411,6 +419,7 @@ def table(
         counted = decides.counts[transport] + decides.counts[f"{transport} named"]
         named = sum(decides.counts[f"{transport} named"].values())
         answers = ", ".join(f"{label}: {n:,}" for label, n in sorted(counted.items()))
+        answers += f"; slowest answer {decides.slowest[transport] * 1000:,.0f} ms"
         fails = sum(f.startswith(transport) for f in decides.failures)
         http_500 = str(end["http_500"]) if transport == "http" else "n/a"
         tried = f"{args.decides:,} random or mutated DecideRequests (seed {seed}) + {named} named"
