@@ -269,6 +269,8 @@ async def worker_phase(
         seq = (await js.publish(subject, body, headers=headers)).seq
         expect_dlq[f"dlq-{stream}-{seq}"] = f"{subject} {name}"
         out["published"][f"{subject} named"] += 1
+        # Each is settled at once: one message must not hold the consumer.
+        await until(lambda: drained(js), f"the consumers to settle {name}", SLOW_ANSWER_S)
     for i, subject in enumerate((RESULTS, ACKS)):
         make = result_base if subject == RESULTS else ack_base
         valid = make(random.Random(i), f"directive-{i}") | {"tenant_id": "acme"}
