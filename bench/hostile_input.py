@@ -536,9 +536,9 @@ async def run_and_stop(args: argparse.Namespace, tmp: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--decides", type=int, default=2000, help="random decides per transport")
-    parser.add_argument("--worker", type=int, default=1000, help="random results, and acks")
-    parser.add_argument("--policies", type=int, default=200, help="random policy files")
+    parser.add_argument("--decides", type=int, default=5000, help="random decides per transport")
+    parser.add_argument("--worker", type=int, default=2000, help="random results, and acks")
+    parser.add_argument("--policies", type=int, default=500, help="random policy files")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
         sys.exit(asyncio.run(run_and_stop(args, Path(tmp))))
