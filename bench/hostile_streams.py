@@ -80,5 +80,8 @@ async def read_stream(js: Any, stream: str) -> list[tuple[int, bytes, dict[str, 
                 msg = await js.get_msg(stream, seq)
             except nats.js.errors.NotFoundError:  # a rolled-up or deleted sequence
                 continue
-            out.append((seq, msg.data or b"", dict(msg.headers or {})))
+            # nats-py parses stored headers as e-mail headers: a value that is not ASCII
+            # comes back as an email.header.Header, whose str() is the text.
+            headers = {k: str(v) for k, v in (msg.headers or {}).items()}
+            out.append((seq, msg.data or b"", headers))
     return out
