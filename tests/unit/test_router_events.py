@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from natsrouter.observability.metrics import RouterMetrics
-from natsrouter.service.events import RATE_LIMIT_INTERVAL_S, RouterEvents
+from natsrouter.service.events import LOGGED_TEXT_MAX, RATE_LIMIT_INTERVAL_S, RouterEvents
 
 
 class Clock:
@@ -37,3 +37,15 @@ def test_decide_refused_is_one_line_per_code_per_interval(logs: list[dict[str, A
     clock.now += 0.02
     events.decide_refused("invalid_request", "bad", "http", field="task")
     assert _refused(logs) == [("invalid_request", 0), ("unauthorized", 0), ("invalid_request", 100)]
+
+
+def test_an_invalid_worker_message_is_logged_with_its_quoted_text_cut(
+    logs: list[dict[str, Any]],
+) -> None:
+    """A worker value of 60,000 characters: the ROUTER_MESSAGE_INVALID line carries at most
+    LOGGED_TEXT_MAX characters of the field and of the error, and says how long each was."""
+    events = RouterEvents(RouterMetrics(CollectorRegistry()))
+    events.invalid("results", "x" * 60_000, "bad: " + "y" * 60_000, 7)
+    (line,) = [e for e in logs if e.get("error_code") == "ROUTER_MESSAGE_INVALID"]
+    assert (len(line["field"]), len(line["error"])) == (LOGGED_TEXT_MAX, LOGGED_TEXT_MAX)
+    assert (line["field_length"], line["error_length"], line["stream_seq"]) == (60_000, 60_005, 7)

@@ -19,6 +19,17 @@ from natsrouter.routing.breaker import BreakerState
 RATE_LIMIT_INTERVAL_S = 10.0
 
 
+#: The most characters of text a worker or client chose that one log line carries.
+LOGGED_TEXT_MAX = 512
+
+
+def _lengths(**texts: str) -> dict[str, int]:
+    """``<name>_length`` for each text cut to LOGGED_TEXT_MAX, so a reader knows it was cut."""
+    return {
+        f"{name}_length": len(text) for name, text in texts.items() if len(text) > LOGGED_TEXT_MAX
+    }
+
+
 class RouterEvents:
     def __init__(
         self, metrics: RouterMetrics, *, clock: Callable[[], float] = time.monotonic
@@ -154,13 +165,15 @@ class RouterEvents:
 
     def invalid(self, consumer: str, field: str, error: str, stream_seq: int | None) -> None:
         self.metrics.messages_invalid.labels(consumer).inc()
+        # Both may quote a worker's keys or values: a line stays short whatever a worker sends.
         self.log.warning(
             "invalid message",
             error_code="ROUTER_MESSAGE_INVALID",
             consumer=consumer,
-            field=field,
-            error=error,
+            field=field[:LOGGED_TEXT_MAX],
+            error=error[:LOGGED_TEXT_MAX],
             stream_seq=stream_seq,
+            **_lengths(field=field, error=error),
         )
 
     def tenant_rejected(self, consumer: str, tenant_id: str) -> None:
