@@ -31,7 +31,12 @@ from natsrouter.api.http import HttpServer, build_app
 from natsrouter.client import decide, decide_request, http_decide_url, request
 from natsrouter.config import LogLevel, Settings, load_settings
 from natsrouter.config_files import os_reason as _os_reason
-from natsrouter.embedded import EmbeddedServerError, EmbeddedSupervisor, NatsServer
+from natsrouter.embedded import (
+    PID_FILE_NAME,
+    EmbeddedServerError,
+    EmbeddedSupervisor,
+    NatsServer,
+)
 from natsrouter.errors import ConfigError
 from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.link import Link
@@ -190,9 +195,13 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if settings.embedded:
+        store_dir = Path(settings.embedded_nats_store_dir)
         embedded = NatsServer(
             port=settings.embedded_nats_port,
-            store_dir=Path(settings.embedded_nats_store_dir),
+            store_dir=store_dir,
+            # A Router killed with SIGKILL leaves its server running where the kernel does
+            # not stop it (die_with_parent): the next start stops that orphan.
+            pid_file=store_dir / PID_FILE_NAME,
             die_with_parent=True,
         )
         try:

@@ -8,6 +8,13 @@ while ours exits at once. Each server is started with a name of its own (``--ser
 and is ready only when its child is alive and the INFO on the port carries that name.
 ``EmbeddedSupervisor`` restarts the Router's server with backoff when it exits, on the same
 port and store, and reports each exit and restart (log codes below, a metric by the caller).
+
+A Router killed with SIGKILL cannot stop its child, and that orphan keeps the port. With a
+``pid_file`` (the Router keeps one in its store directory) each start first reads the file
+left by the last one and, when the process it names is still that server (its command line
+carries the recorded name, the port, if it answers, answers with that name, and no running
+Router is its parent), stops it before starting afresh. Anything else on the port is a
+stranger and is left alone.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ log = get_logger("natsrouter.embedded")
 # A server that stayed up this long before exiting starts the restart backoff afresh.
 _STABLE_S = 30.0
 _NAME_FLAGS = ("-n", "--name", "--server_name")
+#: The file, in the store directory, naming the server the Router runs on that store.
+PID_FILE_NAME = "natsrouter-nats-server.json"
+# How long an orphan may take to exit after SIGTERM before it gets SIGKILL.
+_ORPHAN_STOP_S = 10.0
 _PR_SET_PDEATHSIG = 1  # prctl(2) option, Linux
 
 
@@ -97,9 +108,12 @@ class NatsServer:
         jetstream: bool = True,
         extra_args: Sequence[str] = (),
         log_file: Path | None = None,
+        pid_file: Path | None = None,
         die_with_parent: bool = False,
     ) -> None:
         self.host = host
+        #: Where the running server's pid and name are kept (None: not kept, no orphan check).
+        self.pid_file = pid_file
         #: The server gets SIGTERM when this process dies, even by SIGKILL (Linux). Only for
         #: the Router's own server: the kernel ties it to the starting thread, and a test's
         #: event loop ends its worker threads with each test.
@@ -147,6 +161,8 @@ class NatsServer:
             return
         if self.store_dir is not None:
             self.store_dir.mkdir(parents=True, exist_ok=True)
+        if self.pid_file is not None:
+            stop_orphan(self.pid_file, self.host, self.port)
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         try:
             self._proc = subprocess.Popen(
@@ -168,6 +184,9 @@ class NatsServer:
             if self._proc is not None and self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None
+                if stranger is None:
+                    # Ours may fail on the taken port before the first look at it: look now.
+                    stranger = _stranger(_read_info(self.host, self.port), self.name)
                 if stranger is not None:
                     raise EmbeddedServerError(
                         f"port {self.host}:{self.port} is taken by another nats-server"
@@ -185,6 +204,7 @@ class NatsServer:
                     stranger = f"server_name {name!r}, server_id {info.get('server_id', '?')}"
                 elif not self.jetstream or info.get("jetstream") is True:
                     # INFO says "jetstream":true only once JetStream is ready to serve.
+                    self._write_pid_file()
                     return
             time.sleep(0.02)
         self.kill()
@@ -205,8 +225,26 @@ class NatsServer:
         """SIGTERM and wait (graceful shutdown)."""
         self._signal_and_wait(signal.SIGTERM)
 
+    def _write_pid_file(self) -> None:
+        if self.pid_file is None or self._proc is None:
+            return
+        record = {
+            "pid": self._proc.pid,
+            "server_name": self.name,
+            "host": self.host,
+            "port": self.port,
+        }
+        # Written whole then renamed: a crash mid-write leaves the old file, never half one.
+        tmp = self.pid_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self.pid_file)
+
     def _signal_and_wait(self, sig: signal.Signals) -> None:
         proc, self._proc = self._proc, None
+        if proc is not None and self.pid_file is not None:
+            # Ours is going away on purpose: nothing is left for the next start to stop.
+            with contextlib.suppress(OSError):
+                self.pid_file.unlink(missing_ok=True)
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(sig)
@@ -226,6 +264,96 @@ class NatsServer:
 
     async def arestart(self, timeout_s: float = 10.0) -> None:
         await asyncio.to_thread(self.restart, timeout_s)
+
+
+def stop_orphan(pid_file: Path, host: str, port: int) -> int | None:
+    """Stop the server ``pid_file`` names when it is still running as that server.
+
+    Returns the pid stopped, or None when there was nothing of ours to stop (no file, a
+    process gone, a pid reused by another program, the port answering with another name).
+    """
+    try:
+        record = json.loads(pid_file.read_text())
+        pid, name = int(record["pid"]), str(record["server_name"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("unreadable embedded nats-server pid file ignored", file=str(pid_file))
+        return None
+    if not _alive(pid) or not _is_ours(pid, name, host, port):
+        return None
+    log.warning(
+        "embedded nats-server left running by an earlier run; stopping it",
+        error_code="ROUTER_EMBEDDED_NATS_ORPHAN_STOPPED",
+        pid=pid,
+        server_name=name,
+        server=f"nats://{host}:{port}",
+    )
+    # SIGTERM first: the server flushes its JetStream store, then the fresh one reads it.
+    for sig, wait_s in ((signal.SIGTERM, _ORPHAN_STOP_S), (signal.SIGKILL, _ORPHAN_STOP_S)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not _alive(pid):
+            break
+    with contextlib.suppress(OSError):
+        pid_file.unlink(missing_ok=True)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive, and not ours (see _is_ours)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: signal 0 is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _is_ours(pid: int, name: str, host: str, port: int) -> bool:
+    """True when ``pid`` is the nats-server that was started with ``name`` on the port.
+
+    The command line carries the name (a reused pid does not); the port, when it answers,
+    must answer with that name too. Without /proc the port's answer alone decides.
+    """
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        argv = None
+    if argv is not None and name.encode() not in argv:
+        return False
+    if _owned_by_a_live_router(pid):
+        return False  # not an orphan: another Router on the same store still runs it
+    info = _read_info(host, port)
+    if info is None:
+        # A stopped (SIGSTOP) or wedged server does not answer; its command line spoke.
+        return argv is not None
+    return str(info.get("server_name", "")) == name
+
+
+def _owned_by_a_live_router(pid: int) -> bool:
+    """True when ``pid``'s parent is a running natsrouter other than this process."""
+    try:
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+        parent = Path(f"/proc/{ppid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False
+    return ppid != os.getpid() and b"natsrouter" in parent
+
+
+def _stranger(info: dict[str, Any] | None, name: str) -> str | None:
+    """How to name the nats-server that answered with ``info``, unless it is ``name``."""
+    if info is None or str(info.get("server_name", "")) == name:
+        return None
+    return f"server_name {info.get('server_name', '')!r}, server_id {info.get('server_id', '?')}"
 
 
 def _given_name(args: Sequence[str]) -> str | None:

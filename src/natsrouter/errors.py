@@ -12,8 +12,10 @@ bounded ``reason`` used as a metric label (CONTRACT §3)::
         ├── ConnectionClosedError   reason=connection_closed  retriable
         ├── OperationTimeoutError   reason=timeout            retriable
         ├── NoRespondersError       reason=no_responders
-        ├── ServerError             reason=server_error
-        │   └── ServerUnavailableError  reason=server_error  retriable (a JetStream 503)
+        ├── ServerError             reason=server_error       retriable for a JetStream
+        │   │                                                  answer that can pass (see
+        │   │                                                  ``jetstream_refusal_passes``)
+        │   └── ServerUnavailableError  reason=server_error  a JetStream 503
         ├── AuthenticationError     reason=auth               (retrying the same credential
         │                                                      will not help; the link still
         │                                                      backs off and retries, since
@@ -51,7 +53,8 @@ class Reason(StrEnum):
 class NatsRouterError(Exception):
     """Base of every natsrouter error."""
 
-    retriable: ClassVar[bool] = False
+    #: A class default; a ``ServerError`` sets its own from the JetStream error code.
+    retriable: bool = False
 
 
 class ConfigError(NatsRouterError):
@@ -106,9 +109,65 @@ class NoRespondersError(LinkError):
 
 
 class ServerError(LinkError):
-    """The server (or JetStream API) answered with an error."""
+    """The server (or JetStream API) answered with an error.
+
+    ``status`` and ``err_code`` are JetStream's (``code`` and ``err_code`` of its API error),
+    None for a refusal that is not a JetStream answer (the client's own checks, an injected
+    fault): those are never retried. A JetStream answer is retriable unless its code is one
+    retrying cannot fix (``PERMANENT_JS_ERR_CODES``).
+    """
 
     default_reason = Reason.SERVER_ERROR
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        reason: Reason | None = None,
+        injected: bool = False,
+        status: int | None = None,
+        err_code: int | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, injected=injected)
+        self.status = status
+        self.err_code = err_code
+        self.retriable = status is not None and jetstream_refusal_passes(err_code)
+
+
+#: JetStream error codes (nats-server's errors.json) that no retry can fix: the message
+#: itself, or an expectation it carries, is refused by the stream as configured. Any other
+#: JetStream error can pass and keeps the message queued: 10008 (JetStream temporarily
+#: unavailable), 10077 (storing failed: maximum messages, bytes or messages per subject on a
+#: discard-new stream, which consumers drain), 10023/10028/10047 (insufficient resources),
+#: 10118 (stream offline), 10163, 10167 (too many requests), 10158 (a duplicate in process).
+PERMANENT_JS_ERR_CODES = frozenset(
+    {
+        10054,  # message size exceeds maximum allowed (max_msg_size, max_payload)
+        10097,  # header size exceeds maximum allowed
+        10060,  # expected stream does not match (Nats-Expected-Stream)
+        10070,  # wrong last msg ID (Nats-Expected-Last-Msg-Id)
+        10071,  # wrong last sequence (Nats-Expected-Last-Sequence)
+        10164,  # wrong last sequence
+        10193,  # missing sequence for expected last sequence per subject
+        10109,  # invalid operation on sealed stream
+        10165,  # invalid per-message TTL
+        10166,  # per-message TTL is disabled
+        10168,  # message counters disabled
+        10169,  # message counter increment missing
+        10170,  # message counter has payload
+        10171,  # message counter increment invalid
+        10172,  # message counter broken
+    }
+)
+
+
+def jetstream_refusal_passes(err_code: int | None) -> bool:
+    """True when a JetStream error with ``err_code`` can pass if the publish is tried again.
+
+    An answer without an error code (a bare status) is taken to pass: only the codes known
+    to be permanent end a publish ``failed``.
+    """
+    return err_code not in PERMANENT_JS_ERR_CODES
 
 
 class ServerUnavailableError(ServerError):

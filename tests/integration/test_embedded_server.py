@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from natsrouter.embedded import EmbeddedServerError, NatsServer, free_port
+from natsrouter.embedded import PID_FILE_NAME, EmbeddedServerError, NatsServer, free_port
 from tests.chaos.conftest import ROUTER_ENV
 from tests.chaos.harness import DecideLoad, decide_keys, read_stream, reconcile, settle
 from tests.helpers.process import RouterProcess
@@ -196,3 +197,91 @@ def test_start_names_the_port_another_program_holds(tmp_path: Path) -> None:
         with pytest.raises(EmbeddedServerError, match=f"on port 127.0.0.1:{port} exited with 1"):
             ours.start()
         assert not ours.running
+
+
+async def test_a_router_killed_with_sigkill_stops_its_orphan_on_the_next_start(
+    tmp_path: Path, routers: list[RouterProcess], http: aiohttp.ClientSession
+) -> None:
+    """SIGKILL the Router with assignments queued, and a server of its store outlives it (as
+    where the kernel does not stop it): a new Router on the same directory stops that orphan,
+    starts its own, replays the queue, and one nats-server is left."""
+    port = free_port()
+    env = embedded_env(tmp_path, port)
+    store = tmp_path / "store"
+    first = RouterProcess(env, tmp_path)
+    routers.append(first)
+    await settle(("the Router to be ready", first.ready), timeout_s=30)
+    [child] = first.nats_children
+    os.kill(child, signal.SIGSTOP)  # frozen: the Router queues what it accepts
+    load = DecideLoad(rate=20, router=first, session=http)
+    load.start()
+    await settle(("assignments queued", lambda: first.status()["pending"]["count"] >= 5))
+    await load.stop()
+    first.kill()
+    _kill(child)  # gone with the Router on Linux (parent-death signal); made sure here
+    await settle(("the first server gone", lambda: not _exists(child)))
+    # The orphan: a server on the Router's port and store, named in its pid file.
+    orphan = NatsServer(port=port, store_dir=store, pid_file=store / PID_FILE_NAME)
+    await orphan.astart()
+    try:
+        second = RouterProcess(env, tmp_path)
+        routers.append(second)
+        await settle(("the second Router to be ready", second.ready), timeout_s=30)
+        await settle(("the queue to drain", lambda: second.status()["pending"]["count"] == 0))
+        assert not orphan.running
+    finally:
+        orphan.kill()
+    assert second.alive
+    stored = decide_keys(await read_stream(f"nats://127.0.0.1:{port}", "ROUTER_ASSIGNMENTS"))
+    books = reconcile(load.records, stored)
+    assert load.errors == []
+    assert books.during_outage >= 5
+    assert (books.lost, books.duplicated, books.phantom) == (0, 0, 0)
+    assert len(second.nats_children) == 1
+    [stopped] = [
+        line
+        for line in second.lines()
+        if line.get("error_code") == "ROUTER_EMBEDDED_NATS_ORPHAN_STOPPED"
+    ]
+    assert stopped["server"] == f"nats://127.0.0.1:{port}"
+    assert stopped["server_name"] == orphan.name
+
+
+def test_a_pid_file_naming_a_stranger_leaves_it_alone(tmp_path: Path) -> None:
+    """The pid file names a process that now answers with another name: it is not stopped,
+    and the start fails naming the port."""
+    stranger = NatsServer(store_dir=tmp_path / "stranger")
+    stranger.start()
+    try:
+        assert stranger.pid is not None
+        pid_file = tmp_path / "ours" / PID_FILE_NAME
+        pid_file.parent.mkdir()
+        pid_file.write_text(
+            json.dumps(
+                {"pid": stranger.pid, "server_name": "natsrouter-old", "port": stranger.port}
+            )
+        )
+        ours = NatsServer(port=stranger.port, store_dir=tmp_path / "ours", pid_file=pid_file)
+        with pytest.raises(EmbeddedServerError, match=f"port 127.0.0.1:{stranger.port} is taken"):
+            ours.start()
+        assert stranger.running
+    finally:
+        stranger.kill()
+
+
+def test_the_server_of_a_live_router_is_not_taken_for_an_orphan(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
+    """A second start on the store of a Router still running: that Router's server is left
+    alone, and the start fails naming the port."""
+    port = free_port()
+    router = RouterProcess(embedded_env(tmp_path, port), tmp_path)
+    routers.append(router)
+    router.wait(router.ready, what="ready")
+    [child] = router.nats_children
+    store = tmp_path / "store"
+    ours = NatsServer(port=port, store_dir=store, pid_file=store / PID_FILE_NAME)
+    with pytest.raises(EmbeddedServerError, match=f"port 127.0.0.1:{port} is taken"):
+        ours.start()
+    assert _exists(child)
+    assert router.nats_children == [child]

@@ -192,3 +192,54 @@ async def test_constraints_no_provider_meets_are_422_and_open_breakers_503_retry
     assert answer["error"]["code"] == "decision_failed"
     assert rmetric(router, "router_decide_total", outcome="constraints_unsatisfiable") == 1
     assert rmetric(router, "router_decide_total", outcome="decision_failed") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("trace_id", "t\x01x"),
+        ("trace_id", "t" * 257),
+        ("tenant_id", "acme\x7f"),
+        ("tenant_id", "a" * 257),
+    ],
+)
+async def test_header_ids_follow_the_payload_rules_and_nothing_is_stored(
+    nats_server: NatsServer, make_router: RouterFactory, name: str, value: str
+) -> None:
+    """A trace_id or tenant_id header with a control character or over 256 characters:
+    invalid_request naming the header, no assignment stored, the bad value not echoed."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    body = json.dumps(decide_request(push_assignment=True)).encode()
+    answer = await nats_decide(nats_server.url, body, {name: value})
+    assert (answer["error"]["code"], answer["error"]["details"]) == (
+        "invalid_request",
+        {"field": name},
+    )
+    assert answer["context"] == {"request_id": "req-1", "trace_id": "trace-1"}
+    assert await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS") == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps(decide_request(request_id="r" * 900_000)).encode(),
+        json.dumps(decide_request()).encode()[:-1]
+        + b',"metadata":{"'
+        + b"k" * 500_000
+        + b'":NaN}}',
+    ],
+)
+async def test_a_refusal_quoting_a_huge_value_is_still_answered_over_nats(
+    nats_server: NatsServer, make_router: RouterFactory, body: bytes
+) -> None:
+    """A 900,000-character request_id or metadata key: the refusal fits a NATS message
+    (message and field cut to 512 characters, the oversized id not echoed), so it arrives."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    answer = await nats_decide(nats_server.url, body)
+    assert answer["error"]["code"] == "invalid_request"
+    assert len(answer["error"]["message"]) <= 512
+    assert len(answer["error"]["details"]["field"]) <= 512
+    assert answer["context"]["request_id"] in (None, "req-1")
+    assert rmetric(router, "router_decide_total", outcome="invalid_request") == 1

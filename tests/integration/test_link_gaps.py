@@ -105,6 +105,31 @@ async def test_a_subscription_refused_on_reconnect_leaves_the_others_bound(
     assert link.status()["subscriptions"] == 2
 
 
+async def test_a_subscription_refused_on_reconnect_is_retried_while_connected(
+    nats_server: NatsServer, make_link: LinkFactory, logs: list[dict[str, Any]]
+) -> None:
+    """The server refuses one subscription on reconnect: it is tried again with backoff on
+    the same connection, each refusal counted, and bound once the refusal ends."""
+    link = await make_link([nats_server.url], nats_fault_injection_enabled=True)
+    assert await link.wait_connected(5)
+    inbox = Inbox()
+    refused = await link.subscribe("no.x", inbox)
+    link.inject(FaultTarget.SUBSCRIBE, Fault.error(Reason.SERVER_ERROR).on_subject("no.>"))
+    await nats_server.arestart()
+    await wait_for(lambda: metric(link, "router_nats_connection_restored_total") == 1, 10)
+    await wait_for(
+        lambda: metric(link, "router_nats_subscribe_failures_total", reason="server_error") >= 3,
+        10,
+        "refusals retried",
+    )
+    assert refused.error is not None
+    link.clear_faults()
+    await wait_for(lambda: refused.error is None, 10, "the subscription bound")
+    assert (await link.publish("no.x", b"hello")).outcome is Outcome.SENT
+    await wait_for(lambda: inbox.data == [b"hello"], 5, "delivery on the retried subscription")
+    assert metric(link, "router_nats_connection_restored_total") == 1
+
+
 class _BrokenTransport:
     """A transport with a bug: connecting raises something that is not a LinkError."""
 

@@ -136,8 +136,8 @@ async def test_a_dead_letter_that_fails_on_the_last_delivery_is_stored_once_it_c
     nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
 ) -> None:
     """A result fails until its last allowed delivery, and that delivery's dead letter cannot
-    be stored either: the message is nak'd and its next delivery is dead-lettered once the
-    DLQ takes it, not left unacknowledged forever (billed nowhere, in no DLQ)."""
+    be stored either: it is tried again in place (the message kept in progress) and stored
+    once the DLQ takes it, not left unacknowledged forever (billed nowhere, in no DLQ)."""
     router = await make_router(
         [nats_server.url],
         nats_fault_injection_enabled=True,
@@ -157,10 +157,10 @@ async def test_a_dead_letter_that_fails_on_the_last_delivery_is_stored_once_it_c
     await wait_for(
         lambda: rmetric(router, "router_dlq_total", consumer="results", reason="max_deliver") == 1,
         10,
-        "the dead letter on the delivery after the failed one",
+        "the dead letter of the last delivery, tried again",
     )
     [dead] = await stored_messages(nats_server.url, "ROUTER_DLQ")
-    assert (dead.headers["dlq_reason"], dead.headers["dlq_num_delivered"]) == ("max_deliver", "3")
+    assert (dead.headers["dlq_reason"], dead.headers["dlq_num_delivered"]) == ("max_deliver", "2")
 
 
 def test_a_stranger_on_the_embedded_port_after_a_crash_is_never_used(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ import nats
 import pytest
 
 from natsrouter.embedded import NatsServer
+from natsrouter.errors import Reason
+from natsrouter.link import Fault, FaultTarget
 from natsrouter.routing.breaker import BreakerState
 from natsrouter.service.router import Router
 from tests.conftest import RouterFactory
@@ -226,6 +228,114 @@ async def test_result_failing_until_its_last_delivery_is_dead_lettered(
     assert (dead.headers["dlq_reason"], dead.headers["dlq_num_delivered"]) == ("max_deliver", "3")
     assert "ROUTER_MAXDELIVER_EXHAUSTED" in codes(logs)
     await wait_settled(nats_server.url, "ROUTER_RESULTS", "router-results")
+
+
+async def test_a_dead_letter_failing_on_the_last_delivery_is_retried_until_stored(
+    nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
+) -> None:
+    """On the last delivery the DLQ publish fails (fault on the DLQ subject only): it is
+    retried, each failure counted, until the fault is gone; then stored once and settled."""
+    router = await make_router(
+        [nats_server.url], js_max_deliver=2, nats_fault_injection_enabled=True
+    )
+    assert await router.link.wait_connected(5)
+    router.link.inject(
+        FaultTarget.PUBLISH_WITH_ACK,
+        Fault.error(Reason.SERVER_ERROR).on_subject("caf.exec.result.v1.dlq"),
+    )
+    worker = await FakeWorker.connect(nats_server.url)
+    try:
+        await worker.js.delete_stream("ROUTER_USAGE")
+        await assign(nats_server.url)
+        [(assignment, _)] = await worker.assignments(1)
+        await worker.result(assignment)
+    finally:
+        await worker.close()
+    await wait_for(lambda: codes(logs).count("ROUTER_DLQ_FAILED") >= 3, 15, "DLQ retries")
+    router.link.clear_faults()
+    await wait_for(
+        lambda: rmetric(router, "router_dlq_total", consumer="results", reason="max_deliver") == 1,
+        15,
+    )
+    assert rmetric(router, "router_dlq_failures_total", consumer="results") >= 3
+    [dead] = await stored_messages(nats_server.url, "ROUTER_DLQ")
+    assert (dead.headers["dlq_reason"], dead.headers["dlq_num_delivered"]) == ("max_deliver", "2")
+    await wait_settled(nats_server.url, "ROUTER_RESULTS", "router-results")
+
+
+async def test_a_queued_dead_letter_of_a_last_delivery_is_kept_once_then_stored_once(
+    nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
+) -> None:
+    """The DLQ publish of a last delivery times out and is queued: the message waits in
+    progress with one copy queued (none added while it waits); replayed, it is stored once."""
+    router = await make_router(
+        [nats_server.url],
+        js_max_deliver=1,
+        js_publish_retry_deadline_ms=200,
+        nats_fault_injection_enabled=True,
+    )
+    assert await router.link.wait_connected(5)
+    router.link.inject(
+        FaultTarget.PUBLISH_WITH_ACK,
+        Fault.error(Reason.TIMEOUT).on_subject("caf.exec.result.v1.dlq"),
+    )
+    worker = await FakeWorker.connect(nats_server.url)
+    try:
+        await worker.publish_raw("caf.exec.result.v1", b"not json")
+    finally:
+        await worker.close()
+    await wait_for(lambda: "ROUTER_DLQ_FAILED" in codes(logs), 10, "the queued dead letter")
+    failed_at = rmetric(router, "router_nats_pending_operations_retry_failed_total")
+    await wait_for(
+        lambda: (
+            rmetric(router, "router_nats_pending_operations_retry_failed_total") >= failed_at + 2
+        ),
+        10,
+        "replay probes of the queued dead letter",
+    )
+    assert router.link.pending.count == 1
+    assert codes(logs).count("ROUTER_DLQ_FAILED") == 1
+    router.link.clear_faults()
+    await wait_for(
+        lambda: rmetric(router, "router_dlq_total", consumer="results", reason="invalid") == 1,
+        15,
+    )
+    [dead] = await stored_messages(nats_server.url, "ROUTER_DLQ")
+    assert dead.data == b"not json"
+    await wait_settled(nats_server.url, "ROUTER_RESULTS", "router-results")
+
+
+async def test_a_dead_letter_still_failing_at_stop_is_nakd_and_logged(
+    nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
+) -> None:
+    """The DLQ publish of a last delivery fails until the Router stops: the stop ends the
+    retries, the message is logged as abandoned with its stream sequence, nothing stored."""
+    router = await make_router(
+        [nats_server.url],
+        js_max_deliver=1,
+        nats_fault_injection_enabled=True,
+        shutdown_timeout_ms=500,
+    )
+    assert await router.link.wait_connected(5)
+    router.link.inject(
+        FaultTarget.PUBLISH_WITH_ACK,
+        Fault.error(Reason.SERVER_ERROR).on_subject("caf.exec.result.v1.dlq"),
+    )
+    worker = await FakeWorker.connect(nats_server.url)
+    try:
+        await worker.publish_raw("caf.exec.result.v1", b"not json")
+    finally:
+        await worker.close()
+    await wait_for(lambda: codes(logs).count("ROUTER_DLQ_FAILED") >= 2, 15, "DLQ retries")
+    await router.stop()
+    [abandoned] = [e for e in logs if e.get("error_code") == "ROUTER_DLQ_ABANDONED"]
+    assert (abandoned["consumer"], abandoned["reason"], abandoned["stream_seq"]) == (
+        "results",
+        "invalid",
+        1,
+    )
+    assert rmetric(router, "router_dlq_total", consumer="results", reason="invalid") == 0
+    assert await stored_messages(nats_server.url, "ROUTER_DLQ") == []
 
 
 async def test_breaker_opens_on_failed_results_and_the_pick_avoids_the_provider(

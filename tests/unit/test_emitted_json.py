@@ -129,7 +129,10 @@ def lenient(document: Any) -> bytes:
 
 
 @fuzz
-@given(requests, results, st.integers(min_value=1, max_value=5))
+# Up to the delivery before the last (js_max_deliver = 5): the dead letter of a last
+# delivery waits until it is stored, which this never-connected link never does (its
+# headers are those of any dead letter; tests/integration/test_router_consumers.py).
+@given(requests, results, st.integers(min_value=1, max_value=4))
 def test_every_emitted_message_is_standard_json(
     router: RouterLoop, request: dict[str, Any], result: dict[str, Any], delivered: int
 ) -> None:

@@ -5,15 +5,24 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 import structlog
 from aiohttp.http_exceptions import BadHttpMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natsrouter.config import LogLevel
-from natsrouter.observability.logging import MalformedRequests, configure_logging, get_logger
+from natsrouter.observability.logging import (
+    MalformedRequests,
+    configure_logging,
+    get_logger,
+    mask_userinfo,
+)
 
 
 @pytest.fixture
@@ -170,3 +179,28 @@ def test_server_errors_keep_aiohttp_line() -> None:
     """An error that is not the client's (a bug: 500) passes through with its traceback."""
     gate = MalformedRequests(level=logging.INFO)
     assert gate.filter(_aiohttp_record(RuntimeError("bug"))) is True
+
+
+# The masking as first written (a regex): the reference the one-pass masking must equal.
+_REFERENCE_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)\S*@", re.I)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="aZ1+.-:/@ \tx", max_size=40))
+def test_url_userinfo_is_masked_as_the_reference_regex_masks_it(text: str) -> None:
+    """Any text: the same result as the regex ``scheme://...@`` -> ``scheme://***@``."""
+    assert mask_userinfo(text) == _REFERENCE_USERINFO.sub(r"\g<scheme>***@", text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["t" * 1_000_000, "a://" * 250_000, "x:/" * 300_000, "a://b@" + "t" * 1_000_000],
+)
+def test_a_megabyte_value_is_logged_in_linear_time(stream: io.StringIO, value: str) -> None:
+    """A 1 MB field (a client's request_id) is masked in one pass, not the seconds to hours
+    a backtracking regex takes over a long run of letters; the Router's loop waits on it."""
+    started = time.perf_counter()
+    get_logger("natsrouter.router").warning("refused", error=value)
+    assert time.perf_counter() - started < 2.0
+    [line] = lines(stream)
+    assert line["error"] == (value if "@" not in value else "a://***@" + "t" * 1_000_000)

@@ -25,9 +25,17 @@ from natsrouter.link.nats_transport import translate
         (nats.errors.AuthorizationError(), Reason.AUTH, False),
         (nats.errors.Error("nats: 'Authorization Violation'"), Reason.AUTH, False),
         (nats.js.errors.APIError(code=503, description="x"), Reason.SERVER_ERROR, True),
+        (nats.js.errors.APIError(code=503, err_code=10008), Reason.SERVER_ERROR, True),
+        (nats.js.errors.APIError(code=503, err_code=10077), Reason.SERVER_ERROR, True),
+        (nats.js.errors.APIError(code=503, err_code=10023), Reason.SERVER_ERROR, True),
+        (nats.js.errors.APIError(code=400, err_code=10054), Reason.SERVER_ERROR, False),
+        (nats.js.errors.APIError(code=400, err_code=10071), Reason.SERVER_ERROR, False),
+        (nats.errors.MaxPayloadError(), Reason.SERVER_ERROR, False),
         (nats.js.errors.ServiceUnavailableError(code=503), Reason.SERVER_ERROR, True),
         (nats.js.errors.BadRequestError(code=400, err_code=10054), Reason.SERVER_ERROR, False),
-        (nats.js.errors.APIError(code=500, description="x"), Reason.SERVER_ERROR, False),
+        # A 500 without a permanent code (stream offline, a cluster between leaders) can pass.
+        (nats.js.errors.APIError(code=500, description="x"), Reason.SERVER_ERROR, True),
+        (nats.js.errors.APIError(code=500, err_code=10118), Reason.SERVER_ERROR, True),
         (nats.errors.Error("nats: 'Maximum Payload Violation'"), Reason.SERVER_ERROR, False),
         (ssl.SSLCertVerificationError("certificate verify failed"), Reason.AUTH, False),
         (ValueError("odd"), Reason.OTHER, False),
@@ -45,3 +53,9 @@ def test_error_for_reason_keeps_the_reason(reason: Reason) -> None:
     """An injected error carries exactly the reason it was asked for."""
     err = error_for_reason(reason, injected=True)
     assert (err.reason, err.injected) == (reason, True)
+
+
+def test_a_jetstream_error_carries_its_status_and_code() -> None:
+    """The JetStream status and err_code survive the translation."""
+    err = translate(nats.js.errors.APIError(code=503, err_code=10077, description="full"))
+    assert (getattr(err, "status", None), getattr(err, "err_code", None)) == (503, 10077)

@@ -3,8 +3,10 @@
 A ``Subscription`` (core) or ``Consumer`` (JetStream durable pull consumer) is registered
 once and stays registered until cancelled; it is bound again on every new connection,
 including handles asked for while disconnected. Subscriptions are bound before the
-connection counts as connected (``bind_all``); each consumer runs its own task that waits
-for a connection, binds, fetches and hands messages to its handler.
+connection counts as connected (``bind_all``); one the server refuses is tried again with
+backoff while that connection lasts (``_retry_refused``), not only on the next reconnect.
+Each consumer runs its own task that waits for a connection, binds, fetches and hands
+messages to its handler.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Bindings:
         self._rng = rng
         self.subscriptions: list[Subscription] = []
         self.consumers: list[Consumer] = []
+        self._retrying: asyncio.Task[None] | None = None
 
     def status(self) -> dict[str, int]:
         """The ``/status`` counts: handles registered and not cancelled."""
@@ -113,6 +116,47 @@ class Bindings:
                 if err.retriable:
                     raise
                 sub.error = str(err)
+        if any(sub.error is not None for sub in self.subscriptions):
+            if self._retrying is not None:
+                self._retrying.cancel()  # bound to an older connection
+            self._retrying = self._tasks.own(
+                self._retry_refused(conn, generation), "subscription-retry"
+            )
+
+    async def _retry_refused(self, conn: Connection, generation: int) -> None:
+        """Bind the refused subscriptions again, with backoff, while ``generation`` lasts.
+
+        A refusal (a permission the server gains, a subject limit lifted) can pass without a
+        reconnect; each try is counted and logged like the first (``NATS_SUBSCRIBE_ERROR``).
+        """
+        session = self._session
+        retry = 0
+        while True:
+            await asyncio.sleep(self._pause_s(retry))
+            retry += 1
+            if session.closed or generation != session.generation:
+                return
+            refused = [
+                sub
+                for sub in self.subscriptions
+                if sub.error is not None and sub.bound_generation != generation
+            ]
+            if not refused:
+                return
+            for sub in refused:
+                try:
+                    await self._bind(conn, generation, sub)
+                except LinkError as err:
+                    if err.connection_lost:
+                        session.on_lost(generation, conn, err)
+                        return
+                    sub.error = str(err)
+                    continue
+                if sub.cancelled and sub.native is not None:
+                    # Unsubscribed while this bind was under way: undo it.
+                    with contextlib.suppress(LinkError):
+                        await sub.native.unsubscribe()
+                    sub.native = None
 
     # -- pull consumers ----------------------------------------------------------------------
 
@@ -142,7 +186,10 @@ class Bindings:
             self.consumers.remove(consumer)
 
     async def close(self) -> None:
-        await cancel_and_wait([c.task for c in self.consumers if c.task])
+        tasks = [c.task for c in self.consumers if c.task]
+        if self._retrying is not None:
+            tasks.append(self._retrying)
+        await cancel_and_wait(tasks)
 
     def _pause_s(self, retry: int) -> float:
         return self._session.backoff.delay_ms(retry, self._rng) / 1000

@@ -98,11 +98,12 @@ def translate(exc: BaseException) -> LinkError:
     ):
         return ConnectionClosedError(message)
     if isinstance(exc, nats.js.errors.APIError):
-        # 503 is JetStream's "not now" (a full stream under discard new, no storage left):
-        # it can pass, so what was queued stays queued; other codes are refusals.
-        if exc.code == 503:
-            return ServerUnavailableError(message)
-        return ServerError(message)
+        # JetStream's own answer: its status and err_code say whether it can pass
+        # (errors.PERMANENT_JS_ERR_CODES). No status at all is read as a 503, JetStream's
+        # "not now".
+        status = exc.code or 503
+        cls = ServerUnavailableError if status == 503 else ServerError
+        return cls(message, status=status, err_code=exc.err_code)
     if isinstance(exc, nats.errors.Error):
         return ServerError(message) if message.startswith("nats: ") else OtherLinkError(message)
     return OtherLinkError(f"{type(exc).__name__}: {message}")

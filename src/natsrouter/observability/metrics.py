@@ -335,6 +335,9 @@ class RouterMetrics:
             ("consumer",),
         )
         self.dlq = counter("dlq", "Messages dead-lettered", ("consumer", "reason"))
+        self.dlq_failures = counter(
+            "dlq_failures", "Dead-letter publishes not stored (each attempt)", ("consumer",)
+        )
         self.breaker_state = Gauge(
             "router_circuit_breaker_state",
             "0 closed, 0.5 half-open, 1 open",
@@ -377,6 +380,7 @@ class RouterMetrics:
             self.messages_invalid.labels(consumer)
             self.redelivery.labels(consumer)
             self.maxdeliver_exhausted.labels(consumer)
+            self.dlq_failures.labels(consumer)
             for reason in DLQ_REASONS:
                 self.dlq.labels(consumer, reason)
         for consumer in ("decide", *CONSUMERS):

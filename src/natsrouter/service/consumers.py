@@ -13,10 +13,13 @@ For each message (CONTRACT §2, consumer rules):
 A transient failure naks with ``js_nak_delay_ms``, unless this was the last delivery
 allowed (its ``num_delivered`` has reached ``js_max_deliver``): then the message is
 dead-lettered and counted. A dead letter is terminated only once the DLQ has stored it;
-until then the message is nak'd, never lost. So the server itself does not stop delivering
-(the consumers' ``max_deliver`` is unlimited; the Router applies ``js_max_deliver``): a
-delivery past the last allowed one, which comes only after its dead letter failed, tries the
-dead letter again and not the effect.
+until then the message is nak'd, never lost. On the last allowed delivery the dead letter
+is tried again in place, with backoff (``nats_reconnect_delay_ms`` doubling to
+``nats_max_reconnect_delay_ms``) and the message kept in progress, until it is stored or
+the Router stops (then it is nak'd and logged, ``ROUTER_DLQ_ABANDONED``). The server itself
+does not stop delivering (the consumers' ``max_deliver`` is unlimited; the Router applies
+``js_max_deliver``): a delivery past the last allowed one, which comes only after its dead
+letter was abandoned, tries the dead letter again and not the effect.
 
 While a side effect's publish (UsageEvent or dead letter) is still being retried, which the
 link may do for up to ``js_publish_retry_deadline_ms``, the consumer tells the server the
@@ -27,8 +30,9 @@ fetched batch is redelivered meanwhile (and ends in the DLQ as ``max_deliver``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 from natsrouter.config import Settings
@@ -73,6 +77,9 @@ class _Message(Protocol):
 
 
 M = TypeVar("M", bound=_Message)
+T = TypeVar("T")
+# How long a nak sent while the consumer is being stopped may take.
+_STOP_NAK_S = 1.0
 
 
 class _Consumer(Generic[M]):
@@ -151,7 +158,7 @@ class _Consumer(Generic[M]):
     def _seq(msg: JsMessage) -> int | None:
         return msg.metadata.stream_seq if msg.metadata else None
 
-    async def publish_held(self, msg: JsMessage, publish: Awaitable[Result]) -> Result:
+    async def publish_held(self, msg: JsMessage, publish: Awaitable[T]) -> T:
         """Await a side effect's publish, keeping ``msg`` (and its batch) in progress meanwhile.
 
         Every third of the ack wait, not every half: after one held message another may be
@@ -193,15 +200,67 @@ class _Consumer(Generic[M]):
                 "dlq_num_delivered": str(meta.num_delivered if meta else 1),
             }
         )
-        result = await self.publish_held(
-            msg, self._link.publish_with_ack(subject, msg.data, headers)
-        )
-        if result.outcome is not Outcome.SENT:
-            self._events.dead_letter_failed(self.name, reason, result.outcome.value)
-            await self._link.nak(msg, self._settings.js_nak_delay_ms)
-            return
+        delivered = meta.num_delivered if meta else 1
+        if delivered >= self._settings.js_max_deliver:
+            stored = await self._dead_letter_last(
+                msg, reason, lambda: self._link.publish_with_ack(subject, msg.data, headers)
+            )
+            if not stored:
+                return
+        else:
+            result = await self.publish_held(
+                msg, self._link.publish_with_ack(subject, msg.data, headers)
+            )
+            if result.outcome is not Outcome.SENT:
+                self._events.dead_letter_failed(self.name, reason, result.outcome.value)
+                await self._link.nak(msg, self._settings.js_nak_delay_ms)
+                return
         self._events.dead_lettered(self.name, reason, subject, self._seq(msg))
         await self._link.term(msg)
+
+    async def _dead_letter_last(
+        self, msg: JsMessage, reason: str, publish: Callable[[], Awaitable[Result]]
+    ) -> bool:
+        """The dead letter of a last delivery: tried until stored (True) or stopped.
+
+        The server will not deliver the message again, so a nak would leave it unprocessed
+        for good: the publish is retried with backoff, the message kept in progress, each
+        failure counted. A publish the link queued is not sent again while it is queued (no
+        copies pile up in the queue): once it has left the queue (replayed, or dropped), it
+        is sent again with its ``Nats-Msg-Id``, and the server's PubAck (a duplicate when the
+        replay stored it) ends the wait. Cancelled (the Router stops), the message is nak'd
+        and logged.
+        """
+        settings = self._settings
+        first_pause_s = settings.nats_reconnect_delay_ms / 1000
+        max_pause_s = settings.nats_max_reconnect_delay_ms / 1000
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                result = await self.publish_held(msg, publish())
+                if result.outcome is Outcome.SENT:
+                    return True
+                self._events.dead_letter_failed(
+                    self.name, reason, result.outcome.value, last_delivery=True, attempt=attempt
+                )
+                pause_s = first_pause_s
+                while True:
+                    await self.publish_held(msg, asyncio.sleep(pause_s))
+                    pause_s = min(pause_s * 2, max_pause_s)
+                    if result.pending_id is None or not self._still_queued(result.pending_id):
+                        break
+                first_pause_s = min(first_pause_s * 2, max_pause_s)
+        except asyncio.CancelledError:
+            self._events.dead_letter_abandoned(self.name, reason, attempt, self._seq(msg))
+            with contextlib.suppress(Exception, TimeoutError):
+                await asyncio.wait_for(self._link.nak(msg, settings.js_nak_delay_ms), _STOP_NAK_S)
+            raise
+
+    def _still_queued(self, pending_id: int) -> bool:
+        """True while the link's pending queue holds the item ``pending_id``."""
+        item = self._link.pending.oldest_after(pending_id - 1)  # ids only grow
+        return item is not None and item.id == pending_id
 
     async def retry_later(self, msg: JsMessage, delivered: int) -> None:
         if delivered >= self._settings.js_max_deliver:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -50,6 +51,57 @@ from natsrouter.service.shared_state import SharedState, first_answer
 OVERLOAD_RETRY_AFTER_S = 1
 #: ``router_decide_total`` outcome of a NATS decide whose answer could not be published.
 REPLY_FAILED = "reply_failed"
+# Header ids replace the payload's, so they keep its rules (decide_request.schema.json):
+# they become header values of the assignment and usage event, and a label of a log line.
+_HEADER_ID_MAX = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# A refusal quotes the client's text (a value, a key): cut, so that the answer fits a NATS
+# message and the log line stays a line, however large the request.
+_QUOTED_MAX = 512
+
+
+def _valid_id(value: object) -> bool:
+    """An id by the payload's rules: a string of at most 256 characters, no control ones."""
+    return isinstance(value, str) and len(value) <= _HEADER_ID_MAX and not _CONTROL.search(value)
+
+
+def _bad_header(headers: Mapping[str, str] | None) -> str | None:
+    """The name of a ``trace_id`` or ``tenant_id`` header that breaks the payload's rules."""
+    if not headers:
+        return None
+    for name in ("trace_id", "tenant_id"):
+        value = headers.get(name)
+        if value and not _valid_id(value):
+            return name
+    return None
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _QUOTED_MAX:
+        return f"{value[: _QUOTED_MAX - 30]}... ({len(value):,} characters)"
+    return value
+
+
+def _bounded(err: RequestError) -> RequestError:
+    """``err`` with its message and detail strings cut to ``_QUOTED_MAX`` characters."""
+    if len(err.message) <= _QUOTED_MAX and all(
+        not isinstance(v, str) or len(v) <= _QUOTED_MAX for v in err.details.values()
+    ):
+        return err
+    details = {k: _cut(v) for k, v in err.details.items()}
+    return RequestError(err.code, _cut(err.message), details)
+
+
+def _refuse_header(name: str | None) -> None:
+    """Raise ``invalid_request`` naming the header ``_bad_header`` found, if any."""
+    if name is not None:
+        raise RequestError(
+            ErrorCode.INVALID_REQUEST,
+            f"{name} header: at most {_HEADER_ID_MAX} characters, no control characters",
+            {"field": name},
+        )
 
 
 def _context_of(raw: bytes) -> tuple[str | None, str | None]:
@@ -62,8 +114,8 @@ def _context_of(raw: bytes) -> tuple[str | None, str | None]:
         return None, None
     request_id, trace_id = document.get("request_id"), document.get("trace_id")
     return (
-        request_id if isinstance(request_id, str) else None,
-        trace_id if isinstance(trace_id, str) else None,
+        request_id if _valid_id(request_id) else None,
+        trace_id if _valid_id(trace_id) else None,
     )
 
 
@@ -167,13 +219,12 @@ class DecideService:
         """
         started = time.perf_counter()
         request: DecideRequest | None = None
-        trace_id = trace_from_headers(headers)
+        bad_header = _bad_header(headers)
+        trace_id = None if bad_header == "trace_id" else trace_from_headers(headers)
         try:
-            request = self._apply_headers(
-                parse_decide_request(raw, self._settings.nats_max_payload_size),
-                trace_id,
-                headers,
-            )
+            parsed = parse_decide_request(raw, self._settings.nats_max_payload_size)
+            _refuse_header(bad_header)
+            request = self._apply_headers(parsed, trace_id, headers)
             trace_id = request.trace_id or new_trace_id()
             self._check_tenant(request.tenant_id)
             if request.assignment_subject is not None:
@@ -226,18 +277,19 @@ class DecideService:
     ) -> Answer:
         """The ErrorResponse for a refusal (its contract code) or anything else (internal)."""
         if isinstance(exc, RequestError):
+            err = _bounded(exc)  # quoted strings cut, as everywhere a refusal is answered
             if request is None:  # refused while parsing: echo what can be read
                 request_id, payload_trace_id = _context_of(raw)
                 trace_id = trace_id or payload_trace_id
             else:
                 request_id = request.request_id
             self.events.decide_refused(
-                exc.code.value, exc.message, transport, request_id=request_id, **exc.details
+                err.code.value, err.message, transport, request_id=request_id, **err.details
             )
             return Answer(
-                exc.code.http_status,
-                error_response(exc, request_id, trace_id),
-                exc.code.value,
+                err.code.http_status,
+                error_response(err, request_id, trace_id),
+                err.code.value,
                 started,
             )
         # The contract's `internal`: answer, keep serving.

@@ -20,8 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from natsrouter.auth import DecideTokens, bearer_token
-from natsrouter.observability.logging import RateLimit
-from natsrouter.routing.messages import ErrorCode, RequestError, error_response
+from natsrouter.routing.messages import ErrorCode, RequestError
 from natsrouter.service.decide import DecideService
 
 
@@ -41,19 +40,9 @@ def require_tokens(
 ) -> None:
     """Add the token check to the decide application ``app`` (before it starts)."""
 
-    unauthenticated = RateLimit()
-
     def refuse(error: RequestError, **headers: str) -> web.Response:
-        if error.code is ErrorCode.UNAUTHENTICATED:
-            service.events.decided(error.code.value, "http", 0.0)
-            suppressed = unauthenticated.allow()
-            if suppressed is not None:
-                service.events.decide_refused(
-                    error.code.value, error.message, "http", suppressed=suppressed, **error.details
-                )
-            status, body = error.code.http_status, error_response(error)
-        else:
-            status, body = service.refuse(error, "http")
+        # Counted per request, logged rate-limited per code (RouterEvents.decide_refused).
+        status, body = service.refuse(error, "http")
         return web.Response(
             body=json.dumps(body, separators=(",", ":")).encode(),
             status=status,

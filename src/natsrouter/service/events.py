@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from natsrouter.observability.logging import get_logger
+from natsrouter.observability.logging import RateLimit, get_logger
 from natsrouter.observability.metrics import DECIDE_OUTCOMES, DECIDE_TRANSPORTS, RouterMetrics
 from natsrouter.routing.breaker import BreakerState
 
@@ -19,9 +19,23 @@ from natsrouter.routing.breaker import BreakerState
 RATE_LIMIT_INTERVAL_S = 10.0
 
 
+#: The most characters of text a worker or client chose that one log line carries.
+LOGGED_TEXT_MAX = 512
+
+
+def _lengths(**texts: str) -> dict[str, int]:
+    """``<name>_length`` for each text cut to LOGGED_TEXT_MAX, so a reader knows it was cut."""
+    return {
+        f"{name}_length": len(text) for name, text in texts.items() if len(text) > LOGGED_TEXT_MAX
+    }
+
+
 class RouterEvents:
-    def __init__(self, metrics: RouterMetrics) -> None:
+    def __init__(
+        self, metrics: RouterMetrics, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.metrics = metrics
+        self._clock = clock
         self.log = get_logger("natsrouter.router")
         self._breaker_states: dict[str, BreakerState] = {}
         # Resolved once: labels() costs a lock and a dict lookup per request.
@@ -34,6 +48,8 @@ class RouterEvents:
         self._overloaded = 0
         self._overloaded_next_log = 0.0
         self._reply_failed_next_log = 0.0
+        # By error code (a closed set): any client can send refused requests in a loop.
+        self._refused_limits: dict[str, RateLimit] = {}
         self._rate_limited = 0
         self._rate_limited_next_log = 0.0
 
@@ -50,12 +66,22 @@ class RouterEvents:
             # Counted by rate_limited(); a client over its limit must not flood the log.
             self._log_rate_limited(transport, fields)
             return
+        # Any other code: one line per code per interval, the line says how many of that
+        # code were left out. Every refusal is still counted, per request, in
+        # router_decide_total{outcome}.
+        limit = self._refused_limits.get(code)
+        if limit is None:
+            limit = self._refused_limits[code] = RateLimit(RATE_LIMIT_INTERVAL_S, self._clock)
+        suppressed = limit.allow()
+        if suppressed is None:
+            return
         self.log.warning(
             "decide request refused",
             error_code="ROUTER_DECIDE_REFUSED",
             code=code,
             error=message,
             transport=transport,
+            suppressed=suppressed,
             **fields,
         )
 
@@ -143,13 +169,15 @@ class RouterEvents:
 
     def invalid(self, consumer: str, field: str, error: str, stream_seq: int | None) -> None:
         self.metrics.messages_invalid.labels(consumer).inc()
+        # Both may quote a worker's keys or values: a line stays short whatever a worker sends.
         self.log.warning(
             "invalid message",
             error_code="ROUTER_MESSAGE_INVALID",
             consumer=consumer,
-            field=field,
-            error=error,
+            field=field[:LOGGED_TEXT_MAX],
+            error=error[:LOGGED_TEXT_MAX],
             stream_seq=stream_seq,
+            **_lengths(field=field, error=error),
         )
 
     def tenant_rejected(self, consumer: str, tenant_id: str) -> None:
@@ -174,13 +202,39 @@ class RouterEvents:
             stream_seq=stream_seq,
         )
 
-    def dead_letter_failed(self, consumer: str, reason: str, outcome: str) -> None:
+    def dead_letter_failed(
+        self,
+        consumer: str,
+        reason: str,
+        outcome: str,
+        *,
+        last_delivery: bool = False,
+        attempt: int = 1,
+    ) -> None:
+        self.metrics.dlq_failures.labels(consumer).inc()
         self.log.error(
-            "dead letter not stored; the message is nak'd and tried again",
+            "dead letter not stored; tried again on the last delivery"
+            if last_delivery
+            else "dead letter not stored; the message is nak'd and tried again",
             error_code="ROUTER_DLQ_FAILED",
             consumer=consumer,
             reason=reason,
             outcome=outcome,
+            last_delivery=last_delivery,
+            attempt=attempt,
+        )
+
+    def dead_letter_abandoned(
+        self, consumer: str, reason: str, attempts: int, stream_seq: int | None
+    ) -> None:
+        self.log.error(
+            "dead letter of a last delivery not stored before the stop; the message is nak'd"
+            "; its next delivery tries the dead letter again",
+            error_code="ROUTER_DLQ_ABANDONED",
+            consumer=consumer,
+            reason=reason,
+            attempts=attempts,
+            stream_seq=stream_seq,
         )
 
     def maxdeliver_exhausted(self, consumer: str, num_delivered: int) -> None:

@@ -1,0 +1,51 @@
+"""RouterEvents: a refusal any client can cause is logged at most once per code per interval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from natsrouter.observability.metrics import RouterMetrics
+from natsrouter.service.events import LOGGED_TEXT_MAX, RATE_LIMIT_INTERVAL_S, RouterEvents
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _refused(logs: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return [
+        (e["code"], e["suppressed"]) for e in logs if e.get("error_code") == "ROUTER_DECIDE_REFUSED"
+    ]
+
+
+def test_decide_refused_is_one_line_per_code_per_interval(logs: list[dict[str, Any]]) -> None:
+    """A flood of refusals: one line per code per interval, the next one says how many were
+    left out; each code has its own interval."""
+    clock = Clock()
+    events = RouterEvents(RouterMetrics(CollectorRegistry()), clock=clock)
+    for _ in range(100):
+        events.decide_refused("invalid_request", "bad", "http", field="task")
+    events.decide_refused("unauthorized", "no", "nats", tenant_id="t")
+    clock.now += RATE_LIMIT_INTERVAL_S - 0.01
+    events.decide_refused("invalid_request", "bad", "http", field="task")
+    clock.now += 0.02
+    events.decide_refused("invalid_request", "bad", "http", field="task")
+    assert _refused(logs) == [("invalid_request", 0), ("unauthorized", 0), ("invalid_request", 100)]
+
+
+def test_an_invalid_worker_message_is_logged_with_its_quoted_text_cut(
+    logs: list[dict[str, Any]],
+) -> None:
+    """A worker value of 60,000 characters: the ROUTER_MESSAGE_INVALID line carries at most
+    LOGGED_TEXT_MAX characters of the field and of the error, and says how long each was."""
+    events = RouterEvents(RouterMetrics(CollectorRegistry()))
+    events.invalid("results", "x" * 60_000, "bad: " + "y" * 60_000, 7)
+    (line,) = [e for e in logs if e.get("error_code") == "ROUTER_MESSAGE_INVALID"]
+    assert (len(line["field"]), len(line["error"])) == (LOGGED_TEXT_MAX, LOGGED_TEXT_MAX)
+    assert (line["field_length"], line["error_length"], line["stream_seq"]) == (60_000, 60_005, 7)
