@@ -49,3 +49,25 @@ def test_an_invalid_worker_message_is_logged_with_its_quoted_text_cut(
     (line,) = [e for e in logs if e.get("error_code") == "ROUTER_MESSAGE_INVALID"]
     assert (len(line["field"]), len(line["error"])) == (LOGGED_TEXT_MAX, LOGGED_TEXT_MAX)
     assert (line["field_length"], line["error_length"], line["stream_seq"]) == (60_000, 60_005, 7)
+
+
+def test_assignments_not_sent_are_one_line_per_outcome_per_interval(
+    logs: list[dict[str, Any]],
+) -> None:
+    """Fail-open during an outage: 50 assignments failed_open give one line, the next interval's
+    line says 49 were left out; each is counted."""
+    clock = Clock()
+    metrics = RouterMetrics(CollectorRegistry())
+    events = RouterEvents(metrics, clock=clock)
+    for _ in range(50):
+        events.assignment("failed_open", "not_connected", "caf.exec.assign.v1")
+    events.assignment("dropped", "queue_full", "caf.exec.assign.v1")
+    clock.now += RATE_LIMIT_INTERVAL_S
+    events.assignment("failed_open", "not_connected", "caf.exec.assign.v1")
+    lines = [
+        (e["outcome"], e["suppressed"])
+        for e in logs
+        if e.get("error_code") == "ROUTER_ASSIGNMENT_NOT_SENT"
+    ]
+    assert lines == [("failed_open", 0), ("dropped", 0), ("failed_open", 49)]
+    assert metrics.assignments.labels("failed_open")._value.get() == 51

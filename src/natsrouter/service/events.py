@@ -50,6 +50,7 @@ class RouterEvents:
         self._reply_failed_next_log = 0.0
         # By error code (a closed set): any client can send refused requests in a loop.
         self._refused_limits: dict[str, RateLimit] = {}
+        self._not_sent_limits: dict[str, RateLimit] = {}
         self._rate_limited = 0
         self._rate_limited_next_log = 0.0
 
@@ -156,14 +157,24 @@ class RouterEvents:
         if counter is None:
             counter = self._assignments[outcome] = self.metrics.assignments.labels(outcome)
         counter.inc()
-        if outcome not in ("sent", "queued"):
-            self.log.warning(
-                "assignment not sent nor kept",
-                error_code="ROUTER_ASSIGNMENT_NOT_SENT",
-                outcome=outcome,
-                reason=reason,
-                subject=subject,
-            )
+        if outcome in ("sent", "queued"):
+            return
+        # In fail-open during an outage every decide ends here: one line per outcome per
+        # interval, saying how many were left out (each is counted above).
+        limit = self._not_sent_limits.get(outcome)
+        if limit is None:
+            limit = self._not_sent_limits[outcome] = RateLimit(RATE_LIMIT_INTERVAL_S, self._clock)
+        suppressed = limit.allow()
+        if suppressed is None:
+            return
+        self.log.warning(
+            "assignment not sent nor kept",
+            error_code="ROUTER_ASSIGNMENT_NOT_SENT",
+            outcome=outcome,
+            reason=reason,
+            subject=subject,
+            suppressed=suppressed,
+        )
 
     # -- consumers -------------------------------------------------------------------------
 
