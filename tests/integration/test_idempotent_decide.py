@@ -90,9 +90,28 @@ async def test_two_tenants_with_the_same_request_id_are_both_decided_and_billed(
     usage = await stored_messages(nats_server.url, "ROUTER_USAGE")
     assert sorted(json.loads(m.data)["tenant_id"] for m in usage) == ["acme", "globex"]
     assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == [
-        "usage-4:acme:req-1",
-        "usage-6:globex:req-1",
+        "usage-r-4:acme:req-1",
+        "usage-r-6:globex:req-1",
     ]
+    assert rmetric(router, "router_results_duplicate_total") == 0
+
+
+async def test_a_result_by_request_x_and_one_by_assignment_x_are_both_billed(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """Same tenant, request_id X and assignment_id X: two results processed, two usage events."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    worker = await FakeWorker.connect(nats_server.url)
+    try:
+        for ids in ({"request_id": "X"}, {"assignment_id": "X"}):
+            body = {**ids, "status": "success", "provider_id": "a", "tenant_id": "acme"}
+            await worker.publish_raw("caf.exec.result.v1", json.dumps(body).encode())
+    finally:
+        await worker.close()
+    await wait_for(lambda: rmetric(router, "router_results_total", status="success") == 2, 10)
+    usage = await stored_messages(nats_server.url, "ROUTER_USAGE")
+    assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == ["usage-4:acme:X", "usage-r-4:acme:X"]
     assert rmetric(router, "router_results_duplicate_total") == 0
 
 
