@@ -53,6 +53,34 @@ async def test_concurrent_copies_of_one_decide_push_one_assignment(
     assert len(await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")) == 1
 
 
+async def test_a_copy_cancelled_while_its_push_waits_leaves_its_assignment_id_to_reuse(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """Cancelled after the assignment reached the stream: the retry reuses its id, one stored."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    link = router.link
+    real = link.publish_with_ack
+    published = asyncio.Event()
+
+    async def stuck(*args: object, **kwargs: object) -> object:
+        link.publish_with_ack = real  # type: ignore[method-assign]
+        await real(*args, **kwargs)  # type: ignore[arg-type]
+        published.set()
+        await asyncio.Event().wait()  # the PubAck never reaches this copy
+        raise AssertionError("unreachable")
+
+    link.publish_with_ack = stuck  # type: ignore[method-assign]
+    first = asyncio.get_running_loop().create_task(router.decide.answer(push(), None, "http"))
+    await asyncio.wait_for(published.wait(), 10)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    retry = await router.decide.answer(push(), None, "http")
+    stored = await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")
+    assert retry.status == 200
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [retry.body["decision"]["assignment_id"]]
+
+
 async def test_the_same_request_id_with_a_different_request_is_refused(
     nats_server: NatsServer, make_router: RouterFactory
 ) -> None:

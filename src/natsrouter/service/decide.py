@@ -21,6 +21,7 @@ import dataclasses
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -346,6 +347,11 @@ class DecideService:
                 self.events.decide_replayed()
             if request.push_assignment:
                 previous = entry.pushed.assignment_id if entry.pushed else entry.assignment_id
+                if previous is None:
+                    # Chosen and remembered before the push: a copy cancelled while its push
+                    # waits (the message may be stored) leaves the id a retry pushes again.
+                    previous = entry.assignment_id = str(uuid.uuid4())
+                    memory.remember(key, entry)
                 entry.pushed = await self._assignments.push(
                     request, entry.decision, trace_id, previous
                 )
