@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
@@ -12,7 +13,13 @@ from natsrouter.link.link import Link
 from natsrouter.observability.metrics import SHARED_STATE_OPERATIONS, LinkMetrics, RouterMetrics
 from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.service.events import RouterEvents
-from natsrouter.service.shared_state import SharedDecide, SharedOp, SharedState, fingerprint
+from natsrouter.service.shared_state import (
+    SharedDecide,
+    SharedOp,
+    SharedState,
+    fingerprint,
+    key_of,
+)
 from tests.conftest import FAST
 from tests.helpers.fake_transport import FakeServer, FakeTransport
 from tests.helpers.waiting import wait_for
@@ -174,3 +181,24 @@ async def test_a_failing_bucket_does_not_stop_the_others(logs: list[Any]) -> Non
     }
     unavailable = [e for e in logs if e.get("error_code") == "ROUTER_SHARED_STATE_UNAVAILABLE"]
     assert [e["bucket"] for e in unavailable] == ["ROUTER_DECIDES"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"provider": "a", "until": 1e400}',
+        b'{"provider": "a", "until": Infinity}',
+        b'{"provider": "a", "until": true}',
+        b'{"provider": {"x": 1}, "until": 100}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'"a"',
+    ],
+    ids=["1e400", "infinity", "bool", "provider-object", "deep", "not-object"],
+)
+async def test_a_hostile_sticky_value_is_an_invalid_value_never_an_error(value: bytes) -> None:
+    """A sticky value no Router writes: read as unavailable (invalid_value), nothing raised."""
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    await shared._link.kv_put("ROUTER_STICKY", key_of(*SESSION), value)
+    assert await shared.sticky_get(SESSION) is None
+    assert shared.status()["last_error"] == "sticky_read: invalid_value"

@@ -43,9 +43,11 @@ from natsrouter.config import Settings
 from natsrouter.errors import LinkError, NotConnectedError, OtherLinkError
 from natsrouter.link.link import Link
 from natsrouter.link.transport import BucketSpec
+from natsrouter.routing import strict_json
 from natsrouter.routing.decider import Decider, Decision, DecisionReason
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
+from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.remembered import Remembered, asked
 
@@ -120,6 +122,28 @@ def fingerprint(asked: tuple[Any, ...]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _object(raw: bytes) -> dict[str, Any]:
+    """A bucket value as a Router writes it: a standard-JSON object within strict_json's
+    bounds. Anything else (another process wrote the bucket) is a ``ValueError``, counted as
+    an ``invalid_value``, never an error out of a decide (``Infinity`` once made the sticky
+    path raise on ``math.ceil``; a deep array, a ``RecursionError``)."""
+    try:
+        document = strict_json.loads(raw)
+    except StrictJsonError as err:
+        raise ValueError(str(err)) from None
+    if not isinstance(document, dict):
+        raise TypeError("(document): expected a JSON object")
+    return document
+
+
+def _until(document: dict[str, Any]) -> float:
+    """The value's end time (wall clock seconds): a number, not a bool."""
+    until = document["until"]
+    if isinstance(until, bool) or not isinstance(until, int | float):
+        raise TypeError("until: expected a number")
+    return float(until)
+
+
 @dataclass(frozen=True)
 class SharedDecide:
     """The decision a Router stored for a (tenant_id, request_id), and its assignment id."""
@@ -140,7 +164,7 @@ class SharedDecide:
 
     @classmethod
     def decode(cls, raw: bytes) -> SharedDecide:
-        doc = json.loads(raw)
+        doc = _object(raw)
         d = doc["decision"]
         decision = Decision(
             provider_id=d["provider_id"],
@@ -289,9 +313,12 @@ class SharedState:
         return await self._attempt(SharedOp.STICKY_CLAIM, claim)
 
     def _live(self, raw: bytes, revision: int) -> Held | None:
-        doc = json.loads(raw)
-        left = float(doc["until"]) - self._wall()
-        return Held(str(doc["provider"]), left, revision) if left > 0 else None
+        doc = _object(raw)
+        provider = doc["provider"]
+        if not isinstance(provider, str):
+            raise TypeError("provider: expected a string")
+        left = _until(doc) - self._wall()
+        return Held(provider, left, revision) if left > 0 else None
 
     # -- circuit breakers ------------------------------------------------------------------
 
@@ -312,7 +339,7 @@ class SharedState:
             entry = await self._link.kv_get(BREAKERS_BUCKET, key_of(provider))
             if entry is None:
                 return 0.0
-            return max(0.0, float(json.loads(entry.value)["until"]) - self._wall())
+            return max(0.0, _until(_object(entry.value)) - self._wall())
 
         return await self._attempt(SharedOp.BREAKER_READ, read)
 
