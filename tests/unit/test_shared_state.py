@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +21,12 @@ from natsrouter.service.shared_state import (
     SharedState,
     fingerprint,
     key_of,
+    sticky_decide,
 )
 from tests.conftest import FAST
 from tests.helpers.fake_transport import FakeServer, FakeTransport
 from tests.helpers.waiting import wait_for
+from tests.unit.test_decider import TWO, make, request
 
 
 class Clock:
@@ -202,3 +206,21 @@ async def test_a_hostile_sticky_value_is_an_invalid_value_never_an_error(value: 
     await shared._link.kv_put("ROUTER_STICKY", key_of(*SESSION), value)
     assert await shared.sticky_get(SESSION) is None
     assert shared.status()["last_error"] == "sticky_read: invalid_value"
+
+
+async def test_a_session_stored_by_a_clock_ahead_is_kept_here_no_longer_than_its_ttl(
+    tmp_path: Path,
+) -> None:
+    """A stored end an hour ahead (the writer's clock): the local session lasts ttl_seconds."""
+    policy = {**TWO, "sticky": {"enabled": True, "session_key": "sid", "ttl_seconds": 60}}
+    decider, _, decider_clock, _ = make(tmp_path, policy)
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    asking = request(metadata={"sid": "s1"})
+    session = decider.session_of(asking)
+    assert session is not None
+    ahead = json.dumps({"provider": "b", "until": clock.now + 3600}).encode()
+    await shared._link.kv_put("ROUTER_STICKY", key_of(*session[0]), ahead)
+    assert (await sticky_decide(shared, decider, asking)).provider_id == "b"
+    decider_clock.now += 61
+    assert decider.decide(asking).reason is DecisionReason.WEIGHTED

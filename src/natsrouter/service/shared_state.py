@@ -431,7 +431,9 @@ async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRe
     session, ttl_seconds = sticky
     held = await shared.sticky_get(session)
     if held is not None:
-        decider.sticky.put(session, held.provider, math.ceil(held.seconds_left))
+        # Never beyond the policy's TTL: a stored end from a clock that runs ahead would
+        # otherwise keep the session here for as long as that clock is ahead.
+        decider.sticky.put(session, held.provider, math.ceil(min(held.seconds_left, ttl_seconds)))
     decision = decider.decide(request)
     if decision.reason is DecisionReason.FALLBACK:
         return decision  # a fallback rule's provider is not the session's
@@ -440,7 +442,7 @@ async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRe
     won = await shared.sticky_claim(session, decision.provider_id, ttl_seconds, held)
     if won is None or won.provider == decision.provider_id:
         return decision
-    decider.sticky.put(session, won.provider, math.ceil(won.seconds_left))
+    decider.sticky.put(session, won.provider, math.ceil(min(won.seconds_left, ttl_seconds)))
     return decider.stick_to(request, won.provider) or decision
 
 
