@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from natsrouter.embedded import NatsServer
+from natsrouter.link.outcome import Outcome, Result
 from tests.conftest import TWO_PROVIDERS, RouterFactory, write_policy
 from tests.helpers.jetstream import create_stream, stored_messages
 from tests.helpers.observe import rmetric
@@ -79,6 +80,28 @@ async def test_a_copy_cancelled_while_its_push_waits_leaves_its_assignment_id_to
     stored = await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")
     assert retry.status == 200
     assert [m.headers["Nats-Msg-Id"] for m in stored] == [retry.body["decision"]["assignment_id"]]
+
+
+async def test_a_repeat_after_its_queued_push_left_the_queue_unsent_pushes_it_again(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """First push queued, that item then gone (expired, evicted, poison): the repeat sends it."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    link = router.link
+    real = link.publish_with_ack
+
+    async def queued(*_: object, **__: object) -> Result:
+        link.publish_with_ack = real  # type: ignore[method-assign]
+        return Result(Outcome.QUEUED, pending_id=10**9)  # an item no longer in the queue
+
+    link.publish_with_ack = queued  # type: ignore[method-assign]
+    first = await router.decide.answer(push(), None, "http")
+    assert first.body["assignment"]["outcome"] == "queued"
+    retry = await router.decide.answer(push(), None, "http")
+    stored = await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")
+    assert retry.body["assignment"]["outcome"] == "sent"
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [first.body["decision"]["assignment_id"]]
 
 
 async def test_the_same_request_id_with_a_different_request_is_refused(

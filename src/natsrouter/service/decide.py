@@ -332,7 +332,12 @@ class DecideService:
         entry = memory.get(key)
         if entry is not None:
             self._check_same(entry, request)
-            kept = entry.pushed is not None and entry.pushed.result.ok
+            # Sent, or still waiting in the link's queue; a queued item that left the queue
+            # may have been dropped, so it is pushed again (stored once: same Nats-Msg-Id).
+            kept = entry.pushed is not None and (
+                entry.pushed.result.outcome is Outcome.SENT
+                or self._assignments.still_queued(entry.pushed)
+            )
             if not request.push_assignment or kept:
                 self.events.decide_replayed()
                 return entry.decision, entry.pushed if request.push_assignment else None
