@@ -13,9 +13,11 @@ from natsrouter.config import build_settings
 from natsrouter.errors import NotConnectedError, OperationTimeoutError
 from natsrouter.link.link import Link
 from natsrouter.observability.metrics import SHARED_STATE_OPERATIONS, LinkMetrics, RouterMetrics
+from natsrouter.routing.breaker import BreakerState
 from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.shared_state import (
+    BreakerSync,
     SharedDecide,
     SharedOp,
     SharedState,
@@ -26,7 +28,7 @@ from natsrouter.service.shared_state import (
 from tests.conftest import FAST
 from tests.helpers.fake_transport import FakeServer, FakeTransport
 from tests.helpers.waiting import wait_for
-from tests.unit.test_decider import TWO, make, request
+from tests.unit.test_decider import BREAKER, TWO, make, request
 
 
 class Clock:
@@ -224,3 +226,20 @@ async def test_a_session_stored_by_a_clock_ahead_is_kept_here_no_longer_than_its
     assert (await sticky_decide(shared, decider, asking)).provider_id == "b"
     decider_clock.now += 61
     assert decider.decide(asking).reason is DecisionReason.WEIGHTED
+
+
+async def test_one_breaker_record_opens_the_breaker_once_whatever_its_end_time(
+    tmp_path: Path,
+) -> None:
+    """A record ending an hour ahead (the writer's clock): opened once, then half-open stays."""
+    _, health, health_clock, _ = make(tmp_path, BREAKER)
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    sync = BreakerSync(shared, health, 1.0)
+    ahead = json.dumps({"until": clock.now + 3600}).encode()
+    await shared._link.kv_put("ROUTER_BREAKERS", key_of("a"), ahead)
+    await sync.sync_once()
+    assert health.state("a") is BreakerState.OPEN
+    health_clock.now += 1.5  # past the policy's timeout_ms
+    await sync.sync_once()
+    assert health.state("a") is BreakerState.HALF_OPEN

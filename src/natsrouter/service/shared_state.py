@@ -44,6 +44,7 @@ from natsrouter.errors import LinkError, NotConnectedError, OtherLinkError
 from natsrouter.link.link import Link
 from natsrouter.link.transport import BucketSpec
 from natsrouter.routing import strict_json
+from natsrouter.routing.breaker import BreakerState
 from natsrouter.routing.decider import Decider, Decision, DecisionReason
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
@@ -331,15 +332,16 @@ class SharedState:
 
         await self._attempt(SharedOp.BREAKER_WRITE, write)
 
-    async def breaker_open_for(self, provider: str) -> float | None:
-        """Seconds the shared record keeps ``provider``'s breaker open (0: not open); None
-        when shared state is unavailable."""
+    async def breaker_open_for(self, provider: str) -> tuple[float, int] | None:
+        """Seconds the shared record keeps ``provider``'s breaker open (0: not open) and the
+        record's revision (0: none); None when shared state is unavailable."""
 
-        async def read() -> float:
+        async def read() -> tuple[float, int]:
             entry = await self._link.kv_get(BREAKERS_BUCKET, key_of(provider))
             if entry is None:
-                return 0.0
-            return max(0.0, _until(_object(entry.value)) - self._wall())
+                return 0.0, 0
+            left = max(0.0, _until(_object(entry.value)) - self._wall())
+            return left, entry.revision
 
         return await self._attempt(SharedOp.BREAKER_READ, read)
 
@@ -454,6 +456,10 @@ class BreakerSync:
         self._health = health
         self._interval_s = interval_s
         self._writes: set[asyncio.Task[None]] = set()
+        #: The record revision each breaker was last opened from: a record is one opening.
+        #: Read again, it would re-open a breaker that turned half-open for as long as its
+        #: end lies ahead, which a writer whose clock runs ahead puts hours away.
+        self._applied: dict[str, int] = {}
         health.on_opened = self._opened
 
     def _opened(self, provider: str, open_s: float) -> None:
@@ -464,8 +470,13 @@ class BreakerSync:
     async def sync_once(self) -> None:
         """Open, for the time left, each breaker another Router opened."""
         for provider in self._health.breaker_names():
-            left = await self._shared.breaker_open_for(provider)
-            if left:
+            record = await self._shared.breaker_open_for(provider)
+            if record is None:
+                continue
+            left, revision = record
+            already_open = self._health.state(provider) is BreakerState.OPEN
+            if left and not already_open and self._applied.get(provider) != revision:
+                self._applied[provider] = revision
                 self._health.open_for(provider, left)
 
     async def run(self) -> None:
