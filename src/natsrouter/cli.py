@@ -28,6 +28,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from natsrouter.api.http import HttpServer, build_app
+from natsrouter.auth import load_decide_tokens
 from natsrouter.client import decide, decide_request, http_decide_url, request
 from natsrouter.config import LogLevel, Settings, load_settings
 from natsrouter.config_files import os_reason as _os_reason
@@ -166,7 +167,11 @@ def _supervisor_done(task: asyncio.Task[None]) -> None:
 async def serve(settings: Settings) -> int:
     """Run until a signal (exit 0) or exhaustion under the ``exit`` policy (exit 3)."""
     # Durable by default: unless memory is chosen, what is queued survives a restart.
-    settings = settings.durable_by_default()
+    try:
+        settings = settings.durable_by_default()  # a new Settings: checked (and read) again
+    except ConfigError as exc:
+        log.error("configuration error", error=str(exc), key=exc.key)  # noqa: TRY400
+        return EXIT_CONFIG
     embedded: NatsServer | None = None
     servers = settings.nats_url
     try:
@@ -180,6 +185,11 @@ async def serve(settings: Settings) -> int:
         log.error("invalid policies", error=_os_reason(err), file=settings.policies_path)  # noqa: TRY400
         return EXIT_CONFIG
     try:
+        # Read once, here, and handed to the Router: a file changed since the settings were
+        # checked stops start-up as a configuration error (exit 2), not a traceback.
+        tokens = (
+            load_decide_tokens(settings.decide_tokens_file) if settings.decide_tokens_file else None
+        )
         # Opened first: a spool that cannot be used stops start-up before anything runs.
         pending = open_pending_queue(settings)
     except ConfigError as exc:
@@ -244,7 +254,7 @@ async def serve(settings: Settings) -> int:
     link = Link(
         settings, LinkMetrics(registry), servers=servers, pending=pending, transport=transport
     )
-    router = Router(settings, link, router_metrics)
+    router = Router(settings, link, router_metrics, decide_tokens=tokens)
     http = HttpServer(
         build_app(
             link,

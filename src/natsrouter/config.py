@@ -210,6 +210,11 @@ class Settings:
         self._check_pending_store()
         if self.nats_password and not self.nats_user:
             raise ConfigError("nats_user", "required when nats_password is set")
+        if self.nats_token and (self.nats_user or self.nats_password):
+            # The NATS client would send the user and password and drop the token silently.
+            raise ConfigError(
+                "nats_token", "set either nats_token or nats_user/nats_password, not both"
+            )
         for name in (
             "nats_creds_file",
             "nats_nkey_seed_file",

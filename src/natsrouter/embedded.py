@@ -280,6 +280,11 @@ def stop_orphan(pid_file: Path, host: str, port: int) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("unreadable embedded nats-server pid file ignored", file=str(pid_file))
         return None
+    if pid <= 1:
+        # 0 and -1 name process groups (kill would reach this Router, or every process it
+        # may signal), 1 is init: never a server we started.
+        log.warning("unreadable embedded nats-server pid file ignored", file=str(pid_file))
+        return None
     if not _alive(pid) or not _is_ours(pid, name, host, port):
         return None
     log.warning(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from natsrouter.embedded import NatsServer
+from natsrouter.link.outcome import Outcome, Result
 from tests.conftest import TWO_PROVIDERS, RouterFactory, write_policy
 from tests.helpers.jetstream import create_stream, stored_messages
 from tests.helpers.observe import rmetric
@@ -53,6 +54,56 @@ async def test_concurrent_copies_of_one_decide_push_one_assignment(
     assert len(await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")) == 1
 
 
+async def test_a_copy_cancelled_while_its_push_waits_leaves_its_assignment_id_to_reuse(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """Cancelled after the assignment reached the stream: the retry reuses its id, one stored."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    link = router.link
+    real = link.publish_with_ack
+    published = asyncio.Event()
+
+    async def stuck(*args: object, **kwargs: object) -> object:
+        link.publish_with_ack = real  # type: ignore[method-assign]
+        await real(*args, **kwargs)  # type: ignore[arg-type]
+        published.set()
+        await asyncio.Event().wait()  # the PubAck never reaches this copy
+        raise AssertionError("unreachable")
+
+    link.publish_with_ack = stuck  # type: ignore[method-assign]
+    first = asyncio.get_running_loop().create_task(router.decide.answer(push(), None, "http"))
+    await asyncio.wait_for(published.wait(), 10)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    retry = await router.decide.answer(push(), None, "http")
+    stored = await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")
+    assert retry.status == 200
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [retry.body["decision"]["assignment_id"]]
+
+
+async def test_a_repeat_after_its_queued_push_left_the_queue_unsent_pushes_it_again(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """First push queued, that item then gone (expired, evicted, poison): the repeat sends it."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    link = router.link
+    real = link.publish_with_ack
+
+    async def queued(*_: object, **__: object) -> Result:
+        link.publish_with_ack = real  # type: ignore[method-assign]
+        return Result(Outcome.QUEUED, pending_id=10**9)  # an item no longer in the queue
+
+    link.publish_with_ack = queued  # type: ignore[method-assign]
+    first = await router.decide.answer(push(), None, "http")
+    assert first.body["assignment"]["outcome"] == "queued"
+    retry = await router.decide.answer(push(), None, "http")
+    stored = await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")
+    assert retry.body["assignment"]["outcome"] == "sent"
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [first.body["decision"]["assignment_id"]]
+
+
 async def test_the_same_request_id_with_a_different_request_is_refused(
     nats_server: NatsServer, make_router: RouterFactory
 ) -> None:
@@ -90,9 +141,28 @@ async def test_two_tenants_with_the_same_request_id_are_both_decided_and_billed(
     usage = await stored_messages(nats_server.url, "ROUTER_USAGE")
     assert sorted(json.loads(m.data)["tenant_id"] for m in usage) == ["acme", "globex"]
     assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == [
-        "usage-4:acme:req-1",
-        "usage-6:globex:req-1",
+        "usage-r-4:acme:req-1",
+        "usage-r-6:globex:req-1",
     ]
+    assert rmetric(router, "router_results_duplicate_total") == 0
+
+
+async def test_a_result_by_request_x_and_one_by_assignment_x_are_both_billed(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """Same tenant, request_id X and assignment_id X: two results processed, two usage events."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    worker = await FakeWorker.connect(nats_server.url)
+    try:
+        for ids in ({"request_id": "X"}, {"assignment_id": "X"}):
+            body = {**ids, "status": "success", "provider_id": "a", "tenant_id": "acme"}
+            await worker.publish_raw("caf.exec.result.v1", json.dumps(body).encode())
+    finally:
+        await worker.close()
+    await wait_for(lambda: rmetric(router, "router_results_total", status="success") == 2, 10)
+    usage = await stored_messages(nats_server.url, "ROUTER_USAGE")
+    assert sorted(m.headers["Nats-Msg-Id"] for m in usage) == ["usage-4:acme:X", "usage-r-4:acme:X"]
     assert rmetric(router, "router_results_duplicate_total") == 0
 
 

@@ -112,9 +112,10 @@ def test_bad_toml_and_missing_file_are_refused(tmp_path: Path) -> None:
 
 def test_password_is_not_in_repr() -> None:
     """Settings' repr never shows the password or token."""
-    s = build_settings({"nats_user": "u", "nats_password": "hunter2", "nats_token": "tok9"})
+    s = build_settings({"nats_user": "u", "nats_password": "hunter2"})
+    t = build_settings({"nats_token": "tok9"})
     assert "hunter2" not in repr(s)
-    assert "tok9" not in repr(s)
+    assert "tok9" not in repr(t)
 
 
 @pytest.mark.parametrize(
@@ -290,3 +291,22 @@ def test_a_raw_password_with_separators_is_taken_whole(password: str) -> None:
     """Written as is (no %), a password holding @ : / ? # is still taken whole."""
     s = build_settings({"nats_url": f"nats://u:{password}@127.0.0.1:4222"})
     assert (s.nats_user, s.nats_password, s.nats_url) == ("u", password, ("nats://127.0.0.1:4222",))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"nats_url": "nats://u:Pw-one@h1", "nats_token": "tok-abc-987"},
+        {"nats_url": "nats://tok-abc-987@h1", "nats_user": "u", "nats_password": "Pw-one"},
+        {"nats_user": "u", "nats_password": "Pw-one", "nats_token": "tok-abc-987"},
+        {"nats_user": "u", "nats_token": "tok-abc-987"},
+    ],
+    ids=["url-user-and-token-key", "url-token-and-user-keys", "keys", "user-only-and-token"],
+)
+def test_a_user_and_a_token_together_are_refused(values: dict[str, str]) -> None:
+    """User/password and a token at once (the client would drop the token): nats_token error."""
+    with pytest.raises(ConfigError) as info:
+        build_settings(values)
+    assert str(info.value) == (
+        "nats_token: set either nats_token or nats_user/nats_password, not both"
+    )

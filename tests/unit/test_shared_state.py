@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
 from natsrouter.errors import NotConnectedError, OperationTimeoutError
 from natsrouter.link.link import Link
 from natsrouter.observability.metrics import SHARED_STATE_OPERATIONS, LinkMetrics, RouterMetrics
+from natsrouter.routing.breaker import BreakerState
 from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.service.events import RouterEvents
-from natsrouter.service.shared_state import SharedDecide, SharedOp, SharedState, fingerprint
+from natsrouter.service.shared_state import (
+    BreakerSync,
+    SharedDecide,
+    SharedOp,
+    SharedState,
+    fingerprint,
+    key_of,
+    sticky_decide,
+)
 from tests.conftest import FAST
 from tests.helpers.fake_transport import FakeServer, FakeTransport
 from tests.helpers.waiting import wait_for
+from tests.unit.test_decider import BREAKER, TWO, make, request
 
 
 class Clock:
@@ -174,3 +187,59 @@ async def test_a_failing_bucket_does_not_stop_the_others(logs: list[Any]) -> Non
     }
     unavailable = [e for e in logs if e.get("error_code") == "ROUTER_SHARED_STATE_UNAVAILABLE"]
     assert [e["bucket"] for e in unavailable] == ["ROUTER_DECIDES"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"provider": "a", "until": 1e400}',
+        b'{"provider": "a", "until": Infinity}',
+        b'{"provider": "a", "until": true}',
+        b'{"provider": {"x": 1}, "until": 100}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'"a"',
+    ],
+    ids=["1e400", "infinity", "bool", "provider-object", "deep", "not-object"],
+)
+async def test_a_hostile_sticky_value_is_an_invalid_value_never_an_error(value: bytes) -> None:
+    """A sticky value no Router writes: read as unavailable (invalid_value), nothing raised."""
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    await shared._link.kv_put("ROUTER_STICKY", key_of(*SESSION), value)
+    assert await shared.sticky_get(SESSION) is None
+    assert shared.status()["last_error"] == "sticky_read: invalid_value"
+
+
+async def test_a_session_stored_by_a_clock_ahead_is_kept_here_no_longer_than_its_ttl(
+    tmp_path: Path,
+) -> None:
+    """A stored end an hour ahead (the writer's clock): the local session lasts ttl_seconds."""
+    policy = {**TWO, "sticky": {"enabled": True, "session_key": "sid", "ttl_seconds": 60}}
+    decider, _, decider_clock, _ = make(tmp_path, policy)
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    asking = request(metadata={"sid": "s1"})
+    session = decider.session_of(asking)
+    assert session is not None
+    ahead = json.dumps({"provider": "b", "until": clock.now + 3600}).encode()
+    await shared._link.kv_put("ROUTER_STICKY", key_of(*session[0]), ahead)
+    assert (await sticky_decide(shared, decider, asking)).provider_id == "b"
+    decider_clock.now += 61
+    assert decider.decide(asking).reason is DecisionReason.WEIGHTED
+
+
+async def test_one_breaker_record_opens_the_breaker_once_whatever_its_end_time(
+    tmp_path: Path,
+) -> None:
+    """A record ending an hour ahead (the writer's clock): opened once, then half-open stays."""
+    _, health, health_clock, _ = make(tmp_path, BREAKER)
+    server, clock = FakeServer(), Clock()
+    shared, _ = await shared_state(server, clock)
+    sync = BreakerSync(shared, health, 1.0)
+    ahead = json.dumps({"until": clock.now + 3600}).encode()
+    await shared._link.kv_put("ROUTER_BREAKERS", key_of("a"), ahead)
+    await sync.sync_once()
+    assert health.state("a") is BreakerState.OPEN
+    health_clock.now += 1.5  # past the policy's timeout_ms
+    await sync.sync_once()
+    assert health.state("a") is BreakerState.HALF_OPEN

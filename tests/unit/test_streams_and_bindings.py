@@ -96,3 +96,50 @@ async def test_a_subscription_refused_on_connect_leaves_the_others_bound() -> No
     assert conn.bound == ["a.x", "b.x"]
     assert [s.error is not None for s in subs] == [False, True, False]
     assert [s.bound_generation for s in subs] == [1, 0, 1]
+
+
+class Unsubscribing(Flaky):
+    """A connection that, while binding ``during``, runs ``action`` (another task's unsubscribe)."""
+
+    def __init__(self, during: str) -> None:
+        super().__init__(set())
+        self.during = during
+        self.action: Any = None
+
+    async def subscribe(
+        self, subject: str, queue: str | None, handler: MessageHandler
+    ) -> NativeSubscription:
+        if subject == self.during and self.action is not None:
+            await self.action()
+        return await super().subscribe(subject, queue, handler)
+
+
+async def test_an_unsubscribe_during_bind_all_skips_no_other_subscription() -> None:
+    """Removing a bound handle while a later one binds still binds every remaining one."""
+    settings = build_settings({**FAST, "nats_url": "nats://fake:4222"})
+    telemetry, tasks = _telemetry(), TaskOwner(_telemetry().log)
+    session = ConnectionSupervisor(
+        settings,
+        ("nats://fake:4222",),
+        FakeTransport(),
+        telemetry,
+        tasks,
+        rng=random.Random(0),
+        clock=Clock(),
+        wall_clock=Clock(),
+    )
+    bindings = Bindings(session, telemetry, tasks, random.Random(0))
+
+    async def handler(_: InboundMessage) -> None:
+        return None
+
+    subs = [await bindings.subscribe(s, handler) for s in ("a.x", "b.x", "c.x")]
+    conn = Unsubscribing("b.x")
+
+    async def drop_first() -> None:
+        await bindings.unsubscribe(subs[0])
+
+    conn.action = drop_first
+    await bindings.bind_all(conn, 1)
+    assert conn.bound == ["a.x", "b.x", "c.x"]
+    assert [s.bound_generation for s in subs[1:]] == [1, 1]

@@ -106,16 +106,26 @@ class Bindings:
         never reports ``connected`` with a subscription missing; a refusal from the server is
         recorded on the handle and logged, and the others are bound.
         """
-        index = 0
-        while index < len(self.subscriptions):  # handles added meanwhile are bound too
-            sub = self.subscriptions[index]
-            index += 1
-            try:
-                await self._bind(conn, generation, sub)
-            except LinkError as err:
-                if err.retriable:
-                    raise
-                sub.error = str(err)
+        # Walk snapshots, not indexes: an unsubscribe during a bind removes an entry and would
+        # shift the next one past the index; handles added meanwhile are bound too.
+        tried: list[Subscription] = []
+        while pending := [s for s in self.subscriptions if not any(s is t for t in tried)]:
+            for sub in pending:
+                tried.append(sub)
+                if sub.cancelled:
+                    continue
+                try:
+                    await self._bind(conn, generation, sub)
+                except LinkError as err:
+                    if err.retriable:
+                        raise
+                    sub.error = str(err)
+                    continue
+                if sub.cancelled and sub.native is not None:
+                    # Unsubscribed while this bind was under way: undo it.
+                    with contextlib.suppress(LinkError):
+                        await sub.native.unsubscribe()
+                    sub.native = None
         if any(sub.error is not None for sub in self.subscriptions):
             if self._retrying is not None:
                 self._retrying.cancel()  # bound to an older connection

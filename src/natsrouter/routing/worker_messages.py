@@ -70,12 +70,19 @@ class ExecResult:
 
     @property
     def idempotency_key(self) -> str:
-        return _SEP.join(("result", self.tenant_id, self.key))
+        # A result named only by its request gets a kind of its own: request_id X and
+        # assignment_id X (same tenant) are two results, each processed and billed.
+        kind = "result" if self.assignment_id else "result-request"
+        return _SEP.join((kind, self.tenant_id, self.key))
 
     @property
     def usage_msg_id(self) -> str:
-        """``usage-<len(tenant)>:<tenant>:<key>``: scoped by tenant, and unambiguous."""
-        return f"usage-{len(self.tenant_id)}:{self.tenant_id}:{self.key}"
+        """``usage-<len(tenant)>:<tenant>:<assignment_id>``, or ``usage-r-...:<request_id>``.
+
+        Scoped by tenant and unambiguous; ``r`` is no digit, so the two forms never meet.
+        """
+        kind = "usage-" if self.assignment_id else "usage-r-"
+        return f"{kind}{len(self.tenant_id)}:{self.tenant_id}:{self.key}"
 
 
 _ACK = validator("natsrouter.routing", "exec_ack.schema.json")

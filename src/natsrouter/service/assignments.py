@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from natsrouter.link.link import Link
-from natsrouter.link.outcome import Result
+from natsrouter.link.outcome import Outcome, Result
 from natsrouter.routing import strict_json
 from natsrouter.routing.decider import Decision
 from natsrouter.routing.messages import DecideRequest
@@ -69,3 +69,16 @@ class AssignmentPusher:
         reason = result.reason.value if result.reason is not None else None
         self._events.assignment(result.outcome.value, reason, subject)
         return Pushed(assignment_id, subject, result)
+
+    def still_queued(self, pushed: Pushed) -> bool:
+        """True while the link's pending queue holds ``pushed``'s queued item.
+
+        Gone from the queue, it was either replayed (stored) or dropped (expired, evicted,
+        poison): the link does not say which, so a repeat pushes it again under the same
+        ``Nats-Msg-Id``; the stream's duplicate window (the idempotency TTL) stores it once.
+        """
+        pending_id = pushed.result.pending_id
+        if pushed.result.outcome is not Outcome.QUEUED or pending_id is None:
+            return False
+        item = self._link.pending.oldest_after(pending_id - 1)  # ids only grow
+        return item is not None and item.id == pending_id

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -331,7 +332,12 @@ class DecideService:
         entry = memory.get(key)
         if entry is not None:
             self._check_same(entry, request)
-            kept = entry.pushed is not None and entry.pushed.result.ok
+            # Sent, or still waiting in the link's queue; a queued item that left the queue
+            # may have been dropped, so it is pushed again (stored once: same Nats-Msg-Id).
+            kept = entry.pushed is not None and (
+                entry.pushed.result.outcome is Outcome.SENT
+                or self._assignments.still_queued(entry.pushed)
+            )
             if not request.push_assignment or kept:
                 self.events.decide_replayed()
                 return entry.decision, entry.pushed if request.push_assignment else None
@@ -346,6 +352,11 @@ class DecideService:
                 self.events.decide_replayed()
             if request.push_assignment:
                 previous = entry.pushed.assignment_id if entry.pushed else entry.assignment_id
+                if previous is None:
+                    # Chosen and remembered before the push: a copy cancelled while its push
+                    # waits (the message may be stored) leaves the id a retry pushes again.
+                    previous = entry.assignment_id = str(uuid.uuid4())
+                    memory.remember(key, entry)
                 entry.pushed = await self._assignments.push(
                     request, entry.decision, trace_id, previous
                 )

@@ -4,7 +4,8 @@ A client that retries after a timeout must not create a second job or a second b
 each decided request is remembered for ``idempotency_ttl_seconds``, keyed by
 ``(tenant_id, request_id)`` (two tenants may use the same ``request_id``): a repeat gets the
 same decision and the same ``assignment_id``, and its assignment is pushed at most once more,
-only when the first push was not sent nor kept (``failed``, ``dropped``, ...), under the same
+only when the first push was not sent nor kept (``failed``, ``dropped``, ..., or ``queued``
+and since gone from the link's queue, which may mean dropped), under the same
 ``Nats-Msg-Id``, so the stream stores it once. Copies that arrive while the first is being
 decided wait for it. A repeat that asks for something else (another task, policy,
 constraints, metadata or subject) is refused: reusing a request id is a client bug.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from natsrouter.api import openapi
 from natsrouter.api.http import HttpServer
-from natsrouter.auth import load_decide_tokens
+from natsrouter.auth import DecideTokens, load_decide_tokens
 from natsrouter.config import Settings
 from natsrouter.link.link import Link
 from natsrouter.link.state import ConnectionState
@@ -94,7 +94,9 @@ class Router:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        decide_tokens: DecideTokens | None = None,
     ) -> None:
+        """``decide_tokens``: the tokens file as read once at start-up (read here when None)."""
         self.settings = settings
         self.link = link
         self.events = RouterEvents(metrics)
@@ -134,9 +136,10 @@ class Router:
         self.acks = AcksConsumer(link, settings, self.events, idempotency)
         self.results = ResultsConsumer(link, settings, self.events, idempotency, self.health)
         app = http_app(self.decide, settings.nats_max_payload_size)
-        tokens = None
-        if settings.decide_tokens_file:
+        tokens = decide_tokens
+        if tokens is None and settings.decide_tokens_file:
             tokens = load_decide_tokens(settings.decide_tokens_file)
+        if tokens is not None:
             require_tokens(app, tokens, self.decide, settings.nats_max_payload_size)
         # The providers view (service/providers.py): HTTP and the NATS admin subject.
         self.providers = ProvidersView(self.decider, self.nats_service.id)

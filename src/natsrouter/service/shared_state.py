@@ -43,9 +43,12 @@ from natsrouter.config import Settings
 from natsrouter.errors import LinkError, NotConnectedError, OtherLinkError
 from natsrouter.link.link import Link
 from natsrouter.link.transport import BucketSpec
+from natsrouter.routing import strict_json
+from natsrouter.routing.breaker import BreakerState
 from natsrouter.routing.decider import Decider, Decision, DecisionReason
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
+from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.remembered import Remembered, asked
 
@@ -120,6 +123,28 @@ def fingerprint(asked: tuple[Any, ...]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _object(raw: bytes) -> dict[str, Any]:
+    """A bucket value as a Router writes it: a standard-JSON object within strict_json's
+    bounds. Anything else (another process wrote the bucket) is a ``ValueError``, counted as
+    an ``invalid_value``, never an error out of a decide (``Infinity`` once made the sticky
+    path raise on ``math.ceil``; a deep array, a ``RecursionError``)."""
+    try:
+        document = strict_json.loads(raw)
+    except StrictJsonError as err:
+        raise ValueError(str(err)) from None
+    if not isinstance(document, dict):
+        raise TypeError("(document): expected a JSON object")
+    return document
+
+
+def _until(document: dict[str, Any]) -> float:
+    """The value's end time (wall clock seconds): a number, not a bool."""
+    until = document["until"]
+    if isinstance(until, bool) or not isinstance(until, int | float):
+        raise TypeError("until: expected a number")
+    return float(until)
+
+
 @dataclass(frozen=True)
 class SharedDecide:
     """The decision a Router stored for a (tenant_id, request_id), and its assignment id."""
@@ -140,7 +165,7 @@ class SharedDecide:
 
     @classmethod
     def decode(cls, raw: bytes) -> SharedDecide:
-        doc = json.loads(raw)
+        doc = _object(raw)
         d = doc["decision"]
         decision = Decision(
             provider_id=d["provider_id"],
@@ -289,9 +314,12 @@ class SharedState:
         return await self._attempt(SharedOp.STICKY_CLAIM, claim)
 
     def _live(self, raw: bytes, revision: int) -> Held | None:
-        doc = json.loads(raw)
-        left = float(doc["until"]) - self._wall()
-        return Held(str(doc["provider"]), left, revision) if left > 0 else None
+        doc = _object(raw)
+        provider = doc["provider"]
+        if not isinstance(provider, str):
+            raise TypeError("provider: expected a string")
+        left = _until(doc) - self._wall()
+        return Held(provider, left, revision) if left > 0 else None
 
     # -- circuit breakers ------------------------------------------------------------------
 
@@ -304,15 +332,16 @@ class SharedState:
 
         await self._attempt(SharedOp.BREAKER_WRITE, write)
 
-    async def breaker_open_for(self, provider: str) -> float | None:
-        """Seconds the shared record keeps ``provider``'s breaker open (0: not open); None
-        when shared state is unavailable."""
+    async def breaker_open_for(self, provider: str) -> tuple[float, int] | None:
+        """Seconds the shared record keeps ``provider``'s breaker open (0: not open) and the
+        record's revision (0: none); None when shared state is unavailable."""
 
-        async def read() -> float:
+        async def read() -> tuple[float, int]:
             entry = await self._link.kv_get(BREAKERS_BUCKET, key_of(provider))
             if entry is None:
-                return 0.0
-            return max(0.0, float(json.loads(entry.value)["until"]) - self._wall())
+                return 0.0, 0
+            left = max(0.0, _until(_object(entry.value)) - self._wall())
+            return left, entry.revision
 
         return await self._attempt(SharedOp.BREAKER_READ, read)
 
@@ -404,7 +433,9 @@ async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRe
     session, ttl_seconds = sticky
     held = await shared.sticky_get(session)
     if held is not None:
-        decider.sticky.put(session, held.provider, math.ceil(held.seconds_left))
+        # Never beyond the policy's TTL: a stored end from a clock that runs ahead would
+        # otherwise keep the session here for as long as that clock is ahead.
+        decider.sticky.put(session, held.provider, math.ceil(min(held.seconds_left, ttl_seconds)))
     decision = decider.decide(request)
     if decision.reason is DecisionReason.FALLBACK:
         return decision  # a fallback rule's provider is not the session's
@@ -413,7 +444,7 @@ async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRe
     won = await shared.sticky_claim(session, decision.provider_id, ttl_seconds, held)
     if won is None or won.provider == decision.provider_id:
         return decision
-    decider.sticky.put(session, won.provider, math.ceil(won.seconds_left))
+    decider.sticky.put(session, won.provider, math.ceil(min(won.seconds_left, ttl_seconds)))
     return decider.stick_to(request, won.provider) or decision
 
 
@@ -425,6 +456,10 @@ class BreakerSync:
         self._health = health
         self._interval_s = interval_s
         self._writes: set[asyncio.Task[None]] = set()
+        #: The record revision each breaker was last opened from: a record is one opening.
+        #: Read again, it would re-open a breaker that turned half-open for as long as its
+        #: end lies ahead, which a writer whose clock runs ahead puts hours away.
+        self._applied: dict[str, int] = {}
         health.on_opened = self._opened
 
     def _opened(self, provider: str, open_s: float) -> None:
@@ -435,8 +470,13 @@ class BreakerSync:
     async def sync_once(self) -> None:
         """Open, for the time left, each breaker another Router opened."""
         for provider in self._health.breaker_names():
-            left = await self._shared.breaker_open_for(provider)
-            if left:
+            record = await self._shared.breaker_open_for(provider)
+            if record is None:
+                continue
+            left, revision = record
+            already_open = self._health.state(provider) is BreakerState.OPEN
+            if left and not already_open and self._applied.get(provider) != revision:
+                self._applied[provider] = revision
                 self._health.open_for(provider, left)
 
     async def run(self) -> None:
