@@ -3,8 +3,8 @@
 A client that retries after a timeout must not create a second job or a second bill. So
 each decided request is remembered for ``idempotency_ttl_seconds``, keyed by
 ``(tenant_id, request_id)`` (two tenants may use the same ``request_id``): a repeat gets the
-same decision and the same ``assignment_id``, and its assignment is pushed at most once more,
-only when the first push was not sent nor kept (``failed``, ``dropped``, ..., or ``queued``
+same decision and the same ``assignment_id``, and its assignment is pushed again only while
+the last push was not sent nor kept (``failed``, ``dropped``, ..., or ``queued``
 and since gone from the link's queue, which may mean dropped), under the same
 ``Nats-Msg-Id``, so the stream stores it once. Copies that arrive while the first is being
 decided wait for it. A repeat that asks for something else (another task, policy,
