@@ -70,10 +70,7 @@ class RouterEvents:
         # Any other code: one line per code per interval, the line says how many of that
         # code were left out. Every refusal is still counted, per request, in
         # router_decide_total{outcome}.
-        limit = self._refused_limits.get(code)
-        if limit is None:
-            limit = self._refused_limits[code] = RateLimit(RATE_LIMIT_INTERVAL_S, self._clock)
-        suppressed = limit.allow()
+        suppressed = self._allow(self._refused_limits, code)
         if suppressed is None:
             return
         self.log.warning(
@@ -85,6 +82,13 @@ class RouterEvents:
             suppressed=suppressed,
             **fields,
         )
+
+    def _allow(self, limits: dict[str, RateLimit], key: str) -> int | None:
+        """``key``'s line per interval: None to leave it out, else how many were left out."""
+        limit = limits.get(key)
+        if limit is None:
+            limit = limits[key] = RateLimit(RATE_LIMIT_INTERVAL_S, self._clock)
+        return limit.allow()
 
     def rate_limited(self, tenant_id: str, policy_id: str) -> None:
         """A decide refused by its policy's rate limit (counted; logged by decide_refused)."""
@@ -161,10 +165,7 @@ class RouterEvents:
             return
         # In fail-open during an outage every decide ends here: one line per outcome per
         # interval, saying how many were left out (each is counted above).
-        limit = self._not_sent_limits.get(outcome)
-        if limit is None:
-            limit = self._not_sent_limits[outcome] = RateLimit(RATE_LIMIT_INTERVAL_S, self._clock)
-        suppressed = limit.allow()
+        suppressed = self._allow(self._not_sent_limits, outcome)
         if suppressed is None:
             return
         self.log.warning(
