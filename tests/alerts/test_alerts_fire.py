@@ -330,11 +330,7 @@ def test_every_alert_fires_from_its_real_fault_and_resolves(world: World) -> Non
         30,
         "scrapes",
     )
-
-    def notified(alert: str, instance: str) -> bool:
-        return bool(reached(world.sink, alert, instance))
-
-    with Watch(prometheus, world.alertmanager, notified=notified) as watch:
+    with Watch(prometheus, world.alertmanager) as watch:
         run_all(
             lambda: outage(world, watch),
             lambda: publish_faults(world, watch),

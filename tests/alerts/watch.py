@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,14 +51,9 @@ class Watch:
         prometheus: PrometheusServer,
         alertmanager: AlertmanagerServer | None = None,
         timeout_s: float = 60,
-        notified: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.prometheus = prometheus
         self.alertmanager = alertmanager
-        #: (alert, instance) -> a firing notification reached a receiver. When given, a fault
-        #: is cleared only once each of its alerts was notified or inhibited: an alert that
-        #: resolves before Alertmanager's group wait flushed would otherwise reach no one.
-        self.notified = notified
         self.timeout_s = timeout_s
         self.records: dict[tuple[str, str], Record] = {}
         self._lock = threading.Lock()
@@ -108,16 +102,8 @@ class Watch:
                 self.records[(alert, instance)] = Record(alert, instance, fault, now)
 
     def cleared(self, alerts: list[str], instance: str) -> None:
-        """The fault behind ``alerts`` (each seen firing, and notified or inhibited when the
-        watch can tell) is gone now."""
+        """The fault behind ``alerts`` (each seen firing) is gone now."""
         self.fired(alerts, instance)
-        if self.notified is not None:
-            notified = self.notified
-            records = [self.records[(alert, instance)] for alert in alerts]
-            self._wait(
-                lambda: all(r.inhibited or notified(r.alert, r.instance) for r in records),
-                f"{alerts} {instance} notified or inhibited",
-            )
         now = time.time()
         with self._lock:
             for alert in alerts:
