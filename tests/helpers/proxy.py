@@ -3,7 +3,8 @@
 It stands between the link and a real nats-server to make the failures a process kill cannot:
 a half-open link (``blackhole``), lost answers (``blackhole_replies``: the server gets and
 acts on what the client sends, the client hears nothing back) and an abrupt reset of every
-connection (``cut``).
+connection (``cut``). It also keeps what clients sent (``sent``), in the order the server read
+it: the wire order of protocol commands is otherwise invisible.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class TcpProxy:
         self.blackholed = False
         self.replies_blackholed = False
         self.connections = 0
+        #: Every byte clients sent, in order (all connections together).
+        self.sent = bytearray()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -53,6 +56,8 @@ class TcpProxy:
             while data := await src.read(65536):
                 if self.blackholed or (replies and self.replies_blackholed):
                     continue  # read and discard: the peer sees an open, silent socket
+                if not replies:
+                    self.sent += data
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):

@@ -19,7 +19,7 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
+from nats.aio.client import PING_PROTO, Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StreamConfig
 from nats.js.kv import KeyValue
@@ -216,6 +216,27 @@ class _PullConsumer:
             await asyncio.wait_for(self._psub.unsubscribe(), _CLOSE_TIMEOUT_S)
 
 
+class _OrderedClient(Client):
+    """nats-py's client with a PING that waits its turn behind the commands already buffered.
+
+    nats-py 2.16 writes a flush's PING straight to the socket, ahead of publishes, SUBs and
+    UNSUBs still in its buffer, so the PONG proves nothing about them: a subscription looked
+    bound before the server had it, and a drain could end before the server had the UNSUB
+    (requests delivered meanwhile were dropped unanswered). Appended to the buffer instead,
+    the PING reaches the server after everything sent before it (tests/integration/
+    test_wire_order.py). Not connected (the handshake), nats-py's own path is kept.
+    """
+
+    async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
+        if not self.is_connected:
+            await super()._send_ping(future)
+            return
+        self._pongs.append(future if future is not None else asyncio.Future())
+        self._pending.append(PING_PROTO)
+        self._pending_data_size += len(PING_PROTO)
+        await self._flush_pending()
+
+
 class _AbortConnect(Exception):
     """Raised from nats-py's error callback to end a connect attempt at its first failure.
 
@@ -242,7 +263,7 @@ class NatsConnection:
         self._server = server
         self._on_lost = on_lost
         self._on_slow_consumer = on_slow_consumer
-        self._nc = Client()
+        self._nc = _OrderedClient()
         self._js: Any = None
         #: Key-value handles by bucket, made once per connection (each costs a round trip).
         self._buckets: dict[str, KeyValue] = {}
