@@ -243,3 +243,13 @@ async def test_one_breaker_record_opens_the_breaker_once_whatever_its_end_time(
     health_clock.now += 1.5  # past the policy's timeout_ms
     await sync.sync_once()
     assert health.state("a") is BreakerState.HALF_OPEN
+
+
+async def test_a_stored_answer_reads_back_and_a_request_never_answered_reads_none() -> None:
+    """stored_decide: the claimed answer for req-1, None for req-2 (nothing counted)."""
+    server, clock = FakeServer(), Clock()
+    shared, metrics = await shared_state(server, clock)
+    await shared.claim_decide("acme", "req-1", mine("id-1"))
+    assert await shared.stored_decide("acme", "req-1") == mine("id-1")
+    assert await shared.stored_decide("acme", "req-2") is None
+    assert sample(metrics, "router_shared_state_unavailable_total", operation="decision_read") == 0

@@ -64,7 +64,11 @@ class RouterEvents:
 
     def decide_refused(self, code: str, message: str, transport: str, **fields: Any) -> None:
         if code == "rate_limit_exceeded":
-            # Counted by rate_limited(); a client over its limit must not flood the log.
+            # Counted here, where the refusal is answered: a decide refused a token that
+            # repeats a request answered elsewhere gets that answer, and is no refusal.
+            tenant_id, policy_id = fields.get("tenant_id"), fields.get("policy_id")
+            self.metrics.rate_limited.labels(tenant_id, policy_id).inc()
+            # A client over its limit must not flood the log.
             self._log_rate_limited(transport, fields)
             return
         # Any other code: one line per code per interval, the line says how many of that
@@ -89,10 +93,6 @@ class RouterEvents:
         if limit is None:
             limit = limits[key] = RateLimit(RATE_LIMIT_INTERVAL_S, self._clock)
         return limit.allow()
-
-    def rate_limited(self, tenant_id: str, policy_id: str) -> None:
-        """A decide refused by its policy's rate limit (counted; logged by decide_refused)."""
-        self.metrics.rate_limited.labels(tenant_id, policy_id).inc()
 
     def _log_rate_limited(self, transport: str, fields: dict[str, Any]) -> None:
         """The first refusal, then at most one line per interval with the count."""

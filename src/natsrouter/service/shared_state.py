@@ -70,6 +70,7 @@ class SharedOp(StrEnum):
     """Bounded values of the ``operation`` label of the unavailable counter."""
 
     DECISION_CLAIM = "decision_claim"
+    DECISION_READ = "decision_read"
     STICKY_READ = "sticky_read"
     STICKY_CLAIM = "sticky_claim"
     BREAKER_WRITE = "breaker_write"
@@ -80,6 +81,7 @@ class SharedOp(StrEnum):
 #: own leader (one can be electing while the others answer).
 BUCKET_OF = {
     SharedOp.DECISION_CLAIM: DECIDES_BUCKET,
+    SharedOp.DECISION_READ: DECIDES_BUCKET,
     SharedOp.STICKY_READ: STICKY_BUCKET,
     SharedOp.STICKY_CLAIM: STICKY_BUCKET,
     SharedOp.BREAKER_WRITE: BREAKERS_BUCKET,
@@ -261,6 +263,17 @@ class SharedState:
             await asyncio.sleep(_CLAIM_BACKOFF_S * (attempt + 1))
         raise OtherLinkError(f"{bucket}: key neither created nor read in {_CLAIM_ROUNDS} rounds")
 
+    async def stored_decide(self, tenant_id: str, request_id: str) -> SharedDecide | None:
+        """The answer a Router stored for this request; None when there is none, or when
+        shared state is unavailable."""
+        key = key_of(tenant_id, request_id)
+
+        async def read() -> SharedDecide | None:
+            entry = await self._link.kv_get(DECIDES_BUCKET, key)
+            return None if entry is None else SharedDecide.decode(entry.value)
+
+        return await self._attempt(SharedOp.DECISION_READ, read)
+
     def replayed(self) -> None:
         """A decide answered with what another Router stored."""
         self._events.decide_replayed()
@@ -400,15 +413,37 @@ async def first_answer(
 
     Decides (sticking to the shared session provider), then claims the request id with the
     decision and a fresh assignment id: when another Router claimed it first, its decision
-    and assignment id are the answer (a replay). Raises ``RequestError`` when the id was
-    claimed for a different request. Without shared state, the local decision stands.
+    and assignment id are the answer (a replay), and the rate-limit token this decide took
+    goes back. Refused a token, a request another Router answered still gets that answer.
+    Raises ``RequestError`` when the id was claimed for a different request. Without shared
+    state, the local decision stands.
     """
-    decision = await sticky_decide(shared, decider, request)
+    try:
+        decision = await sticky_decide(shared, decider, request)
+    except RequestError as err:
+        if err.code is not ErrorCode.RATE_LIMIT_EXCEEDED:
+            raise
+        # A client retrying after a timeout must get the answer it missed, and a repeat
+        # takes no token. Only a refusal pays this read, never a decide that passes.
+        stored = await shared.stored_decide(request.tenant_id, request.request_id)
+        if stored is None:
+            raise
+        return _replay(shared, request, size, stored, fingerprint(asked(request)))
     mine = SharedDecide(fingerprint(asked(request)), decision, str(uuid.uuid4()))
     held = await shared.claim_decide(request.tenant_id, request.request_id, mine)
     if held is None or held is mine:
         return Remembered(asked(request), mine.decision, size, assignment_id=mine.assignment_id)
-    if held.asked != mine.asked:
+    policy = decider.policies.get(request.tenant_id, request.policy_id)
+    if policy is not None:
+        decider.rate_limits.give_back(policy.tenant_id, policy.policy_id, policy.rate_limit)
+    return _replay(shared, request, size, held, mine.asked)
+
+
+def _replay(
+    shared: SharedState, request: DecideRequest, size: int, held: SharedDecide, mine: str
+) -> Remembered:
+    """The stored answer, when it was given to the same request (fingerprint ``mine``)."""
+    if held.asked != mine:
         raise RequestError(
             ErrorCode.INVALID_REQUEST,
             f"request_id {request.request_id!r} was used for a different request "
