@@ -69,6 +69,11 @@ def test_the_operation_label_values_are_the_shared_operations() -> None:
     assert set(SHARED_STATE_OPERATIONS) == {op.value for op in SharedOp}
 
 
+def test_any_text_makes_a_key_a_lone_surrogate_too() -> None:
+    """A session value with a lone surrogate gets its own key (no error), unlike its pair."""
+    assert key_of("acme", "default", "s\ud800") != key_of("acme", "default", "s\udc00")
+
+
 def test_a_stored_decision_reads_back_equal() -> None:
     """encode then decode keeps the decision (retry too) and the assignment id."""
     assert SharedDecide.decode(mine().encode()) == mine()

@@ -55,7 +55,8 @@ REPLY_FAILED = "reply_failed"
 # Header ids replace the payload's, so they keep its rules (decide_request.schema.json):
 # they become header values of the assignment and usage event, and a label of a log line.
 _HEADER_ID_MAX = 256
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A lone surrogate too: aiohttp reads a header byte that is not UTF-8 as one (surrogateescape).
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 # A refusal quotes the client's text (a value, a key): cut, so that the answer fits a NATS

@@ -105,8 +105,12 @@ def bucket_specs(settings: Settings) -> list[BucketSpec]:
 
 
 def key_of(*parts: str) -> str:
-    """A bucket key for any text (tenants and ids may hold characters keys may not)."""
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    """A bucket key for any text (tenants and ids may hold characters keys may not).
+
+    Any text: a session value may hold a lone surrogate (a client's ``"\\ud800"``), which
+    only ``surrogatepass`` encodes; it costs nothing on ASCII.
+    """
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def fingerprint(asked: tuple[Any, ...]) -> str:
@@ -131,7 +135,7 @@ def _object(raw: bytes) -> dict[str, Any]:
     an ``invalid_value``, never an error out of a decide (``Infinity`` once made the sticky
     path raise on ``math.ceil``; a deep array, a ``RecursionError``)."""
     try:
-        document = strict_json.loads(raw)
+        document = strict_json.loads(raw, unicode_only=True)
     except StrictJsonError as err:
         raise ValueError(str(err)) from None
     if not isinstance(document, dict):
