@@ -16,6 +16,7 @@ from natsrouter.observability.metrics import SHARED_STATE_OPERATIONS, LinkMetric
 from natsrouter.routing.breaker import BreakerState
 from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.service.events import RouterEvents
+from natsrouter.service.shared_decide import sticky_decide
 from natsrouter.service.shared_state import (
     BreakerSync,
     SharedDecide,
@@ -23,7 +24,6 @@ from natsrouter.service.shared_state import (
     SharedState,
     fingerprint,
     key_of,
-    sticky_decide,
 )
 from tests.conftest import FAST
 from tests.helpers.fake_transport import FakeServer, FakeTransport

@@ -12,7 +12,7 @@ run several Routers divide the rate by their number (docs/policies.md).
 
 A refusal is counted where it is answered (``RouterEvents.decide_refused``), not here: a
 decide refused a token may still be answered, when it repeats a request another Router
-answered (``service.shared_state.first_answer``), and such a repeat takes no token.
+answered (``service.shared_decide.first_answer``), and such a repeat takes no token.
 
 The clock is injected, so tests step time exactly.
 """

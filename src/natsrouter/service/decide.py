@@ -46,7 +46,8 @@ from natsrouter.service.assignments import AssignmentPusher, Pushed
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.remembered import DecideMemory, Remembered, asked
-from natsrouter.service.shared_state import SharedState, first_answer
+from natsrouter.service.shared_decide import first_answer
+from natsrouter.service.shared_state import SharedState
 
 # What an overloaded answer suggests: in-flight decides take milliseconds.
 OVERLOAD_RETRY_AFTER_S = 1
