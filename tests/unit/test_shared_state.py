@@ -203,8 +203,9 @@ async def test_a_failing_bucket_does_not_stop_the_others(logs: list[Any]) -> Non
         b'{"provider": {"x": 1}, "until": 100}',
         b"[" * 100_000 + b"]" * 100_000,
         b'"a"',
+        b'{"provider": "a\\ud800", "until": 100}',
     ],
-    ids=["1e400", "infinity", "bool", "provider-object", "deep", "not-object"],
+    ids=["1e400", "infinity", "bool", "provider-object", "deep", "not-object", "lone-surrogate"],
 )
 async def test_a_hostile_sticky_value_is_an_invalid_value_never_an_error(value: bytes) -> None:
     """A sticky value no Router writes: read as unavailable (invalid_value), nothing raised."""
