@@ -237,6 +237,7 @@ _DECIDE_BUCKETS = (
 #: ``service.shared_state.SharedOp`` values (checked equal by a unit test).
 SHARED_STATE_OPERATIONS = (
     "decision_claim",
+    "decision_read",
     "sticky_read",
     "sticky_claim",
     "breaker_write",

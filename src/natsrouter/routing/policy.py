@@ -172,7 +172,7 @@ def load_policy_file(path: Path, root: Path) -> Policy:
         raise PolicyError(path, "(path)", "expected <tenant>/<policy_id>.json")
     tenant_id, policy_id = relative.parts[0], relative.stem
     try:
-        document = strict_json.loads(path.read_bytes())
+        document = strict_json.loads(path.read_bytes(), unicode_only=True)
     except OSError as exc:  # removed or unreadable between listing and reading
         raise PolicyError(path, "(document)", f"cannot be read: {exc.strerror}") from None
     except StrictJsonError as exc:
