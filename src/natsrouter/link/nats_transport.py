@@ -129,6 +129,8 @@ class _OrderedClient(Client):
     (requests delivered meanwhile were dropped unanswered). Appended to the buffer instead,
     the PING reaches the server after everything sent before it (tests/integration/
     test_wire_order.py). Not connected (the handshake), nats-py's own path is kept.
+
+    A PONG that comes after its ping timed out is taken and dropped (``_process_pong``).
     """
 
     async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
@@ -139,6 +141,17 @@ class _OrderedClient(Client):
         self._pending.append(PING_PROTO)
         self._pending_data_size += len(PING_PROTO)
         await self._flush_pending()
+
+    async def _process_pong(self) -> None:
+        # The k-th PONG answers the k-th PING, so a PONG always takes the oldest future. A
+        # ping that timed out left its future there cancelled, and nats-py's set_result on it
+        # raised InvalidStateError out of the read loop, which stopped reading for good.
+        if self._pongs:
+            future = self._pongs.pop(0)
+            if not future.done():
+                future.set_result(True)
+            self._pongs_received += 1
+            self._pings_outstanding = 0
 
 
 class _AbortConnect(Exception):
