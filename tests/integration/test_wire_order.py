@@ -34,7 +34,7 @@ async def proxy(nats_server: NatsServer) -> AsyncIterator[TcpProxy]:
 
 async def connect(proxy: TcpProxy) -> NatsConnection:
     transport = NatsTransport(ConnectOptions(connect_timeout_s=2))
-    return await transport.connect(proxy.url, lambda _err: None)
+    return await transport.connect(proxy.url, lambda _conn, _err: None)
 
 
 def commands_after_connect(sent: bytes) -> list[str]:
