@@ -109,6 +109,7 @@ class Link:
         base = transport or NatsTransport(ConnectOptions.from_settings(settings))
         if isinstance(base, NatsTransport):
             base.on_slow_consumer = self._t.slow_consumer
+            base.on_unreadable = self._t.unreadable_message
         self.faults: FaultRegistry | None = None
         if settings.nats_fault_injection_enabled:
             self.faults = FaultRegistry(rng=self._rng, on_injected=self._fault_injected)

@@ -129,7 +129,14 @@ class _OrderedClient(Client):
     (requests delivered meanwhile were dropped unanswered). Appended to the buffer instead,
     the PING reaches the server after everything sent before it (tests/integration/
     test_wire_order.py). Not connected (the handshake), nats-py's own path is kept.
+
+    A PONG that comes after its ping timed out is taken and dropped (``_process_pong``), and
+    so is a message nats-py cannot read (``_process_msg``): either once ended the read loop.
     """
+
+    def __init__(self, on_unreadable: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self._on_unreadable = on_unreadable
 
     async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
         if not self.is_connected:
@@ -139,6 +146,30 @@ class _OrderedClient(Client):
         self._pending.append(PING_PROTO)
         self._pending_data_size += len(PING_PROTO)
         await self._flush_pending()
+
+    async def _process_pong(self) -> None:
+        # The k-th PONG answers the k-th PING, so a PONG always takes the oldest future. A
+        # ping that timed out left its future there cancelled, and nats-py's set_result on it
+        # raised InvalidStateError out of the read loop, which stopped reading for good.
+        if self._pongs:
+            future = self._pongs.pop(0)
+            if not future.done():
+                future.set_result(True)
+            self._pongs_received += 1
+            self._pings_outstanding = 0
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        try:
+            await super()._process_msg(sid, subject, reply, data, headers)
+        except UnicodeDecodeError:
+            # nats-server passes a subject, reply subject or header status line on as the
+            # publisher wrote it, and nats-py decodes them as strict UTF-8 in its read loop:
+            # raised there, the loop ended and the connection stayed open, unread. Dropped
+            # before it reached a subscription, like a message a full buffer drops.
+            if self._on_unreadable is not None:
+                self._on_unreadable(subject.decode("utf-8", "backslashreplace"))
 
 
 class _AbortConnect(Exception):
@@ -163,11 +194,12 @@ class NatsConnection:
         server: str,
         on_lost: LostCallback,
         on_slow_consumer: Callable[[str], None] | None = None,
+        on_unreadable: Callable[[str], None] | None = None,
     ) -> None:
         self._server = server
         self._on_lost = on_lost
         self._on_slow_consumer = on_slow_consumer
-        self._nc = _OrderedClient()
+        self._nc = _OrderedClient(on_unreadable)
         self._jetstream = NatsJetStream(self._nc)
         self._closing = False
         self._reported = False
@@ -347,8 +379,10 @@ class NatsTransport:
         self._options = options
         #: Told the subject of each message nats-py drops from a full subscription buffer.
         self.on_slow_consumer: Callable[[str], None] | None = None
+        #: Told the subject of each message dropped because nats-py cannot read it.
+        self.on_unreadable: Callable[[str], None] | None = None
 
     async def connect(self, server: str, on_lost: LostCallback) -> NatsConnection:
-        conn = NatsConnection(server, on_lost, self.on_slow_consumer)
+        conn = NatsConnection(server, on_lost, self.on_slow_consumer, self.on_unreadable)
         await conn.open(self._options)
         return conn
