@@ -28,7 +28,7 @@ from tests.helpers.process import RouterProcess
 ASSIGNMENT_SUBJECT = "caf.exec.assign.v1"
 
 
-async def _set_max_msg_size(url: str, stream: str, size: int) -> None:
+async def set_max_msg_size(url: str, stream: str, size: int) -> None:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
@@ -83,7 +83,7 @@ def stream_faults(router: RouterProcess, url: str, instance: str, watch: Watch) 
 
     # The queued assignments (about 400 bytes) no longer fit their stream: on replay the
     # server refuses each for good, and the subject is no longer blocked.
-    asyncio.run(_set_max_msg_size(url, "ROUTER_ASSIGNMENTS", 64))
+    asyncio.run(set_max_msg_size(url, "ROUTER_ASSIGNMENTS", 64))
     watch.fault([poison], instance, "stream max_msg_size 64 below the 3 queued assignments")
     admin_faults(f, "DELETE")
     watch.cleared([blocked], instance)
@@ -93,7 +93,7 @@ def stream_faults(router: RouterProcess, url: str, instance: str, watch: Watch) 
     )
     assert f.metric("router_nats_blocked_destinations") == 0
     watch.cleared([poison], instance)  # a one-off event
-    asyncio.run(_set_max_msg_size(url, "ROUTER_ASSIGNMENTS", -1))
+    asyncio.run(set_max_msg_size(url, "ROUTER_ASSIGNMENTS", -1))
 
     overloaded = "RouterDecideOverloaded"
     admin_faults(f, "POST", "publish_with_ack", {"kind": "delay", "delay_ms": 300})
