@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nats
 import pytest
 
 from natsrouter.embedded import NatsServer
 from tests.conftest import RouterFactory, write_policy
 from tests.helpers.jetstream import stored_messages
 from tests.helpers.observe import rmetric
+from tests.helpers.waiting import wait_for
 from tests.integration.test_router_decide import decide_request, nats_decide
 
 pytestmark = pytest.mark.integration
@@ -112,3 +114,29 @@ async def test_a_repeat_on_another_router_gives_back_the_token_it_took(
     ]
     assert statuses == [200, 200, 200]
     assert rmetric(b, "router_decide_replayed_total") == 1
+
+
+async def test_refused_decides_read_the_stored_answers_at_most_at_the_policy_rate(
+    nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path
+) -> None:
+    """Shared state, burst 2: 30 new decides over the limit make 2 stored-answer reads, not 30."""
+    write_policy(policies_dir, "acme", "limited", LIMITED)
+    router = await make_router([nats_server.url], shared_state_enabled=True)
+    assert await router.link.wait_connected(5)
+    watcher = await nats.connect(nats_server.url)
+    try:
+        api = await watcher.subscribe("$JS.API.>")
+        # The SUB is on the server before the decides (nats-py's PING could overtake it).
+        await wait_for(lambda: watcher.pending_data_size == 0, 5, "SUB written")
+        await watcher.flush()
+        statuses = [
+            (await http_decide_full(router.http.port, limited_push(f"r{n}")))[0] for n in range(32)
+        ]
+        await watcher.flush()  # every request the Router made is now in api's queue
+        seen = [(await api.next_msg(timeout=1)).subject for _ in range(api.pending_msgs)]
+    finally:
+        await watcher.close()
+    reads = [s for s in seen if "KV_ROUTER_DECIDES" in s and ".GET." in s]
+    assert statuses == [200] * 2 + [429] * 30
+    assert len(reads) == 2, reads
+    assert rmetric(router, "router_rate_limited_total", tenant_id="acme", policy_id="limited") == 30

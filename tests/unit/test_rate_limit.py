@@ -124,3 +124,16 @@ def test_a_zero_rate_is_refused_with_the_field(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         decider.policies.reload()
     assert caught.value.field == "rate_limit.requests_per_second"
+
+
+def test_stored_answer_lookups_of_refused_decides_are_bounded_by_the_policy_rate() -> None:
+    """Burst 3 spent: 3 look-ups allowed, the 4th not; 0.1 s later (10/s) one more."""
+    clock = Clock()
+    limits = RateLimits(clock)
+    for _ in range(3):
+        limits.take("acme", "default", TEN_A_SECOND)
+    allowed = [limits.may_look_up("acme", "default", TEN_A_SECOND) for _ in range(4)]
+    assert allowed == [True, True, True, False]
+    clock.now += 0.1
+    assert limits.may_look_up("acme", "default", TEN_A_SECOND) is True
+    assert limits.headroom("acme", "default", TEN_A_SECOND) == 1  # decides' bucket untouched

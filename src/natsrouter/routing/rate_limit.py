@@ -12,7 +12,10 @@ run several Routers divide the rate by their number (docs/policies.md).
 
 A refusal is counted where it is answered (``RouterEvents.decide_refused``), not here: a
 decide refused a token may still be answered, when it repeats a request another Router
-answered (``service.shared_decide.first_answer``), and such a repeat takes no token.
+answered (``service.shared_decide.first_answer``), and such a repeat takes no token. Looking
+for that answer costs a read of the shared store, so those look-ups have a bucket of their
+own with the policy's rate and burst (``may_look_up``): a client far over its limit cannot
+turn each refusal into a store read.
 
 The clock is injected, so tests step time exactly.
 """
@@ -68,14 +71,35 @@ class RateLimits:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        #: Stored-answer look-ups of refused decides, per policy (``may_look_up``).
+        self._look_ups: dict[tuple[str, str], TokenBucket] = {}
 
     def bucket(self, tenant_id: str, policy_id: str, config: RateLimitConfig) -> TokenBucket:
         """The bucket of a policy; a changed configuration (a reload) starts a full one."""
+        return self._bucket_in(self._buckets, tenant_id, policy_id, config)
+
+    def _bucket_in(
+        self,
+        buckets: dict[tuple[str, str], TokenBucket],
+        tenant_id: str,
+        policy_id: str,
+        config: RateLimitConfig,
+    ) -> TokenBucket:
         key = (tenant_id, policy_id)
-        bucket = self._buckets.get(key)
+        bucket = buckets.get(key)
         if bucket is None or bucket.config != config:
-            bucket = self._buckets[key] = TokenBucket(config, self._clock)
+            bucket = buckets[key] = TokenBucket(config, self._clock)
         return bucket
+
+    def may_look_up(self, tenant_id: str, policy_id: str, config: RateLimitConfig) -> bool:
+        """Whether a decide refused a token may look for a stored answer (a repeat) now.
+
+        At most the policy's own rate and burst: the reads a flood of refusals causes stay
+        within what the policy lets through, whatever the flood.
+        """
+        if not config.enabled:
+            return True
+        return self._bucket_in(self._look_ups, tenant_id, policy_id, config).take() == 0.0
 
     def take(self, tenant_id: str, policy_id: str, config: RateLimitConfig) -> None:
         """Let one decide through, or raise ``RequestError(rate_limit_exceeded)``."""

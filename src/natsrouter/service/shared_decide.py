@@ -36,7 +36,13 @@ async def first_answer(
         if err.code is not ErrorCode.RATE_LIMIT_EXCEEDED:
             raise
         # A client retrying after a timeout must get the answer it missed, and a repeat
-        # takes no token. Only a refusal pays this read, never a decide that passes.
+        # takes no token. Only a refusal pays this read, never a decide that passes, and
+        # refusals read at most at the policy's rate (a flood is not a flood of reads).
+        policy = decider.policies.get(request.tenant_id, request.policy_id)
+        if policy is None or not decider.rate_limits.may_look_up(
+            policy.tenant_id, policy.policy_id, policy.rate_limit
+        ):
+            raise
         stored = await shared.stored_decide(request.tenant_id, request.request_id)
         if stored is None:
             raise
