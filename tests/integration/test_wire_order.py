@@ -10,12 +10,13 @@ order; these tests read the bytes the server received through a recording proxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 
 from natsrouter.embedded import NatsServer
-from natsrouter.errors import OperationTimeoutError
+from natsrouter.errors import ConnectionClosedError, OperationTimeoutError
 from natsrouter.link.nats_transport import ConnectOptions, NatsConnection, NatsTransport
 from natsrouter.link.transport import InboundMessage
 from tests.helpers.proxy import TcpProxy
@@ -100,3 +101,21 @@ async def test_a_pong_after_its_ping_timed_out_leaves_the_connection_reading(
         await wait_for(lambda: got == [b"after"], 5, "the message sent after the late PONG")
     finally:
         await conn.close()
+
+
+async def test_a_ping_fails_as_lost_once_the_read_loop_has_ended(proxy: TcpProxy) -> None:
+    """Read loop gone (any failure nats-py did not expect): the ping says lost, never passes."""
+    conn = await connect(proxy)
+    try:
+        await conn.ping(2)
+        # The one way to end it from outside: its known causes are fixed above, and an
+        # unknown one must not leave a connection that pings well but reads nothing.
+        reading = conn._nc._reading_task  # the failure being simulated
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        with pytest.raises(ConnectionClosedError) as raised:
+            await conn.ping(2)
+    finally:
+        await conn.close()
+    assert raised.value.connection_lost is True

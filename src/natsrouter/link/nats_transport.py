@@ -132,11 +132,18 @@ class _OrderedClient(Client):
 
     A PONG that comes after its ping timed out is taken and dropped (``_process_pong``), and
     so is a message nats-py cannot read (``_process_msg``): either once ended the read loop.
+    Should anything else end it, ``reading`` says so and the link's ping fails as lost.
     """
 
     def __init__(self, on_unreadable: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self._on_unreadable = on_unreadable
+
+    @property
+    def reading(self) -> bool:
+        """Whether the read loop runs: without it nats-py's flush passes with no round trip."""
+        task = self._reading_task
+        return task is not None and not task.done()
 
     async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
         if not self.is_connected:
@@ -356,6 +363,10 @@ class NatsConnection:
         await self.publish(reply, ack_payload(kind, delay_ms), None)
 
     async def ping(self, timeout_s: float) -> None:
+        if not self._nc.reading:
+            # A read loop ended by a failure nats-py did not expect leaves the socket open
+            # and nothing read; its flush would pass, so the watchdog would never see it.
+            raise ConnectionClosedError("nats-py stopped reading this connection")
         try:
             # nats-py annotates the timeout as int but waits with asyncio.wait_for (floats fine).
             await self._nc.flush(timeout=timeout_s)  # type: ignore[arg-type]
