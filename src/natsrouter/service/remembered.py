@@ -23,11 +23,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
 from natsrouter.routing.bounded import BoundedCache, text_size
-from natsrouter.routing.decider import Decision
+from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.routing.messages import DecideRequest
 from natsrouter.service.assignments import Pushed
 
@@ -77,25 +78,53 @@ class Remembered:
 #: CPython's full collections walk every object its collector tracks, and an answer kept as
 #: objects (entry, decision, task, tuples) was five of them: with many answers remembered,
 #: about a fifth of the Router's time and pauses of over a hundred milliseconds
-#: (bench/decide_gc.py). A tuple holding a dict (payload, metadata) stays tracked, so one
-#: tuple is the least there can be.
+#: (bench/decide_gc.py). The collector stops tracking a tuple once it finds in it only
+#: strings, numbers, None and tuples it no longer tracks (one level of nesting per
+#: collection); any dict, list or enum member keeps the tuple tracked. So the decision's
+#: reason is stored as its string, and the small dicts of what was asked (payload,
+#: metadata, dicts within them) as flat tuples of their keys and values in key order: once
+#: the first few collections have seen it, an answer without a push whose payload and
+#: metadata hold no list costs the collector nothing. ``_load`` gives the dicts back, so a
+#: repeat is compared with dict equality, as before.
 _Stored = tuple[Any, ...]
 _DECISION_FIELDS = tuple(f.name for f in fields(Decision))
+_REASON_AT = _DECISION_FIELDS.index("reason")
 _decision_values = attrgetter(*_DECISION_FIELDS)
 #: The entry's other fields (request bytes, pushed, assignment id, ...), in order.
 _REST_FIELDS = tuple(f.name for f in fields(Remembered))[2:]
 _rest_values = attrgetter(*_REST_FIELDS)
 _TAIL = len(_DECISION_FIELDS) + len(_REST_FIELDS)
+#: Dicts with more keys stay dicts (tracked): sorting a hostile payload's keys on every new
+#: request would cost more than the collector does.
+_FREEZE_MAX_KEYS = 32
+
+
+def _frozen(value: Any) -> Any:
+    """A dict of up to ``_FREEZE_MAX_KEYS`` keys as one tuple: key, value, key, ... in key order."""
+    if type(value) is not dict or len(value) > _FREEZE_MAX_KEYS:
+        return value  # JSON gives no tuples: a stored tuple is always a frozen dict
+    # Keys are unique strings: the sort never compares two values.
+    return tuple(chain.from_iterable((k, _frozen(value[k])) for k in sorted(value)))
+
+
+def _thawed(value: Any) -> Any:
+    if type(value) is not tuple:
+        return value
+    return {value[i]: _thawed(value[i + 1]) for i in range(0, len(value), 2)}
 
 
 def _store(entry: Remembered) -> _Stored:
-    return (*entry.asked, *_decision_values(entry.decision), *_rest_values(entry))
+    decision = list(_decision_values(entry.decision))
+    decision[_REASON_AT] = decision[_REASON_AT].value
+    return (*map(_frozen, entry.asked), *decision, *_rest_values(entry))
 
 
 def _load(stored: _Stored) -> Remembered:
     split = len(stored) - _TAIL
-    decision = Decision(*stored[split : split + len(_DECISION_FIELDS)])
-    return Remembered(stored[:split], decision, *stored[split + len(_DECISION_FIELDS) :])
+    decision = list(stored[split : split + len(_DECISION_FIELDS)])
+    decision[_REASON_AT] = DecisionReason(decision[_REASON_AT])
+    rest = stored[split + len(_DECISION_FIELDS) :]
+    return Remembered(tuple(map(_thawed, stored[:split])), Decision(*decision), *rest)
 
 
 class DecideMemory:
