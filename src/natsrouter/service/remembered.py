@@ -23,7 +23,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -82,10 +81,10 @@ class Remembered:
 #: strings, numbers, None and tuples it no longer tracks (one level of nesting per
 #: collection); any dict, list or enum member keeps the tuple tracked. So the decision's
 #: reason is stored as its string, and the small dicts of what was asked (payload,
-#: metadata, dicts within them) as flat tuples of their keys and values in key order: once
-#: the first few collections have seen it, an answer without a push whose payload and
-#: metadata hold no list costs the collector nothing. ``_load`` gives the dicts back, so a
-#: repeat is compared with dict equality, as before.
+#: metadata, dicts within them) as flat tuples of their keys then their values: once the
+#: first few collections have seen it, an answer without a push whose payload and metadata
+#: hold no list costs the collector nothing. ``_load`` gives the dicts back, so a repeat is
+#: compared with dict equality (key order aside), as before.
 _Stored = tuple[Any, ...]
 _DECISION_FIELDS = tuple(f.name for f in fields(Decision))
 _REASON_AT = _DECISION_FIELDS.index("reason")
@@ -94,23 +93,22 @@ _decision_values = attrgetter(*_DECISION_FIELDS)
 _REST_FIELDS = tuple(f.name for f in fields(Remembered))[2:]
 _rest_values = attrgetter(*_REST_FIELDS)
 _TAIL = len(_DECISION_FIELDS) + len(_REST_FIELDS)
-#: Dicts with more keys stay dicts (tracked): sorting a hostile payload's keys on every new
-#: request would cost more than the collector does.
+#: Dicts with more keys stay dicts (tracked): freezing costs a call per value.
 _FREEZE_MAX_KEYS = 32
 
 
 def _frozen(value: Any) -> Any:
-    """A dict of up to ``_FREEZE_MAX_KEYS`` keys as one tuple: key, value, key, ... in key order."""
+    """A dict of up to ``_FREEZE_MAX_KEYS`` keys as one tuple: its keys, then its values."""
     if type(value) is not dict or len(value) > _FREEZE_MAX_KEYS:
         return value  # JSON gives no tuples: a stored tuple is always a frozen dict
-    # Keys are unique strings: the sort never compares two values.
-    return tuple(chain.from_iterable((k, _frozen(value[k])) for k in sorted(value)))
+    return (*value, *map(_frozen, value.values()))
 
 
 def _thawed(value: Any) -> Any:
     if type(value) is not tuple:
         return value
-    return {value[i]: _thawed(value[i + 1]) for i in range(0, len(value), 2)}
+    half = len(value) // 2
+    return dict(zip(value[:half], map(_thawed, value[half:]), strict=True))
 
 
 def _store(entry: Remembered) -> _Stored:
