@@ -63,3 +63,13 @@ def test_an_answer_of_plain_values_costs_the_collector_nothing() -> None:
     held = _tracked()
     del memory
     assert held - _tracked() <= 10
+
+
+def test_remember_new_stores_what_remember_stores() -> None:
+    """A new answer remembered without its entry comes back equal to one remembered whole."""
+    request = _request(7)
+    whole, new = DecideMemory(3600), DecideMemory(3600)
+    whole.remember(("acme", "r-7"), Remembered(asked(request), DECISION, 123))
+    new.remember_new(("acme", "r-7"), request, DECISION, 123)
+    assert new.get(("acme", "r-7")) == whole.get(("acme", "r-7"))
+    assert new.get(("acme", "r-7")) == Remembered(asked(request), DECISION, 123)

@@ -306,7 +306,7 @@ class DecideService:
         entry = memory.get(key)
         if entry is None:
             decision = self._decider.decide(request)
-            memory.remember(key, Remembered(asked(request), decision, size))
+            memory.remember_new(key, request, decision, size)
             return decision
         self._check_same(entry, request)
         self.events.decide_replayed()

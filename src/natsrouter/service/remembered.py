@@ -86,13 +86,14 @@ class Remembered:
 #: hold no list costs the collector nothing. ``_load`` gives the dicts back, so a repeat is
 #: compared with dict equality (key order aside), as before.
 _Stored = tuple[Any, ...]
-_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
+_DECISION_FIELDS = Decision._fields
 _REASON_AT = _DECISION_FIELDS.index("reason")
-_decision_values = attrgetter(*_DECISION_FIELDS)
 #: The entry's other fields (request bytes, pushed, assignment id, ...), in order.
-_REST_FIELDS = tuple(f.name for f in fields(Remembered))[2:]
-_rest_values = attrgetter(*_REST_FIELDS)
-_TAIL = len(_DECISION_FIELDS) + len(_REST_FIELDS)
+_REST = fields(Remembered)[2:]
+_rest_values = attrgetter(*(f.name for f in _REST))
+#: Those after the request bytes, as a new answer without a push has them.
+_NEW_REST = tuple(f.default for f in _REST[1:])
+_TAIL = len(_DECISION_FIELDS) + len(_REST)
 #: Dicts with more keys stay dicts (tracked): freezing costs a call per value.
 _FREEZE_MAX_KEYS = 32
 
@@ -111,10 +112,18 @@ def _thawed(value: Any) -> Any:
     return dict(zip(value[:half], map(_thawed, value[half:]), strict=True))
 
 
+def _pack(asked: tuple[Any, ...], decision: Decision, rest: tuple[Any, ...]) -> _Stored:
+    return (
+        *map(_frozen, asked),
+        *decision[:_REASON_AT],
+        decision.reason.value,
+        *decision[_REASON_AT + 1 :],
+        *rest,
+    )
+
+
 def _store(entry: Remembered) -> _Stored:
-    decision = list(_decision_values(entry.decision))
-    decision[_REASON_AT] = decision[_REASON_AT].value
-    return (*map(_frozen, entry.asked), *decision, *_rest_values(entry))
+    return _pack(entry.asked, entry.decision, _rest_values(entry))
 
 
 def _load(stored: _Stored) -> Remembered:
@@ -166,6 +175,15 @@ class DecideMemory:
             + (_PUSHED_BYTES if entry.pushed else 0)
         )
         self._cache.put(key, _store(entry), self._ttl, size)
+
+    def remember_new(
+        self, key: Key, request: DecideRequest, decision: Decision, request_bytes: int
+    ) -> None:
+        """``remember(key, Remembered(asked(request), decision, request_bytes))``, the entry
+        unbuilt: the decide path's way for a new request without a push."""
+        size = text_size(*key) + _DECISION_BYTES + _PARSED_PER_BYTE * request_bytes
+        stored = _pack(asked(request), decision, (request_bytes, *_NEW_REST))
+        self._cache.put(key, stored, self._ttl, size)
 
     def __len__(self) -> int:
         return len(self._cache)
