@@ -17,7 +17,6 @@ assignment (``queued``, ...).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import time
@@ -412,7 +411,7 @@ class DecideService:
         tenant_id = headers.get("tenant_id") or request.tenant_id
         if (trace_id, tenant_id) == (request.trace_id, request.tenant_id):
             return request
-        return dataclasses.replace(request, trace_id=trace_id, tenant_id=tenant_id)
+        return request._replace(trace_id=trace_id, tenant_id=tenant_id)
 
 
 class NatsDecideIntake:
