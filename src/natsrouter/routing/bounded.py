@@ -28,7 +28,7 @@ ENTRY_OVERHEAD = 400
 
 def text_size(*parts: str) -> int:
     """Bytes of the strings an entry holds (CPython's compact str: ~49 + 1 per ASCII char)."""
-    return sum(49 + len(p) for p in parts)
+    return 49 * len(parts) + sum(map(len, parts))
 
 
 class BoundedCache(Generic[K, V]):

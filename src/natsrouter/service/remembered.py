@@ -27,7 +27,7 @@ from operator import attrgetter
 from typing import Any
 
 from natsrouter.routing.bounded import BoundedCache, text_size
-from natsrouter.routing.decider import Decision, DecisionReason
+from natsrouter.routing.decider import REASON_TEXT, Decision, DecisionReason
 from natsrouter.routing.messages import DecideRequest
 from natsrouter.service.assignments import Pushed
 
@@ -114,9 +114,9 @@ def _thawed(value: Any) -> Any:
 
 def _pack(asked: tuple[Any, ...], decision: Decision, rest: tuple[Any, ...]) -> _Stored:
     return (
-        *map(_frozen, asked),
+        *[_frozen(v) if type(v) is dict else v for v in asked],
         *decision[:_REASON_AT],
-        decision.reason.value,
+        REASON_TEXT[decision.reason],
         *decision[_REASON_AT + 1 :],
         *rest,
     )
