@@ -171,6 +171,33 @@ _FALLBACK = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 def dumps(document: Mapping[str, Any]) -> bytes:
     """Compact standard JSON; raises ``ValueError`` on NaN or an infinity."""
+    return _text(document).encode()
+
+
+def _text(value: Any) -> str:
     if _ENCODE is None:  # an interpreter without the C accelerator
-        return _FALLBACK(document).encode()
-    return "".join(_ENCODE(document, 0)).encode()
+        return _FALLBACK(value)
+    return "".join(_ENCODE(value, 0))
+
+
+_ESCAPE = json.encoder.encode_basestring_ascii
+
+
+def dumps_value(value: Any) -> str:
+    """One value as ``dumps`` writes it within a document (text), for answers written from
+    their fields: a string, None, a bool, an int or a finite float without the encoder's
+    machinery (a call per document costs more than the few values of an answer)."""
+    kind = type(value)
+    if kind is str:
+        return _ESCAPE(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _text(value)  # anything else as dumps does (NaN, infinities: ValueError)
