@@ -182,7 +182,23 @@ class DecideMemory:
         """``remember(key, Remembered(asked(request), decision, request_bytes))``, the entry
         unbuilt: the decide path's way for a new request without a push."""
         size = text_size(*key) + _DECISION_BYTES + _PARSED_PER_BYTE * request_bytes
-        stored = _pack(asked(request), decision, (request_bytes, *_NEW_REST))
+        task, limits = request.task, request.constraints
+        # _pack(asked(request), ...) written out: only the payload and metadata can be dicts.
+        stored = (
+            request.policy_id,
+            task.type,
+            task.payload_ref,
+            _frozen(task.payload),
+            limits.max_latency_ms,
+            limits.max_cost,
+            _frozen(request.metadata),
+            request.assignment_subject,
+            *decision[:_REASON_AT],
+            REASON_TEXT[decision.reason],
+            *decision[_REASON_AT + 1 :],
+            request_bytes,
+            *_NEW_REST,
+        )
         self._cache.put(key, stored, self._ttl, size)
 
     def __len__(self) -> int:
