@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 MAX_DEPTH = 64
@@ -130,6 +131,29 @@ def _depth(document: Any) -> int:
 _DECODER = json.JSONDecoder(parse_constant=_constant, parse_int=_int, parse_float=_float)
 
 
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # json.decoder.WHITESPACE
+_SPACES = (" ", "\t", "\n", "\r")
+
+
+def _after_spaces(text: str, at: int) -> int:
+    match = _WHITESPACE.match(text, at)  # always matches (maybe nothing)
+    return match.end() if match else at
+
+
+def _decode(text: str) -> Any:
+    """``_DECODER.decode(text)`` (same documents, same errors) without its two Python frames
+    and, when there is none, its two whitespace matches: about a third of its time."""
+    start = _after_spaces(text, 0) if text[:1] in _SPACES else 0
+    try:
+        document, end = _SCAN(text, start)
+    except StopIteration:
+        raise ValueError("Expecting value") from None
+    if end != len(text) and _after_spaces(text, end) != len(text):
+        raise ValueError("Extra data")
+    return document
+
+
 def loads(raw: bytes | str) -> Any:
     """Parse standard JSON within the bounds above; raises only ``StrictJsonError``."""
     try:
@@ -137,7 +161,7 @@ def loads(raw: bytes | str) -> Any:
     except UnicodeDecodeError:
         raise StrictJsonError("not UTF-8") from None
     try:
-        document = _DECODER.decode(text)
+        document = _decode(text)
     except StrictJsonError:
         raise _locate(text) from None
     except RecursionError:
