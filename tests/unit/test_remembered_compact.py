@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+
+from natsrouter.errors import OperationTimeoutError, Reason
+from natsrouter.link.outcome import Outcome, PubAck, Result
 from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.routing.messages import Constraints, DecideRequest, Task
+from natsrouter.service.assignments import Pushed
 from natsrouter.service.remembered import DecideMemory, Remembered, asked
 
 DECISION = Decision("a", DecisionReason.FALLBACK, "default", 2, 12.5, None, True, 3)
@@ -73,3 +78,38 @@ def test_remember_new_stores_what_remember_stores() -> None:
     new.remember_new(("acme", "r-7"), request, DECISION, 123)
     assert new.get(("acme", "r-7")) == whole.get(("acme", "r-7"))
     assert new.get(("acme", "r-7")) == Remembered(asked(request), DECISION, 123)
+
+
+PUSHES = [
+    Pushed("as-1", "jobs.a", Result(Outcome.SENT, PubAck("JOBS", 42, True))),
+    Pushed("as-2", "jobs.a", Result(Outcome.QUEUED, pending_id=7)),
+    Pushed(
+        "as-3",
+        "jobs.a",
+        Result(Outcome.FAILED, reason=Reason.TIMEOUT, error=OperationTimeoutError("slow")),
+    ),
+]
+
+
+@pytest.mark.parametrize("pushed", PUSHES, ids=["sent", "queued", "failed"])
+def test_a_push_comes_back_equal_without_the_links_error(pushed: Pushed) -> None:
+    """Outcome, PubAck, pending id and reason come back as they went in; the error is dropped."""
+    memory = DecideMemory(3600)
+    memory.remember(("acme", "r-1"), Remembered(asked(_request(1)), DECISION, 10, pushed))
+    back = memory.get(("acme", "r-1"))
+    assert back is not None
+    assert back.pushed == Pushed(
+        pushed.assignment_id, pushed.subject, pushed.result._replace(error=None)
+    )
+    assert back.pushed.to_dict() == pushed.to_dict()
+
+
+def test_an_answer_with_a_push_costs_the_collector_nothing() -> None:
+    """1,000 answers with a sent push keep at most 10 tracked objects."""
+    memory = DecideMemory(3600)
+    for i in range(1000):
+        entry = Remembered(asked(_request(i)), DECISION, 100, PUSHES[0])
+        memory.remember(("acme", f"r-{i}"), entry)
+    held = _tracked()
+    del memory
+    assert held - _tracked() <= 10

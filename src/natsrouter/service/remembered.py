@@ -26,6 +26,8 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
 
+from natsrouter.errors import Reason
+from natsrouter.link.outcome import Outcome, PubAck, Result
 from natsrouter.routing.bounded import BoundedCache, text_size
 from natsrouter.routing.decider import REASON_TEXT, Decision, DecisionReason
 from natsrouter.routing.messages import DecideRequest
@@ -79,11 +81,11 @@ class Remembered:
 #: about a fifth of the Router's time and pauses of over a hundred milliseconds
 #: (bench/decide_gc.py). The collector stops tracking a tuple once it finds in it only
 #: strings, numbers, None and tuples it no longer tracks (one level of nesting per
-#: collection); any dict, list or enum member keeps the tuple tracked. So the decision's
-#: reason is stored as its string, and the small dicts of what was asked (payload,
-#: metadata, dicts within them) as flat tuples of their keys then their values: once the
-#: first few collections have seen it, an answer without a push whose payload and metadata
-#: hold no list costs the collector nothing. ``_load`` gives the dicts back, so a repeat is
+#: collection); any dict, list, enum member or other object keeps the tuple tracked. So
+#: the decision's reason is stored as its string, a push as a tuple of plain values, and
+#: the small dicts of what was asked (payload, metadata, dicts within them) as flat tuples
+#: of their keys then their values: once the first few collections have seen it, an
+#: answer whose payload and metadata hold no list costs the collector nothing. ``_load`` gives the dicts back, so a repeat is
 #: compared with dict equality (key order aside), as before.
 _Stored = tuple[Any, ...]
 _DECISION_FIELDS = Decision._fields
@@ -91,6 +93,7 @@ _REASON_AT = _DECISION_FIELDS.index("reason")
 #: The entry's other fields (request bytes, pushed, assignment id, ...), in order.
 _REST = fields(Remembered)[2:]
 _rest_values = attrgetter(*(f.name for f in _REST))
+_PUSHED_AT = [f.name for f in _REST].index("pushed")
 #: Those after the request bytes, as a new answer without a push has them.
 _NEW_REST = tuple(f.default for f in _REST[1:])
 _TAIL = len(_DECISION_FIELDS) + len(_REST)
@@ -122,15 +125,48 @@ def _pack(asked: tuple[Any, ...], decision: Decision, rest: tuple[Any, ...]) -> 
     )
 
 
+def _flat_pushed(pushed: Pushed | None) -> tuple[Any, ...] | None:
+    """A push as a tuple of plain values (its enums as their text). The link's error, if
+    any, is not kept: a repeat's answer does not show it (``Pushed.to_dict``)."""
+    if pushed is None:
+        return None
+    result = pushed.result
+    ack = result.pub_ack
+    return (
+        pushed.assignment_id,
+        pushed.subject,
+        result.outcome.value,
+        *(ack if ack is not None else (None, None, False)),
+        result.pending_id,
+        result.reason.value if result.reason is not None else None,
+    )
+
+
+def _pushed_back(flat: tuple[Any, ...] | None) -> Pushed | None:
+    if flat is None:
+        return None
+    assignment_id, subject, outcome, stream, seq, duplicate, pending_id, reason = flat
+    result = Result(
+        Outcome(outcome),
+        PubAck(stream, seq, duplicate) if stream is not None else None,
+        pending_id,
+        Reason(reason) if reason is not None else None,
+    )
+    return Pushed(assignment_id, subject, result)
+
+
 def _store(entry: Remembered) -> _Stored:
-    return _pack(entry.asked, entry.decision, _rest_values(entry))
+    rest = list(_rest_values(entry))
+    rest[_PUSHED_AT] = _flat_pushed(rest[_PUSHED_AT])
+    return _pack(entry.asked, entry.decision, tuple(rest))
 
 
 def _load(stored: _Stored) -> Remembered:
     split = len(stored) - _TAIL
     decision = list(stored[split : split + len(_DECISION_FIELDS)])
     decision[_REASON_AT] = DecisionReason(decision[_REASON_AT])
-    rest = stored[split + len(_DECISION_FIELDS) :]
+    rest = list(stored[split + len(_DECISION_FIELDS) :])
+    rest[_PUSHED_AT] = _pushed_back(rest[_PUSHED_AT])
     return Remembered(tuple(map(_thawed, stored[:split])), Decision(*decision), *rest)
 
 
