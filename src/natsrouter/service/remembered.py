@@ -85,8 +85,9 @@ class Remembered:
 #: the decision's reason is stored as its string, a push as a tuple of plain values, and
 #: the small dicts of what was asked (payload, metadata, dicts within them) as flat tuples
 #: of their keys then their values: once the first few collections have seen it, an
-#: answer whose payload and metadata hold no list costs the collector nothing. ``_load`` gives the dicts back, so a repeat is
-#: compared with dict equality (key order aside), as before.
+#: answer whose payload and metadata hold no list costs the collector nothing. ``_load``
+#: gives the dicts back, so a repeat is compared with dict equality (key order aside), as
+#: before.
 _Stored = tuple[Any, ...]
 _DECISION_FIELDS = Decision._fields
 _REASON_AT = _DECISION_FIELDS.index("reason")
