@@ -145,7 +145,11 @@ def start_raw(url: str, subject: str, push: bool) -> subprocess.Popen[bytes]:
     return proc
 
 
-def start_router(url: str, tmp: Path, subject: str) -> subprocess.Popen[bytes]:
+def start_router(
+    url: str, tmp: Path, subject: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``natsrouter run`` answering on ``subject``, in a directory of its own under ``tmp``
+    (its spool, data/spool.db, is relative to where it runs)."""
     policy = tmp / "policies" / "bench" / "default.json"
     policy.parent.mkdir(parents=True, exist_ok=True)
     policy.write_text(
@@ -161,8 +165,15 @@ def start_router(url: str, tmp: Path, subject: str) -> subprocess.Popen[bytes]:
         "ROUTER_METRICS_PORT": str(free_port()),
         "ROUTER_HTTP_PORT": str(free_port()),
     }
+    run_dir = tmp / f"run-{subject}"
+    run_dir.mkdir(exist_ok=True)
     natsrouter = str(Path(sys.executable).parent / "natsrouter")
-    return subprocess.Popen([natsrouter, "run"], env=env, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [natsrouter, "run"],
+        env={**env, **(extra_env or {})},
+        cwd=run_dir,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def wait_answering(url: str, subject: str, push: bool) -> None:
