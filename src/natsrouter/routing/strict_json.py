@@ -205,6 +205,8 @@ def _text(value: Any) -> str:
 
 
 _ESCAPE = json.encoder.encode_basestring_ascii
+#: A string as ``dumps`` writes it (quoted, escaped, ASCII): the encoder's own function.
+escape_json_text: Callable[[str], str] = _ESCAPE
 
 
 def dumps_value(value: Any) -> str:

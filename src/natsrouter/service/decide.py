@@ -41,7 +41,7 @@ from natsrouter.routing.messages import (
     parse_decide_request,
 )
 from natsrouter.routing.strict_json import dumps as _dumps
-from natsrouter.routing.strict_json import dumps_value
+from natsrouter.routing.strict_json import dumps_value, escape_json_text
 from natsrouter.routing.subjects import AssignmentSubjects, SubjectRefusal
 from natsrouter.service.assignments import AssignmentPusher, Pushed
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
@@ -173,17 +173,21 @@ def ok_body(decision: Decision, request_id: str, trace_id: str) -> dict[str, Any
     }
 
 
+#: Each reason as JSON text, written once.
+_REASON_JSON = {reason: dumps_value(text) for reason, text in REASON_TEXT.items()}
+
+
 def ok_json(decision: Decision, request_id: str, trace_id: str) -> bytes:
     """``dumps(ok_body(...))``, written from the fields (same keys, same order)."""
-    v = dumps_value
+    v, text = dumps_value, escape_json_text  # the ids and names are strings by type
     return (
-        f'{{"ok":true,"decision":{{"provider_id":{v(decision.provider_id)},'
+        f'{{"ok":true,"decision":{{"provider_id":{text(decision.provider_id)},'
         f'"priority":{v(decision.priority)},'
         f'"expected_latency_ms":{v(decision.expected_latency_ms)},'
         f'"expected_cost":{v(decision.expected_cost)},'
-        f'"reason":{v(REASON_TEXT[decision.reason])},"policy_id":{v(decision.policy_id)},'
+        f'"reason":{_REASON_JSON[decision.reason]},"policy_id":{text(decision.policy_id)},'
         f'"fallback_used":{v(decision.fallback_used)}}},'
-        f'"context":{{"request_id":{v(request_id)},"trace_id":{v(trace_id)}}}}}'
+        f'"context":{{"request_id":{text(request_id)},"trace_id":{text(trace_id)}}}}}'
     ).encode()
 
 
@@ -500,8 +504,10 @@ class NatsDecideIntake:
         if isinstance(started, Answer):
             # Answered without waiting: replying here costs no task. A reply is sent or
             # dropped at once, never waited for (Link.reply), so this does not hold the queue.
+            # (_send, written out: a coroutine less per decide.)
             try:
-                await self._send(msg, started)
+                sent = await self._reply(msg, started.encoded)
+                service.count(started, "nats", reply_sent=sent)
             finally:
                 service.leave()
             return
