@@ -101,6 +101,8 @@ async def main():
         await nc.subscribe(subject, queue="raw", cb=spawn)
     else:
         await nc.subscribe(subject, queue="raw", cb=answer)
+    while nc.pending_data_size:  # nats-py's flush PING would overtake the SUB
+        await asyncio.sleep(0)
     await nc.flush()
     print("ready", flush=True)
     await asyncio.Event().wait()

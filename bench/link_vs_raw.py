@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 import nats
+from nats.aio.client import Client
 from nats.js.api import StreamConfig
 from prometheus_client import CollectorRegistry
 
@@ -69,12 +70,23 @@ async def reset_stream(url: str) -> None:
     await nc.close()
 
 
+async def ordered_flush(nc: Client) -> None:
+    """A round trip after every publish reached the server, as the link's ping is.
+
+    nats-py 2.16's flush sends its PING ahead of publishes still in its buffer, so its PONG
+    would end raw's clock before the server had them (docs/link.md, "Subscriptions").
+    """
+    while nc.pending_data_size:
+        await asyncio.sleep(0)  # the flusher writes the buffer
+    await nc.flush()
+
+
 async def raw_core(url: str, n: int) -> float:
     nc = await nats.connect(url)
     started = time.perf_counter()
     for _ in range(n):
         await nc.publish("bench.core", PAYLOAD)
-    await nc.flush()
+    await ordered_flush(nc)
     took = time.perf_counter() - started
     await nc.close()
     return n / took

@@ -366,6 +366,9 @@ def _take_url_credentials(parsed: dict[str, Any], credentials: UrlCredentials) -
         parsed[name] = value
 
 
+# How Python reads a byte of the environment that is not UTF-8 (surrogateescape).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
 # Kubernetes gives every pod `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_8080_TCP_ADDR`, ... for
 # each Service; a Service named `router` makes these ROUTER_* variables, which are not keys.
 _SERVICE_LINK = re.compile(
@@ -386,5 +389,12 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
             key = name[len(ENV_PREFIX) :].lower()
             if key not in _ANNOTATIONS:
                 raise ConfigError(name, "unknown configuration key in the environment")
+            lone = _LONE_SURROGATE.search(raw)
+            if lone is not None:
+                # Python reads a byte that is not UTF-8 as a lone surrogate, which no subject,
+                # header or URL can carry (a decide subject holding one was never subscribed).
+                code = ord(lone.group())
+                what = f"a byte 0x{code - 0xDC00:02x}" if code >= 0xDC80 else "a lone surrogate"
+                raise ConfigError(name, f"is not UTF-8 ({what})")
             values[key] = raw
     return build_settings(values)

@@ -1,7 +1,7 @@
 """The one error tree of natsrouter.
 
 Every failure a caller can see is one of these classes; nats-py's exceptions are translated
-into them at a single boundary (``link.nats_transport.translate``), so no caller matches on
+into them at a single boundary (``link.nats_errors.translate``), so no caller matches on
 message text. Each class says whether retrying can help (``retriable``) and carries the
 bounded ``reason`` used as a metric label (CONTRACT §3)::
 

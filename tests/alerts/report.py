@@ -28,7 +28,7 @@ def write_report(records: Iterable[Record], path: Path = REPORT) -> None:
     lines = [
         "# Alerts fired by real faults",
         "",
-        "Written by tests/alerts/test_alerts_fire.py (`for` 2 s, range windows 1/30 of the",
+        "Written by tests/alerts/test_alerts_fire.py (`for` and range windows 1/30 of the",
         "shipped ones, Prometheus scraping and evaluating every second). Time to firing is from",
         "the fault's start; time to resolved from the fault's removal. Receiver: where the",
         "example Alertmanager (timers 1/30) delivered its firing notification.",

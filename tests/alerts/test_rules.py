@@ -128,6 +128,7 @@ def test_the_issue_asks_for_these_alerts() -> None:
         "RouterNatsPendingOperationsDropped",
         "RouterMaxDeliverExhausted",
         "RouterNatsPendingOperationsFailed",
+        "RouterDeadLetterNotStored",
     }
     assert by_severity["warning"] >= {
         "RouterNatsPublishFailureRatioHigh",
@@ -140,6 +141,7 @@ def test_the_issue_asks_for_these_alerts() -> None:
         "RouterNatsDestinationBlocked",
         "RouterDecideOverloaded",
         "RouterEmbeddedNatsRestarted",
+        "RouterSharedStateDegraded",
     }
     down = next(a for a in alerts() if a.name == "RouterNatsConnectionDown")
     assert (down.expr, down.duration) == ("router_nats_connection_status == 0", "1m")

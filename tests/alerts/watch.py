@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +52,12 @@ class Watch:
         prometheus: PrometheusServer,
         alertmanager: AlertmanagerServer | None = None,
         timeout_s: float = 60,
+        reached: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.prometheus = prometheus
         self.alertmanager = alertmanager
+        #: (alert, instance) -> a firing notification of it reached a receiver (``notified``).
+        self.reached = reached
         self.timeout_s = timeout_s
         self.records: dict[tuple[str, str], Record] = {}
         self._lock = threading.Lock()
@@ -127,6 +131,17 @@ class Watch:
         records = [self.records[(alert, instance)] for alert in alerts]
         self._wait(
             lambda: all(r.fired_at is not None for r in records), f"{alerts} {instance} firing"
+        )
+
+    def notified(self, alerts: list[str], instance: str) -> None:
+        """Wait until a firing notification of each of ``alerts`` of ``instance`` reached its
+        receiver. Called before the fault is removed: an alert that resolves before
+        Alertmanager's group wait flushed is never notified."""
+        reached = self.reached
+        assert reached is not None, "Watch(reached=...) tells where notifications arrived"
+        self._wait(
+            lambda: all(reached(alert, instance) for alert in alerts),
+            f"{alerts} {instance} notified",
         )
 
     def inhibited(self, alerts: list[str], instance: str) -> None:

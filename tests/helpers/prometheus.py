@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from natsrouter.embedded import free_port
+from tests.helpers.ready_process import start_until_ready, stop
 
 
 class PrometheusServer:
@@ -54,40 +55,19 @@ class PrometheusServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30) -> None:
-        with self.log.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={self.config}",
-                    f"--storage.tsdb.path={self.tmp / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--log.level=warn",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"prometheus not ready in {timeout_s}s: {self.log.read_text()[-2000:]}")
+        argv = [
+            self.binary,
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+        self._proc = start_until_ready(
+            "prometheus", argv, self.log, f"{self.url}/-/ready", timeout_s
+        )
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
+        stop(self._proc)
 
     @property
     def url(self) -> str:

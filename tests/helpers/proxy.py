@@ -2,7 +2,8 @@
 
 It stands between the link and a real nats-server to make the failures a process kill cannot:
 a half-open link (``blackhole``), lost answers (``blackhole_replies``: the server gets and
-acts on what the client sends, the client hears nothing back) and an abrupt reset of every
+acts on what the client sends, the client hears nothing back), late answers (``hold_replies``:
+kept until ``resume``, then delivered in order) and an abrupt reset of every
 connection (``cut``). It also keeps what clients sent (``sent``), in the order the server read
 it: the wire order of protocol commands is otherwise invisible.
 """
@@ -24,6 +25,8 @@ class TcpProxy:
         self.connections = 0
         #: Every byte clients sent, in order (all connections together).
         self.sent = bytearray()
+        self._replies_flow = asyncio.Event()
+        self._replies_flow.set()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -58,6 +61,8 @@ class TcpProxy:
                     continue  # read and discard: the peer sees an open, silent socket
                 if not replies:
                     self.sent += data
+                else:
+                    await self._replies_flow.wait()
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):
@@ -73,10 +78,14 @@ class TcpProxy:
         """Discard server-to-client bytes only: requests arrive, answers are lost."""
         self.replies_blackholed = True
 
+    def hold_replies(self) -> None:
+        """Keep server-to-client bytes until ``resume``: answers arrive late, not lost."""
+        self._replies_flow.clear()
+
     def resume(self) -> None:
         self.blackholed = False
         self.replies_blackholed = False
-        self.replies_blackholed = False
+        self._replies_flow.set()
 
     async def cut(self) -> None:
         """Reset every open connection (new ones are still accepted)."""

@@ -11,6 +11,7 @@ import pytest
 
 from natsrouter.embedded import NatsServer
 from tests.conftest import RouterFactory, write_policy
+from tests.helpers.jetstream import stored_messages
 from tests.helpers.observe import rmetric
 from tests.integration.test_router_decide import decide_request, nats_decide
 
@@ -58,3 +59,56 @@ async def test_decides_beyond_the_limit_are_refused_over_http_and_nats(
     # The other policy of the tenant is not limited.
     status, _, _ = await http_decide_full(router.http.port, json.dumps(decide_request()).encode())
     assert status == 200
+
+
+def limited_push(request_id: str) -> bytes:
+    body = decide_request(request_id=request_id, policy_id="limited", push_assignment=True)
+    return json.dumps(body).encode()
+
+
+async def test_a_repeat_on_the_same_router_takes_no_token_even_with_the_bucket_empty(
+    nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path
+) -> None:
+    """Burst 2: r0 twice and r1 pass, r2 is refused, and r0 sent again is its first answer."""
+    write_policy(policies_dir, "acme", "limited", LIMITED)
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    port = router.http.port
+    _, _, first = await http_decide_full(port, limited_push("r0"))
+    statuses = [(await http_decide_full(port, limited_push(n)))[0] for n in ("r0", "r1", "r2")]
+    status, _, again = await http_decide_full(port, limited_push("r0"))
+    assert statuses == [200, 200, 429]
+    assert (status, again["decision"]) == (200, first["decision"])
+    assert rmetric(router, "router_rate_limited_total", tenant_id="acme", policy_id="limited") == 1
+
+
+async def test_a_repeat_on_another_router_with_its_bucket_empty_gets_the_stored_answer(
+    nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path
+) -> None:
+    """Shared state: r0 on A; B spends its burst on r1, r2; r0 on B is A's answer, not a 429."""
+    write_policy(policies_dir, "acme", "limited", LIMITED)
+    a, b = [await make_router([nats_server.url], shared_state_enabled=True) for _ in range(2)]
+    assert await a.link.wait_connected(5) and await b.link.wait_connected(5)
+    _, _, first = await http_decide_full(a.http.port, limited_push("r0"))
+    for n in ("r1", "r2"):
+        assert (await http_decide_full(b.http.port, limited_push(n)))[0] == 200
+    status, _, again = await http_decide_full(b.http.port, limited_push("r0"))
+    assert (status, again["decision"]) == (200, first["decision"])
+    assert rmetric(b, "router_rate_limited_total", tenant_id="acme", policy_id="limited") == 0
+    stored = await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")
+    assert [m.headers["Nats-Msg-Id"] for m in stored].count(first["decision"]["assignment_id"]) == 1
+
+
+async def test_a_repeat_on_another_router_gives_back_the_token_it_took(
+    nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path
+) -> None:
+    """Shared state: r0 on A, then r0, r1, r2 on B (burst 2): the repeat left B's token, all 200."""
+    write_policy(policies_dir, "acme", "limited", LIMITED)
+    a, b = [await make_router([nats_server.url], shared_state_enabled=True) for _ in range(2)]
+    assert await a.link.wait_connected(5) and await b.link.wait_connected(5)
+    await http_decide_full(a.http.port, limited_push("r0"))
+    statuses = [
+        (await http_decide_full(b.http.port, limited_push(n)))[0] for n in ("r0", "r1", "r2")
+    ]
+    assert statuses == [200, 200, 200]
+    assert rmetric(b, "router_decide_replayed_total") == 1

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from natsrouter.embedded import NatsServer
+from natsrouter.errors import OperationTimeoutError
 from natsrouter.link.nats_transport import ConnectOptions, NatsConnection, NatsTransport
 from natsrouter.link.transport import InboundMessage
 from tests.helpers.proxy import TcpProxy
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +34,7 @@ async def proxy(nats_server: NatsServer) -> AsyncIterator[TcpProxy]:
 
 async def connect(proxy: TcpProxy) -> NatsConnection:
     transport = NatsTransport(ConnectOptions(connect_timeout_s=2))
-    return await transport.connect(proxy.url, lambda _err: None)
+    return await transport.connect(proxy.url, lambda _conn, _err: None)
 
 
 def commands_after_connect(sent: bytes) -> list[str]:
@@ -75,3 +77,26 @@ async def test_a_drain_sends_its_unsub_before_its_round_trip(proxy: TcpProxy) ->
     finally:
         await conn.close()
     assert commands_after_connect(proxy.sent)[:4] == ["SUB", "PING", "UNSUB", "PING"]
+
+
+async def test_a_pong_after_its_ping_timed_out_leaves_the_connection_reading(
+    proxy: TcpProxy,
+) -> None:
+    """A ping times out and its PONG comes late: the next ping and a message still arrive."""
+    conn = await connect(proxy)
+    got: list[bytes] = []
+
+    async def handler(msg: InboundMessage) -> None:
+        got.append(msg.data)
+
+    try:
+        await conn.subscribe("late.pong", None, handler)
+        proxy.hold_replies()
+        with pytest.raises(OperationTimeoutError):
+            await conn.ping(0.2)
+        proxy.resume()
+        await conn.ping(2)
+        await conn.publish("late.pong", b"after", None)
+        await wait_for(lambda: got == [b"after"], 5, "the message sent after the late PONG")
+    finally:
+        await conn.close()

@@ -100,6 +100,17 @@ def test_unknown_environment_key_is_refused() -> None:
     assert info.value.key == "ROUTER_NATS_URLS"
 
 
+def test_an_environment_value_that_is_not_utf8_is_refused() -> None:
+    """A byte that is not UTF-8 (read as a lone surrogate, which no subject or header can
+    carry) stops start-up, naming the variable, instead of a Router that never subscribes."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"ROUTER_DECIDE_SUBJECT": "a.\udcff"})
+    assert (info.value.key, str(info.value)) == (
+        "ROUTER_DECIDE_SUBJECT",
+        "ROUTER_DECIDE_SUBJECT: is not UTF-8 (a byte 0xff)",
+    )
+
+
 def test_bad_toml_and_missing_file_are_refused(tmp_path: Path) -> None:
     """A missing file or a TOML syntax error is a ConfigError on --config."""
     with pytest.raises(ConfigError, match="no such file"):

@@ -2,10 +2,10 @@
 
 A real Router with a real, never started, link: each assignment, usage event and dead letter
 it publishes waits in the pending queue, where the test reads it. Inputs carry NaN,
-infinities, huge integers and floats (as a lenient encoder writes them), deep and wide
-documents. Every decide answer, error reply, ExecAssignment and UsageEvent must parse with a
-strict parser (no NaN, no infinities); a dead letter must be the consumed bytes unchanged;
-no header value may contain CR or LF.
+infinities, huge integers and floats (as a lenient encoder writes them), lone surrogates,
+deep and wide documents. Every decide answer, error reply, ExecAssignment and UsageEvent must
+parse with a strict parser (no NaN, no infinities); a dead letter must be the consumed bytes
+unchanged; every header value must encode as UTF-8 and contain no CR or LF.
 """
 
 from __future__ import annotations
@@ -87,20 +87,27 @@ def emitted(router: Router) -> list[tuple[str, bytes, dict[str, str]]]:
 def check_headers(headers: dict[str, str]) -> None:
     for name, value in headers.items():
         assert "\r" not in value and "\n" not in value, name
+        value.encode()  # UTF-8, as the link writes it: no lone surrogate
 
 
 # Numbers as a lenient encoder writes them: NaN, Infinity, 1e400-like floats, huge ints.
 numbers = st.floats() | st.integers() | st.integers(min_value=2**63, max_value=2**70)
+# Any characters, lone surrogates too (a client's "\ud800"), which st.text() leaves out.
+any_text = st.text(st.characters(exclude_categories=()), max_size=20)
 values = st.recursive(
-    st.none() | st.booleans() | numbers | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    st.none() | st.booleans() | numbers | any_text,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(st.characters(exclude_categories=()), max_size=8), inner)
+    ),
     max_leaves=12,
 )
 requests = st.fixed_dictionaries(
     {
         "version": st.just("1"),
-        "request_id": st.text(min_size=1, max_size=20),
+        "request_id": any_text.filter(bool),
         "tenant_id": st.sampled_from(["acme", "acme", "other"]),
+        "trace_id": st.sampled_from(["t-1", "t\ud800"]),
         "task": st.fixed_dictionaries(
             {"type": st.sampled_from(["text", "slow"]), "payload": values}
         ),
@@ -111,10 +118,10 @@ requests = st.fixed_dictionaries(
 )
 results = st.fixed_dictionaries(
     {
-        "assignment_id": st.text(min_size=1, max_size=20),
+        "assignment_id": any_text.filter(bool),
         "status": st.sampled_from(["success", "error", "cancelled"]),
         "provider_id": st.sampled_from(["a", "b"]),
-        "tenant_id": st.sampled_from(["acme", "acme\r\nx"]),
+        "tenant_id": st.sampled_from(["acme", "acme\r\nx", "acme\udfff"]),
     },
     optional={"latency_ms": numbers, "cost": numbers, "timestamp": numbers, "job": values},
 )

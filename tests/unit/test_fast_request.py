@@ -54,6 +54,10 @@ EDGE_STRINGS = [
     "jobs\tgpu",
     "jöbs.gpu",
     "a\u2028b",
+    # A lone surrogate: refused by both where the schema's patterns name one (ids, subject).
+    "a\ud800b",
+    "jobs.\udfff",
+    "\U0001f600",
 ]
 scalars = (
     st.none()

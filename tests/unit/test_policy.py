@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,18 @@ def test_files_must_sit_at_tenant_depth(tmp_path: Path) -> None:
     (tmp_path / "stray.json").write_text(json.dumps(GOOD))
     with pytest.raises(PolicyError, match=r"expected <tenant>/<policy_id>\.json"):
         load_policies(tmp_path)
+
+
+@pytest.mark.parametrize(("tenant", "name"), [(b"acme", b"\xff"), (b"\xff", b"default")])
+def test_a_tenant_or_file_name_that_is_not_utf8_is_refused(
+    tmp_path: Path, tenant: bytes, name: bytes
+) -> None:
+    """Its id would hold a lone surrogate, which a metric label cannot: refused as (path)."""
+    directory = os.path.join(os.fsencode(tmp_path), tenant)
+    os.makedirs(directory)
+    with open(os.path.join(directory, name + b".json"), "wb") as file:
+        file.write(json.dumps(GOOD).encode())
+    with pytest.raises(PolicyError, match="not UTF-8") as caught:
+        load_policies(tmp_path)
+    assert caught.value.field == "(path)"
+    assert "\\xff" in str(caught.value)

@@ -34,10 +34,9 @@ def test_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     assert bucket.tokens == 3.0
 
 
-def test_limits_refuse_with_rate_limit_exceeded_and_count() -> None:
+def test_limits_refuse_with_rate_limit_exceeded() -> None:
     """Past the burst: rate_limit_exceeded naming tenant and policy, retry_after_s 1."""
-    refused: list[tuple[str, str]] = []
-    limits = RateLimits(Clock(), lambda t, p: refused.append((t, p)))
+    limits = RateLimits(Clock())
     for _ in range(3):
         limits.take("acme", "default", TEN_A_SECOND)
     with pytest.raises(RequestError) as caught:
@@ -51,7 +50,18 @@ def test_limits_refuse_with_rate_limit_exceeded_and_count() -> None:
         "burst": 3,
         "retry_after_s": 1,
     }
-    assert refused == [("acme", "default")]
+
+
+def test_a_token_given_back_passes_the_next_decide_but_never_beyond_the_burst() -> None:
+    """Burst 3 spent, one given back: one decide passes; given back to a full bucket: 3."""
+    limits = RateLimits(Clock())
+    for _ in range(3):
+        limits.take("acme", "default", TEN_A_SECOND)
+    limits.give_back("acme", "default", TEN_A_SECOND)
+    assert limits.headroom("acme", "default", TEN_A_SECOND) == 1
+    limits.take("acme", "default", TEN_A_SECOND)
+    limits.give_back("acme", "other", TEN_A_SECOND)
+    assert limits.headroom("acme", "other", TEN_A_SECOND) == 3
 
 
 def test_each_tenant_and_policy_has_its_own_bucket() -> None:

@@ -71,3 +71,62 @@ def test_assignments_not_sent_are_one_line_per_outcome_per_interval(
     ]
     assert lines == [("failed_open", 0), ("dropped", 0), ("failed_open", 49)]
     assert metrics.assignments.labels("failed_open")._value.get() == 51
+
+
+def _lines(logs: list[dict[str, Any]], code: str, *names: str) -> list[tuple[Any, ...]]:
+    return [tuple(e[n] for n in names) for e in logs if e.get("error_code") == code]
+
+
+def test_rate_limited_refusals_are_one_line_per_interval_with_the_count(
+    logs: list[dict[str, Any]],
+) -> None:
+    """Three refusals, one just inside the interval, one at its end: two lines, refused 1
+    then 4 (the three left out and the one logged); each counted in
+    router_rate_limited_total."""
+    clock = Clock()
+    metrics = RouterMetrics(CollectorRegistry())
+    events = RouterEvents(metrics, clock=clock)
+    fields = {"tenant_id": "acme", "policy_id": "p", "requests_per_second": 2}
+    for _ in range(3):
+        events.decide_refused("rate_limit_exceeded", "over", "http", **fields)
+    clock.now += RATE_LIMIT_INTERVAL_S - 0.01
+    events.decide_refused("rate_limit_exceeded", "over", "nats", **fields)
+    clock.now += 0.01
+    events.decide_refused("rate_limit_exceeded", "over", "nats", **fields)
+    names = ("transport", "tenant_id", "policy_id", "requests_per_second", "refused")
+    assert _lines(logs, "ROUTER_DECIDE_RATE_LIMITED", *names) == [
+        ("http", "acme", "p", 2, 1),
+        ("nats", "acme", "p", 2, 4),
+    ]
+    assert metrics.rate_limited.labels("acme", "p")._value.get() == 5
+
+
+def test_overloaded_refusals_are_one_line_per_interval_with_the_count(
+    logs: list[dict[str, Any]],
+) -> None:
+    """Five overloaded answers, then one an interval later: refused 1, then 5."""
+    clock = Clock()
+    events = RouterEvents(RouterMetrics(CollectorRegistry()), clock=clock)
+    for _ in range(5):
+        events.decide_overloaded("nats", 100)
+    clock.now += RATE_LIMIT_INTERVAL_S
+    events.decide_overloaded("http", 100)
+    names = ("transport", "limit", "refused")
+    assert _lines(logs, "ROUTER_DECIDE_OVERLOADED", *names) == [
+        ("nats", 100, 1),
+        ("http", 100, 5),
+    ]
+
+
+def test_unsent_answers_are_one_line_per_interval(logs: list[dict[str, Any]]) -> None:
+    """Answers not sent: the first line, none within the interval, one after it."""
+    clock = Clock()
+    events = RouterEvents(RouterMetrics(CollectorRegistry()), clock=clock)
+    events.reply_failed("dropped", "not_connected")
+    events.reply_failed("queued", None)
+    clock.now += RATE_LIMIT_INTERVAL_S
+    events.reply_failed("queued", None)
+    assert _lines(logs, "ROUTER_DECIDE_REPLY_FAILED", "outcome", "reason") == [
+        ("dropped", "not_connected"),
+        ("queued", None),
+    ]

@@ -16,6 +16,7 @@ from natsrouter.observability.metrics import SHARED_STATE_OPERATIONS, LinkMetric
 from natsrouter.routing.breaker import BreakerState
 from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.service.events import RouterEvents
+from natsrouter.service.shared_decide import sticky_decide
 from natsrouter.service.shared_state import (
     BreakerSync,
     SharedDecide,
@@ -23,7 +24,6 @@ from natsrouter.service.shared_state import (
     SharedState,
     fingerprint,
     key_of,
-    sticky_decide,
 )
 from tests.conftest import FAST
 from tests.helpers.fake_transport import FakeServer, FakeTransport
@@ -67,6 +67,11 @@ def sample(metrics: RouterMetrics, name: str, **labels: str) -> float:
 def test_the_operation_label_values_are_the_shared_operations() -> None:
     """The metric's primed operations are exactly SharedOp's values."""
     assert set(SHARED_STATE_OPERATIONS) == {op.value for op in SharedOp}
+
+
+def test_any_text_makes_a_key_a_lone_surrogate_too() -> None:
+    """A session value with a lone surrogate gets its own key (no error), unlike its pair."""
+    assert key_of("acme", "default", "s\ud800") != key_of("acme", "default", "s\udc00")
 
 
 def test_a_stored_decision_reads_back_equal() -> None:
@@ -198,8 +203,9 @@ async def test_a_failing_bucket_does_not_stop_the_others(logs: list[Any]) -> Non
         b'{"provider": {"x": 1}, "until": 100}',
         b"[" * 100_000 + b"]" * 100_000,
         b'"a"',
+        b'{"provider": "a\\ud800", "until": 100}',
     ],
-    ids=["1e400", "infinity", "bool", "provider-object", "deep", "not-object"],
+    ids=["1e400", "infinity", "bool", "provider-object", "deep", "not-object", "lone-surrogate"],
 )
 async def test_a_hostile_sticky_value_is_an_invalid_value_never_an_error(value: bytes) -> None:
     """A sticky value no Router writes: read as unavailable (invalid_value), nothing raised."""
@@ -243,3 +249,13 @@ async def test_one_breaker_record_opens_the_breaker_once_whatever_its_end_time(
     health_clock.now += 1.5  # past the policy's timeout_ms
     await sync.sync_once()
     assert health.state("a") is BreakerState.HALF_OPEN
+
+
+async def test_a_stored_answer_reads_back_and_a_request_never_answered_reads_none() -> None:
+    """stored_decide: the claimed answer for req-1, None for req-2 (nothing counted)."""
+    server, clock = FakeServer(), Clock()
+    shared, metrics = await shared_state(server, clock)
+    await shared.claim_decide("acme", "req-1", mine("id-1"))
+    assert await shared.stored_decide("acme", "req-1") == mine("id-1")
+    assert await shared.stored_decide("acme", "req-2") is None
+    assert sample(metrics, "router_shared_state_unavailable_total", operation="decision_read") == 0

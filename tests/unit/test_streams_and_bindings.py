@@ -11,10 +11,17 @@ from natsrouter.config import build_settings
 from natsrouter.errors import AuthenticationError, OperationTimeoutError
 from natsrouter.link.bindings import Bindings
 from natsrouter.link.connection import ConnectionSupervisor
+from natsrouter.link.kv import BucketKeeper
 from natsrouter.link.streams import StreamKeeper
 from natsrouter.link.tasks import TaskOwner
 from natsrouter.link.telemetry import LinkTelemetry
-from natsrouter.link.transport import InboundMessage, MessageHandler, NativeSubscription, StreamSpec
+from natsrouter.link.transport import (
+    BucketSpec,
+    InboundMessage,
+    MessageHandler,
+    NativeSubscription,
+    StreamSpec,
+)
 from natsrouter.observability.metrics import LinkMetrics
 from tests.conftest import FAST
 from tests.helpers.fake_transport import FakeConnection, FakeServer, FakeTransport
@@ -29,11 +36,13 @@ class Clock:
 
 
 class Flaky(FakeConnection):
-    """A connection whose stream checks time out and whose ``refused`` subjects are refused."""
+    """A connection whose stream and bucket checks time out once and whose ``refused``
+    subjects are refused."""
 
     def __init__(self, refused: set[str]) -> None:
         super().__init__(FakeServer(), "fake", lambda *_: None)
         self.stream_timeouts = 1
+        self.bucket_timeouts = 1
         self.ensured: list[str] = []
         self.bound: list[str] = []
         self.refused = refused
@@ -41,6 +50,13 @@ class Flaky(FakeConnection):
     async def ensure_stream(self, spec: StreamSpec) -> bool:
         if self.stream_timeouts:
             self.stream_timeouts -= 1
+            raise OperationTimeoutError("electing a leader")
+        self.ensured.append(spec.name)
+        return True
+
+    async def ensure_bucket(self, spec: BucketSpec) -> bool:
+        if self.bucket_timeouts:
+            self.bucket_timeouts -= 1
             raise OperationTimeoutError("electing a leader")
         self.ensured.append(spec.name)
         return True
@@ -69,6 +85,20 @@ async def test_a_stream_check_that_times_out_is_tried_again_later(logs: list[Any
     await keeper.recheck(conn)
     assert conn.ensured == ["S"]
     assert [e["error_code"] for e in logs if "error_code" in e] == ["NATS_STREAM_ERROR"]
+
+
+async def test_a_bucket_check_that_times_out_is_tried_again_later(logs: list[Any]) -> None:
+    """Timed out: logged for its stream KV_<name>, the connection kept; tried again later."""
+    clock = Clock()
+    keeper = BucketKeeper(_telemetry(), clock, recheck_s=2.0)
+    conn = Flaky(set())
+    await keeper.declare(BucketSpec("B"), conn)  # never raises
+    await keeper.recheck(conn)  # not due yet (the clock has not moved)
+    clock.now = 2.5
+    await keeper.recheck(conn)
+    assert conn.ensured == ["B"]
+    failed = [(e["error_code"], e["stream"]) for e in logs if "error_code" in e]
+    assert failed == [("NATS_STREAM_ERROR", "KV_B")]
 
 
 async def test_a_subscription_refused_on_connect_leaves_the_others_bound() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import ErrorCode, RequestError, parse_decide_request
 from natsrouter.routing.policy import PolicyError, load_policy_file
-from natsrouter.routing.strict_json import MAX_DEPTH, StrictJsonError, dumps, loads
+from natsrouter.routing.strict_json import LONE_SURROGATE, MAX_DEPTH, StrictJsonError, dumps, loads
 from natsrouter.routing.worker_messages import InvalidMessage, parse_exec_ack, parse_exec_result
 
 LIMIT = 1 << 20
@@ -154,3 +154,74 @@ def test_dumps_writes_what_the_standard_encoder_writes(document: Any) -> None:
     """The encoder built once writes byte for byte what json.dumps writes, compact."""
     expected = json.dumps({"v": document}, separators=(",", ":"), allow_nan=False).encode()
     assert dumps({"v": document}) == expected
+
+
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"a":"x\\ud800"}', "a"),
+        ('{"a":["ok","\\uDFFF"]}', "a[1]"),
+        ('{"a":{"\\udc00k":1}}', "a.\\udc00k"),
+        ('"\\ud83d"', "(document)"),
+        ('{"a":"\\ude00\\ud83d"}', "a"),  # a low then a high surrogate: no pair
+    ],
+)
+def test_unicode_only_refuses_a_lone_surrogate_naming_its_field(text: str, field: str) -> None:
+    """A lone surrogate escape in a value or a key: StrictJsonError at its field, printable."""
+    with pytest.raises(StrictJsonError) as info:
+        loads(text.encode(), unicode_only=True)
+    assert (info.value.field, info.value.message) == (field, LONE_SURROGATE)
+    str(info.value).encode()  # what is quoted in a header or a log line encodes as UTF-8
+
+
+def test_unicode_only_accepts_pairs_and_escaped_backslashes() -> None:
+    """A surrogate pair is one character; \\\\ud800 is a backslash and text; both parse."""
+    text = b'{"emoji":"\\ud83d\\ude00","text":"\\\\ud800","raw":"\xf0\x9f\x98\x80"}'
+    assert loads(text, unicode_only=True) == {
+        "emoji": "\U0001f600",
+        "text": "\\ud800",
+        "raw": "\U0001f600",
+    }
+
+
+def test_without_unicode_only_a_lone_surrogate_parses() -> None:
+    """The decide door parses it; its schema refuses one only where text must encode."""
+    assert loads(b'{"a":"\\ud800"}') == {"a": LONE}
+
+
+@pytest.mark.parametrize("name", ["request_id", "tenant_id", "trace_id", "assignment_subject"])
+def test_a_lone_surrogate_in_a_decide_field_that_must_encode_is_refused(name: str) -> None:
+    """Ids that become headers, message ids or keys, and the subject: invalid_request."""
+    document = json.loads(REQUEST % "1")
+    document[name] = "jobs" + LONE
+    with pytest.raises(RequestError) as info:
+        parse_decide_request(json.dumps(document).encode(), LIMIT)
+    assert (info.value.code, info.value.details["field"]) == (ErrorCode.INVALID_REQUEST, name)
+
+
+@pytest.mark.parametrize("kind", ["ack", "result"])
+def test_a_lone_surrogate_anywhere_in_a_worker_message_is_invalid(kind: str) -> None:
+    """In an extra field's key of an ack or a result: InvalidMessage naming it."""
+    base = (
+        '{"assignment_id":"a","status":"accepted","tenant_id":"acme",%s}'
+        if kind == "ack"
+        else RESULT
+    )
+    raw = (base % '"x":{"\\ud800":1}').encode()
+    parse = parse_exec_ack if kind == "ack" else parse_exec_result
+    with pytest.raises(InvalidMessage) as info:
+        parse(raw, None, LIMIT)
+    assert (info.value.field, info.value.message) == ("x.\\ud800", LONE_SURROGATE)
+
+
+def test_policy_file_with_a_lone_surrogate_is_refused_naming_the_field(tmp_path: Path) -> None:
+    """A provider name that no metric label or header could carry is refused at load."""
+    path = tmp_path / "acme" / "default.json"
+    path.parent.mkdir()
+    path.write_text('{"providers":[{"name":"a\\ud800","weight":1}]}')
+    with pytest.raises(PolicyError) as info:
+        load_policy_file(path, tmp_path)
+    assert info.value.field == "providers[0].name"

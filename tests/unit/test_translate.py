@@ -9,7 +9,7 @@ import nats.js.errors
 import pytest
 
 from natsrouter.errors import LinkError, Reason, error_for_reason
-from natsrouter.link.nats_transport import translate
+from natsrouter.link.nats_errors import translate
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 Router processes share a little state (decide idempotency, sticky sessions, circuit-breaker
 states) in JetStream key-value buckets. A bucket is the stream ``KV_<name>``: it is created
 when missing on every connection, after the streams, and an existing one is left as it is.
-A check that fails without losing the connection is logged as the stream check is
+``BucketKeeper`` keeps them as ``streams.StreamKeeper`` keeps the streams (both are
+``streams.DeclaredStreams``): a check that fails without losing the connection is logged
 (``NATS_STREAM_ERROR``, stream ``KV_<name>``) and tried again after watchdog pings.
 
 Reads and writes are never queued: shared state that arrives late is worse than none, so
@@ -20,6 +21,7 @@ from typing import TypeVar
 
 from natsrouter.errors import LinkError, NotConnectedError
 from natsrouter.link.connection import ConnectionSupervisor
+from natsrouter.link.streams import DeclaredStreams
 from natsrouter.link.telemetry import LinkTelemetry
 from natsrouter.link.transport import BucketSpec, Connection, KvEntry
 from natsrouter.operation import Operation
@@ -32,8 +34,21 @@ def bucket_stream(name: str) -> str:
     return f"KV_{name}"
 
 
+class BucketKeeper(DeclaredStreams[BucketSpec]):
+    """Remembers declared buckets and ensures them on each connection, after the streams."""
+
+    async def _create_missing(self, conn: Connection, spec: BucketSpec) -> bool:
+        return await conn.ensure_bucket(spec)
+
+    def _stream_name(self, spec: BucketSpec) -> str:
+        return bucket_stream(spec.name)
+
+    def _subjects(self, spec: BucketSpec) -> tuple[str, ...]:
+        return (f"$KV.{spec.name}.>",)
+
+
 class KeyValueStore:
-    """The declared buckets, and get / put / create through the supervisor's connection."""
+    """Get / put / create / update through the supervisor's connection."""
 
     def __init__(
         self,
@@ -41,59 +56,11 @@ class KeyValueStore:
         telemetry: LinkTelemetry,
         clock: Callable[[], float],
         timeout_s: float,
-        recheck_s: float,
     ) -> None:
         self._session = session
         self._t = telemetry
         self._clock = clock
         self._timeout_s = timeout_s
-        self._recheck_s = recheck_s
-        self.specs: list[BucketSpec] = []
-        self._unsure: dict[str, BucketSpec] = {}
-        self._last_check = 0.0
-
-    # -- buckets ----------------------------------------------------------------------------
-
-    async def declare(self, spec: BucketSpec) -> None:
-        """Remember ``spec``; ensure it now when connected. Never raises."""
-        self.specs.append(spec)
-        live = self._session.live()
-        if live is not None:
-            try:
-                await self.ensure(live[0], spec)
-            except LinkError:
-                return  # lost: the next connection ensures it
-
-    async def ensure_all(self, conn: Connection) -> None:
-        """Ensure every declared bucket; raises only when the connection is lost."""
-        for spec in self.specs:
-            await self.ensure(conn, spec)
-
-    async def ensure(self, conn: Connection, spec: BucketSpec) -> None:
-        try:
-            created = await conn.ensure_bucket(spec)
-        except LinkError as err:
-            self._t.stream_failed(bucket_stream(spec.name), err)
-            self._unsure[spec.name] = spec
-            if err.connection_lost:
-                raise
-            return
-        self._unsure.pop(spec.name, None)
-        if created:
-            self._t.stream_created(bucket_stream(spec.name), (f"$KV.{spec.name}.>",))
-
-    async def recheck(self, conn: Connection) -> None:
-        """Try the buckets whose check failed again, at most every ``recheck_s``."""
-        if not self._unsure or self._clock() - self._last_check < self._recheck_s:
-            return
-        self._last_check = self._clock()
-        for spec in list(self._unsure.values()):
-            try:
-                await self.ensure(conn, spec)
-            except LinkError:
-                return
-
-    # -- operations -------------------------------------------------------------------------
 
     async def get(self, bucket: str, key: str) -> KvEntry | None:
         """The key's entry, or None when it has no value (never written, or expired)."""

@@ -6,8 +6,8 @@ do one thing and are tested alone with a fake transport:
 - ``connection.ConnectionSupervisor``: the connection, its state, connect/backoff/exhaustion
   and the watchdog pings;
 - ``streams.StreamKeeper``: streams created when missing, on every connection;
-- ``kv.KeyValueStore``: key-value buckets created when missing (after the streams), and
-  get / put / create on the live connection, never queued;
+- ``kv.BucketKeeper``, ``kv.KeyValueStore``: key-value buckets created when missing (after
+  the streams), and get / put / create / update on the live connection, never queued;
 - ``bindings.Bindings``: subscriptions and pull consumers, bound again on every connection;
 - ``outbox.Outbox``: publishes accepted but not sent yet (the bounded pending queue, memory
   or the SQLite spool), their expiry and the no-silent-loss ledger;
@@ -40,7 +40,7 @@ from natsrouter.link.bindings import Bindings
 from natsrouter.link.connection import ConnectionSupervisor, SessionHooks
 from natsrouter.link.destinations import Destinations
 from natsrouter.link.faults import Fault, FaultInjectingTransport, FaultRegistry, FaultTarget
-from natsrouter.link.kv import KeyValueStore
+from natsrouter.link.kv import BucketKeeper, KeyValueStore
 from natsrouter.link.nats_transport import ConnectOptions, NatsTransport
 from natsrouter.link.outbox import Outbox
 from natsrouter.link.outcome import Operation, Outcome, Result
@@ -109,6 +109,7 @@ class Link:
         base = transport or NatsTransport(ConnectOptions.from_settings(settings))
         if isinstance(base, NatsTransport):
             base.on_slow_consumer = self._t.slow_consumer
+            base.on_unreadable = self._t.unreadable_message
         self.faults: FaultRegistry | None = None
         if settings.nats_fault_injection_enabled:
             self.faults = FaultRegistry(rng=self._rng, on_injected=self._fault_injected)
@@ -126,8 +127,9 @@ class Link:
         )
         recheck_s = settings.nats_max_reconnect_delay_ms / 1000
         self._streams = StreamKeeper(self._t, clock, recheck_s)
+        self._buckets = BucketKeeper(self._t, clock, recheck_s)
         self._kv = KeyValueStore(
-            self._session, self._t, clock, settings.nats_request_timeout_ms / 1000, recheck_s
+            self._session, self._t, clock, settings.nats_request_timeout_ms / 1000
         )
         self._bindings = Bindings(self._session, self._t, self._tasks, self._rng)
         # May raise ConfigError (nats_pending_spool_path) before anything is started.
@@ -181,12 +183,12 @@ class Link:
     async def _prepare(self, conn: Connection, generation: int) -> None:
         """Before a connection counts as connected: streams and buckets, then subscriptions."""
         await self._streams.ensure_all(conn)
-        await self._kv.ensure_all(conn)
+        await self._buckets.ensure_all(conn)
         await self._bindings.bind_all(conn, generation)
 
     async def _healthy(self, conn: Connection, generation: int) -> None:
         await self._streams.recheck(conn)
-        await self._kv.recheck(conn)
+        await self._buckets.recheck(conn)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -293,8 +295,9 @@ class Link:
 
     async def declare_bucket(self, spec: BucketSpec) -> None:
         """Create the key-value bucket when missing: now if connected, and on every later
-        connection (after the streams). Never raises (see ``kv.KeyValueStore``)."""
-        await self._kv.declare(spec)
+        connection (after the streams). Never raises (see ``kv.BucketKeeper``)."""
+        live = self._session.live()
+        await self._buckets.declare(spec, live[0] if live else None)
 
     # -- key-value: tried once on the live connection, never queued ----------------------------
 

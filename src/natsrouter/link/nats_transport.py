@@ -1,16 +1,16 @@
-"""The real transport: one nats-py client per connection attempt, errors translated here.
+"""The real transport: one nats-py client per connection attempt; connect, core pub/sub, close.
 
 nats-py's own reconnection is switched off (``allow_reconnect=False``): the link owns
 reconnection, backoff and re-subscription, and nats-py alone cannot start while NATS is
-down (nats-io/nats.py#663). This module is the one boundary where nats-py exceptions become
-``errors.LinkError`` subclasses (``translate``).
+down (nats-io/nats.py#663). JetStream and key-value operations are handed to
+``nats_jetstream.NatsJetStream``; nats-py exceptions become ``errors.LinkError`` subclasses
+in one place, ``nats_errors.translate``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,23 +18,13 @@ from typing import Any
 
 import nats
 import nats.errors
-import nats.js.errors
 from nats.aio.client import PING_PROTO, Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StreamConfig
-from nats.js.kv import KeyValue
 
 from natsrouter.config import Settings, tls_context
-from natsrouter.errors import (
-    AuthenticationError,
-    ConnectionClosedError,
-    LinkError,
-    NoRespondersError,
-    OperationTimeoutError,
-    OtherLinkError,
-    ServerError,
-    ServerUnavailableError,
-)
+from natsrouter.errors import AuthenticationError, ConnectionClosedError, LinkError
+from natsrouter.link.nats_errors import translate
+from natsrouter.link.nats_jetstream import NatsJetStream, ack_payload
 from natsrouter.link.outcome import PubAck
 from natsrouter.link.transport import (
     AckKind,
@@ -42,8 +32,6 @@ from natsrouter.link.transport import (
     ConsumerSpec,
     FastPublish,
     InboundMessage,
-    JsMessage,
-    JsMetadata,
     KvEntry,
     LostCallback,
     MessageHandler,
@@ -61,52 +49,6 @@ log = get_logger("natsrouter.link.transport")
 _CLOSE_TIMEOUT_S = 1.0
 # nats-py's own pinger is a backstop only: the link runs its own, shorter liveness pings.
 _NATS_PY_PING_INTERVAL_S = 120
-
-
-def translate(exc: BaseException) -> LinkError:
-    """Map a nats-py (or socket) exception to the error tree; the only place that does."""
-    if isinstance(exc, LinkError):
-        return exc
-    message = str(exc) or type(exc).__name__
-    # nats-py reports an auth rejection during connect as a plain Error carrying the
-    # server's -ERR text; there is no dedicated class to match on in that path.
-    lowered = message.lower()
-    if isinstance(exc, nats.errors.AuthorizationError) or (
-        "authorization violation" in lowered
-        or "authentication" in lowered
-        or "user authentication expired" in lowered
-    ):
-        return AuthenticationError(message)
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        # The server's identity could not be verified: an authentication failure, not a
-        # network one (it will not pass by itself).
-        return AuthenticationError(message)
-    if isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.NoStreamResponseError):
-        return NoRespondersError(message)
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError | nats.errors.TimeoutError):
-        return OperationTimeoutError(message)
-    if isinstance(
-        exc,
-        nats.errors.ConnectionClosedError
-        | nats.errors.StaleConnectionError
-        | nats.errors.ConnectionReconnectingError
-        | nats.errors.NoServersError
-        | nats.errors.ConnectionDrainingError
-        | nats.errors.OutboundBufferLimitError
-        | OSError
-        | EOFError,
-    ):
-        return ConnectionClosedError(message)
-    if isinstance(exc, nats.js.errors.APIError):
-        # JetStream's own answer: its status and err_code say whether it can pass
-        # (errors.PERMANENT_JS_ERR_CODES). No status at all is read as a 503, JetStream's
-        # "not now".
-        status = exc.code or 503
-        cls = ServerUnavailableError if status == 503 else ServerError
-        return cls(message, status=status, err_code=exc.err_code)
-    if isinstance(exc, nats.errors.Error):
-        return ServerError(message) if message.startswith("nats: ") else OtherLinkError(message)
-    return OtherLinkError(f"{type(exc).__name__}: {message}")
 
 
 @dataclass(frozen=True)
@@ -161,24 +103,6 @@ def _to_inbound(msg: Msg) -> InboundMessage:
     return InboundMessage(msg.subject, msg.data, msg.headers, msg.reply or None)
 
 
-def _to_js(msg: Msg) -> JsMessage:
-    meta = msg.metadata
-    return JsMessage(
-        subject=msg.subject,
-        data=msg.data,
-        headers=msg.headers,
-        reply=msg.reply or None,
-        metadata=JsMetadata(
-            stream=meta.stream,
-            consumer=meta.consumer,
-            stream_seq=meta.sequence.stream,
-            consumer_seq=meta.sequence.consumer,
-            num_delivered=meta.num_delivered,
-            num_pending=meta.num_pending,
-        ),
-    )
-
-
 class _Subscription:
     def __init__(self, sub: Any) -> None:
         self._sub = sub
@@ -196,26 +120,6 @@ class _Subscription:
             raise translate(exc) from exc
 
 
-class _PullConsumer:
-    def __init__(self, psub: Any) -> None:
-        self._psub = psub
-
-    async def fetch(self, batch: int, timeout_s: float) -> list[JsMessage]:
-        try:
-            msgs = await self._psub.fetch(batch, timeout=timeout_s)
-        except TimeoutError:  # nats-py raises both its own and the builtin class here
-            return []
-        except Exception as exc:
-            raise translate(exc) from exc
-        return [_to_js(m) for m in msgs]
-
-    async def stop(self) -> None:
-        # Unsubscribing the inbox also ends any pull request still open on the server, so
-        # it cannot capture messages for a reader that is gone.
-        with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(self._psub.unsubscribe(), _CLOSE_TIMEOUT_S)
-
-
 class _OrderedClient(Client):
     """nats-py's client with a PING that waits its turn behind the commands already buffered.
 
@@ -225,7 +129,14 @@ class _OrderedClient(Client):
     (requests delivered meanwhile were dropped unanswered). Appended to the buffer instead,
     the PING reaches the server after everything sent before it (tests/integration/
     test_wire_order.py). Not connected (the handshake), nats-py's own path is kept.
+
+    A PONG that comes after its ping timed out is taken and dropped (``_process_pong``), and
+    so is a message nats-py cannot read (``_process_msg``): either once ended the read loop.
     """
+
+    def __init__(self, on_unreadable: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self._on_unreadable = on_unreadable
 
     async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
         if not self.is_connected:
@@ -235,6 +146,30 @@ class _OrderedClient(Client):
         self._pending.append(PING_PROTO)
         self._pending_data_size += len(PING_PROTO)
         await self._flush_pending()
+
+    async def _process_pong(self) -> None:
+        # The k-th PONG answers the k-th PING, so a PONG always takes the oldest future. A
+        # ping that timed out left its future there cancelled, and nats-py's set_result on it
+        # raised InvalidStateError out of the read loop, which stopped reading for good.
+        if self._pongs:
+            future = self._pongs.pop(0)
+            if not future.done():
+                future.set_result(True)
+            self._pongs_received += 1
+            self._pings_outstanding = 0
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        try:
+            await super()._process_msg(sid, subject, reply, data, headers)
+        except UnicodeDecodeError:
+            # nats-server passes a subject, reply subject or header status line on as the
+            # publisher wrote it, and nats-py decodes them as strict UTF-8 in its read loop:
+            # raised there, the loop ended and the connection stayed open, unread. Dropped
+            # before it reached a subscription, like a message a full buffer drops.
+            if self._on_unreadable is not None:
+                self._on_unreadable(subject.decode("utf-8", "backslashreplace"))
 
 
 class _AbortConnect(Exception):
@@ -259,14 +194,13 @@ class NatsConnection:
         server: str,
         on_lost: LostCallback,
         on_slow_consumer: Callable[[str], None] | None = None,
+        on_unreadable: Callable[[str], None] | None = None,
     ) -> None:
         self._server = server
         self._on_lost = on_lost
         self._on_slow_consumer = on_slow_consumer
-        self._nc = _OrderedClient()
-        self._js: Any = None
-        #: Key-value handles by bucket, made once per connection (each costs a round trip).
-        self._buckets: dict[str, KeyValue] = {}
+        self._nc = _OrderedClient(on_unreadable)
+        self._jetstream = NatsJetStream(self._nc)
         self._closing = False
         self._reported = False
         self._opening = False
@@ -309,7 +243,7 @@ class NatsConnection:
             raise AuthenticationError(
                 f"{self._server} answers as nats-server {answered!r}, not {options.server_name!r}"
             )
-        self._js = self._nc.jetstream(timeout=options.api_timeout_s)
+        self._jetstream.bind(options.api_timeout_s)
 
     async def _on_error(self, exc: Exception) -> None:
         if self._opening:
@@ -357,17 +291,6 @@ class NatsConnection:
         except Exception as exc:
             raise translate(exc) from exc
 
-    async def publish_with_ack(
-        self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
-    ) -> PubAck:
-        try:
-            ack = await self._js.publish(
-                subject, payload, timeout=timeout_s, headers=dict(headers) if headers else None
-            )
-        except Exception as exc:
-            raise translate(exc) from exc
-        return PubAck(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
-
     async def request(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
     ) -> InboundMessage:
@@ -393,138 +316,44 @@ class NatsConnection:
             raise translate(exc) from exc
         return _Subscription(sub)
 
+    # JetStream and key-value: ``nats_jetstream.NatsJetStream`` over this client.
+
+    async def publish_with_ack(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
+    ) -> PubAck:
+        return await self._jetstream.publish_with_ack(subject, payload, headers, timeout_s)
+
     async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer:
-        config = ConsumerConfig(
-            durable_name=spec.durable,
-            filter_subject=spec.filter_subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            max_deliver=spec.max_deliver,
-            ack_wait=spec.ack_wait_ms / 1000,
-        )
-        try:
-            psub = await self._js.pull_subscribe(
-                spec.filter_subject,
-                durable=spec.durable,
-                # Empty: nats-py finds the stream that holds the subject.
-                stream=spec.stream or None,
-                config=config,
-            )
-        except Exception as exc:
-            raise translate(exc) from exc
-        return _PullConsumer(psub)
+        return await self._jetstream.pull_subscribe(spec)
 
     async def ensure_stream(self, spec: StreamSpec) -> bool:
-        try:
-            await self._js.stream_info(spec.name)
-        except nats.js.errors.NotFoundError:
-            pass
-        except Exception as exc:
-            raise translate(exc) from exc
-        else:
-            return False
-        config = StreamConfig(
-            name=spec.name,
-            subjects=list(spec.subjects),
-            duplicate_window=spec.duplicate_window_s,
-            max_age=spec.max_age_s or None,
-            num_replicas=spec.replicas,
-        )
-        try:
-            await self._js.add_stream(config)
-        except Exception as exc:
-            raise translate(exc) from exc
-        return True
+        return await self._jetstream.ensure_stream(spec)
+
+    async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
+        return await self._jetstream.find_stream(subject, timeout_s)
 
     async def ensure_bucket(self, spec: BucketSpec) -> bool:
-        try:
-            self._buckets[spec.name] = await self._js.key_value(spec.name)
-        except nats.js.errors.BucketNotFoundError:
-            pass
-        except Exception as exc:
-            raise translate(exc) from exc
-        else:
-            return False
-        config = KeyValueConfig(
-            bucket=spec.name, history=1, ttl=spec.ttl_s or None, replicas=spec.replicas
-        )
-        try:
-            self._buckets[spec.name] = await self._js.create_key_value(config)
-        except Exception as exc:
-            raise translate(exc) from exc
-        return True
-
-    async def _bucket(self, name: str) -> KeyValue:
-        kv = self._buckets.get(name)
-        if kv is None:  # declared after this connection was made, or made elsewhere
-            try:
-                kv = self._buckets[name] = await self._js.key_value(name)
-            except nats.js.errors.BucketNotFoundError as exc:
-                raise NoRespondersError(f"no key-value bucket {name!r}") from exc
-            except Exception as exc:
-                raise translate(exc) from exc
-        return kv
+        return await self._jetstream.ensure_bucket(spec)
 
     async def kv_get(self, bucket: str, key: str, timeout_s: float) -> KvEntry | None:
-        kv = await self._bucket(bucket)
-        try:
-            entry = await asyncio.wait_for(kv.get(key), timeout_s)
-        except nats.js.errors.KeyNotFoundError:  # also a deleted or purged key
-            return None
-        except Exception as exc:
-            raise translate(exc) from exc
-        return KvEntry(key, entry.value or b"", entry.revision or 0)
+        return await self._jetstream.kv_get(bucket, key, timeout_s)
 
     async def kv_put(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int:
-        kv = await self._bucket(bucket)
-        try:
-            revision: int = await asyncio.wait_for(kv.put(key, value), timeout_s)
-        except Exception as exc:
-            raise translate(exc) from exc
-        return revision
+        return await self._jetstream.kv_put(bucket, key, value, timeout_s)
 
     async def kv_create(self, bucket: str, key: str, value: bytes, timeout_s: float) -> int | None:
-        kv = await self._bucket(bucket)
-        try:
-            revision: int = await asyncio.wait_for(kv.create(key, value), timeout_s)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return None  # another writer's value is there: it won
-        except nats.js.errors.KeyNotFoundError:
-            # Refused as a wrong last sequence, then nats-py's check for a deleted key did
-            # not find it yet (a clustered write being applied): another writer won too.
-            return None
-        except Exception as exc:
-            raise translate(exc) from exc
-        return revision
+        return await self._jetstream.kv_create(bucket, key, value, timeout_s)
 
     async def kv_update(
         self, bucket: str, key: str, value: bytes, revision: int, timeout_s: float
     ) -> int | None:
-        kv = await self._bucket(bucket)
-        try:
-            new: int = await asyncio.wait_for(kv.update(key, value, last=revision), timeout_s)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return None  # another write came first
-        except Exception as exc:
-            raise translate(exc) from exc
-        return new
-
-    async def find_stream(self, subject: str, timeout_s: float) -> StreamInfo | None:
-        # Two JetStream API calls: which stream holds the subject, then its configuration.
-        js = self._nc.jetstream(timeout=timeout_s)
-        try:
-            name = await js.find_stream_name_by_subject(subject)
-            info = await js.stream_info(name)
-        except nats.js.errors.NotFoundError:
-            return None
-        except Exception as exc:
-            raise translate(exc) from exc
-        return StreamInfo(name, float(info.config.duplicate_window or 0.0))
+        return await self._jetstream.kv_update(bucket, key, value, revision, timeout_s)
 
     async def acknowledge(self, reply: str, kind: AckKind, delay_ms: int | None) -> None:
         # Sent on the current connection, not the one that delivered the message: the
         # server takes an ack for a reply subject from any connection, so acks keep
         # working after a reconnect while the message is still within its ack wait.
-        await self.publish(reply, _ack_payload(kind, delay_ms), None)
+        await self.publish(reply, ack_payload(kind, delay_ms), None)
 
     async def ping(self, timeout_s: float) -> None:
         try:
@@ -550,21 +379,10 @@ class NatsTransport:
         self._options = options
         #: Told the subject of each message nats-py drops from a full subscription buffer.
         self.on_slow_consumer: Callable[[str], None] | None = None
+        #: Told the subject of each message dropped because nats-py cannot read it.
+        self.on_unreadable: Callable[[str], None] | None = None
 
     async def connect(self, server: str, on_lost: LostCallback) -> NatsConnection:
-        conn = NatsConnection(server, on_lost, self.on_slow_consumer)
+        conn = NatsConnection(server, on_lost, self.on_slow_consumer, self.on_unreadable)
         await conn.open(self._options)
         return conn
-
-
-def _ack_payload(kind: AckKind, delay_ms: int | None) -> bytes:
-    """The JetStream acknowledgement protocol body."""
-    if kind is AckKind.ACK:
-        return b"+ACK"
-    if kind is AckKind.TERM:
-        return b"+TERM"
-    if kind is AckKind.IN_PROGRESS:
-        return b"+WPI"
-    if delay_ms:
-        return b"-NAK " + json.dumps({"delay": delay_ms * 1_000_000}).encode()
-    return b"-NAK"

@@ -331,5 +331,18 @@ class LinkTelemetry:
                 suppressed=suppressed,
             )
 
+    def unreadable_message(self, subject: str) -> None:
+        """nats-py could not read an inbound message (bytes that are not UTF-8): dropped."""
+        self.metrics.unreadable_messages.inc()
+        suppressed = self._burst("unreadable_message")
+        if suppressed is not None:
+            self.log.warning(
+                "message dropped: not readable (a subject, reply subject or header status "
+                "line that is not UTF-8)",
+                error_code="NATS_MESSAGE_UNREADABLE",
+                subject=subject,
+                suppressed=suppressed,
+            )
+
     def handler_failed(self, subject: str, exc: BaseException) -> None:
         self.log.error("message handler raised", subject=subject, error=exc, exc_info=exc)

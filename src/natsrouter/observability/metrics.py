@@ -144,6 +144,10 @@ class LinkMetrics:
             "slow_consumer_drops",
             "Inbound messages nats-py dropped: a subscription buffer was full",
         )
+        self.unreadable_messages = counter(
+            "unreadable_messages",
+            "Inbound messages dropped because nats-py cannot read them (bytes not UTF-8)",
+        )
         # The contract's name ends in _count, which Prometheus reserves for histograms and
         # summaries (promtool check metrics flags it); it stays for compatibility, and the
         # lint-clean twin below carries the same value for alerts and dashboards.
@@ -237,6 +241,7 @@ _DECIDE_BUCKETS = (
 #: ``service.shared_state.SharedOp`` values (checked equal by a unit test).
 SHARED_STATE_OPERATIONS = (
     "decision_claim",
+    "decision_read",
     "sticky_read",
     "sticky_claim",
     "breaker_write",

@@ -205,14 +205,13 @@ class Decider:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_session_too_long: Callable[[], None] | None = None,
-        on_rate_limited: Callable[[str, str], None] | None = None,
     ) -> None:
         self.policies = policies
         self.health = health
         self._on_session_too_long = on_session_too_long
         self._rng = rng or random.Random()
         self.sticky = StickySessions(clock)
-        self.rate_limits = RateLimits(clock, on_rate_limited)
+        self.rate_limits = RateLimits(clock)
 
     def decide(self, request: DecideRequest) -> Decision:
         policy = self.policies.get(request.tenant_id, request.policy_id)

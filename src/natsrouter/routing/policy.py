@@ -9,6 +9,7 @@ stays in force.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -31,7 +32,7 @@ class PolicyError(NatsRouterError):
     """A policy file is invalid; says which file and which field."""
 
     def __init__(self, path: Path, field_path: str, message: str) -> None:
-        super().__init__(f"{path}: {field_path}: {message}")
+        super().__init__(f"{_shown(str(path))}: {field_path}: {message}")
         self.path = path
         self.field = field_path
 
@@ -165,14 +166,25 @@ def parse_policy(path: Path, tenant_id: str, policy_id: str, document: Any) -> P
     )
 
 
+def _shown(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 written ``\\xff`` (Python reads each
+    as a lone surrogate, which no log line, label or header can encode)."""
+    return name if name.isascii() else os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def load_policy_file(path: Path, root: Path) -> Policy:
     """Read ``<root>/<tenant>/<policy_id>.json``."""
     relative = path.relative_to(root)
     if len(relative.parts) != 2:
         raise PolicyError(path, "(path)", "expected <tenant>/<policy_id>.json")
     tenant_id, policy_id = relative.parts[0], relative.stem
+    for name in (tenant_id, policy_id):
+        # The ids become metric labels (router_rate_limited_total): one that cannot be
+        # encoded made every /metrics scrape fail.
+        if _shown(name) != name:
+            raise PolicyError(path, "(path)", f"the name {_shown(name)} is not UTF-8")
     try:
-        document = strict_json.loads(path.read_bytes())
+        document = strict_json.loads(path.read_bytes(), unicode_only=True)
     except OSError as exc:  # removed or unreadable between listing and reading
         raise PolicyError(path, "(document)", f"cannot be read: {exc.strerror}") from None
     except StrictJsonError as exc:

@@ -10,6 +10,10 @@ decide, the path that must stay at milliseconds, and a store outage would then e
 all decides or lift the limit; a local bucket costs nothing and never blocks. Operators who
 run several Routers divide the rate by their number (docs/policies.md).
 
+A refusal is counted where it is answered (``RouterEvents.decide_refused``), not here: a
+decide refused a token may still be answered, when it repeats a request another Router
+answered (``service.shared_decide.first_answer``), and such a repeat takes no token.
+
 The clock is injected, so tests step time exactly.
 """
 
@@ -46,6 +50,11 @@ class TokenBucket:
             return 0.0
         return (1.0 - self._tokens) / self.config.requests_per_second
 
+    def give_back(self) -> None:
+        """Return a token taken by a decide that turned out to be a repeat."""
+        self._refill()
+        self._tokens = min(float(self.config.burst), self._tokens + 1.0)
+
     @property
     def tokens(self) -> float:
         """Decides that may pass now (the headroom), fractions included."""
@@ -56,13 +65,8 @@ class TokenBucket:
 class RateLimits:
     """The buckets of the policies that enable ``rate_limit``, created on first use."""
 
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        on_exceeded: Callable[[str, str], None] | None = None,
-    ) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._on_exceeded = on_exceeded
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
     def bucket(self, tenant_id: str, policy_id: str, config: RateLimitConfig) -> TokenBucket:
@@ -80,8 +84,6 @@ class RateLimits:
         wait = self.bucket(tenant_id, policy_id, config).take()
         if wait == 0.0:
             return
-        if self._on_exceeded is not None:
-            self._on_exceeded(tenant_id, policy_id)
         raise RequestError(
             ErrorCode.RATE_LIMIT_EXCEEDED,
             f"policy {policy_id!r} of tenant {tenant_id!r} allows "
@@ -95,6 +97,11 @@ class RateLimits:
                 "retry_after_s": max(1, math.ceil(wait)),
             },
         )
+
+    def give_back(self, tenant_id: str, policy_id: str, config: RateLimitConfig) -> None:
+        """Return the token a decide took, when it was a repeat answered without deciding."""
+        if config.enabled:
+            self.bucket(tenant_id, policy_id, config).give_back()
 
     def headroom(self, tenant_id: str, policy_id: str, config: RateLimitConfig) -> int | None:
         """Decides that may pass now (rounded down), or None when the policy has no limit."""

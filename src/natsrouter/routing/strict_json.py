@@ -10,7 +10,13 @@ refuses, with the field named:
   digits, before Python turns thousands of digits into an int;
 - documents nested deeper than ``MAX_DEPTH`` arrays or objects (the Router re-serialises
   ``metadata`` and ``payload``; a bounded depth keeps every later step far from the
-  interpreter's recursion limit).
+  interpreter's recursion limit);
+- with ``unicode_only``, a lone surrogate (``"\\ud800"`` without its pair) in any string or
+  key: valid JSON syntax, but no Unicode text (RFC 7493 refuses it), and a string holding
+  one cannot be encoded as UTF-8 (a header, a subject, a message id, a label). Used where
+  a message is not on the decide path (worker messages, policy files, bucket values):
+  finding one costs a scan of the text. A decide request refuses one only in the fields
+  that reach headers, subjects and ids, by its schema's patterns (docs/messages.md).
 
 ``dumps`` is compact and refuses a non-finite float rather than write it.
 """
@@ -76,8 +82,42 @@ def _mark_float(text: str) -> Any:
     return value if math.isfinite(value) else _Bad("number too large for a float")
 
 
+LONE_SURROGATE = "lone surrogate (an unpaired \\ud800-\\udfff escape): not Unicode text"
+# In bytes, a lone surrogate can only arrive as an escape: its UTF-8 is refused as not UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with any lone surrogate written as ``\\udXXX``: safe to encode as UTF-8."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
+
+
 def _path(prefix: str, key: str | int) -> str:
-    return f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}".lstrip(".")
+    # A key may hold a lone surrogate: the path is quoted in headers and logs.
+    return f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{printable(key)}".lstrip(".")
+
+
+def _lone(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _find_surrogate(document: Any) -> str | None:
+    """The field of the first string or key holding a lone surrogate, or None."""
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if _lone(value):
+                return where or "(document)"
+        elif isinstance(value, dict):
+            for key in value:
+                if _lone(key):
+                    return _path(where, key)
+            stack.extend((_path(where, k), v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((_path(where, i), v) for i, v in reversed(list(enumerate(value))))
+    return None
 
 
 def _find_bad(document: Any) -> tuple[str, str]:
@@ -154,8 +194,11 @@ def _decode(text: str) -> Any:
     return document
 
 
-def loads(raw: bytes | str) -> Any:
-    """Parse standard JSON within the bounds above; raises only ``StrictJsonError``."""
+def loads(raw: bytes | str, *, unicode_only: bool = False) -> Any:
+    """Parse standard JSON within the bounds above; raises only ``StrictJsonError``.
+
+    ``unicode_only``: a lone surrogate anywhere is refused too, naming its field.
+    """
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
@@ -171,6 +214,10 @@ def loads(raw: bytes | str) -> Any:
     # Counting brackets runs at C speed; only a document with enough of them is walked.
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(document) > MAX_DEPTH:
         raise StrictJsonError(f"nested deeper than {MAX_DEPTH} levels")
+    if unicode_only and (not isinstance(raw, bytes) or _SURROGATE_ESCAPE.search(text)):
+        where = _find_surrogate(document)
+        if where is not None:
+            raise StrictJsonError(LONE_SURROGATE, where)
     return document
 
 

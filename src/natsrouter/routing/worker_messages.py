@@ -93,7 +93,7 @@ def _document(raw: bytes, headers: Mapping[str, str] | None, max_size: int) -> d
     if len(raw) > max_size:
         raise InvalidMessage("(document)", f"{len(raw)} bytes is over the limit of {max_size}")
     try:
-        document = strict_json.loads(raw)
+        document = strict_json.loads(raw, unicode_only=True)
     except StrictJsonError as err:
         raise InvalidMessage(err.field, err.message) from None
     if not isinstance(document, dict):

@@ -66,7 +66,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _header_safe(text: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    # And lone surrogates, which no header can carry (UTF-8 cannot encode them).
+    return strict_json.printable(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
 
 
 class _Message(Protocol):

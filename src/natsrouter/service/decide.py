@@ -47,7 +47,8 @@ from natsrouter.service.assignments import AssignmentPusher, Pushed
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.remembered import DecideMemory, Remembered, asked
-from natsrouter.service.shared_state import SharedState, first_answer
+from natsrouter.service.shared_decide import first_answer
+from natsrouter.service.shared_state import SharedState
 
 # What an overloaded answer suggests: in-flight decides take milliseconds.
 OVERLOAD_RETRY_AFTER_S = 1
@@ -56,7 +57,8 @@ REPLY_FAILED = "reply_failed"
 # Header ids replace the payload's, so they keep its rules (decide_request.schema.json):
 # they become header values of the assignment and usage event, and a label of a log line.
 _HEADER_ID_MAX = 256
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A lone surrogate too: aiohttp reads a header byte that is not UTF-8 as one (surrogateescape).
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 # A refusal quotes the client's text (a value, a key): cut, so that the answer fits a NATS

@@ -44,15 +44,13 @@ class RouterEvents:
         self._assignments: dict[str, Any] = {}
         # Called with (outcome, transport, seconds) for every decide: the $SRV.STATS counts.
         self.decide_observers: list[Callable[[str, str, float], None]] = []
-        # Lines that a flood would repeat are logged at most once per interval.
-        self._overloaded = 0
-        self._overloaded_next_log = 0.0
-        self._reply_failed_next_log = 0.0
-        # By error code (a closed set): any client can send refused requests in a loop.
+        # Lines that a flood would repeat are logged at most once per interval, each kind on
+        # its own clock: by ROUTER_* code (over rate limit, overloaded, answer not sent), by
+        # refusal code and by assignment outcome (closed sets: any client can send refused
+        # requests in a loop).
+        self._flood_limits: dict[str, RateLimit] = {}
         self._refused_limits: dict[str, RateLimit] = {}
         self._not_sent_limits: dict[str, RateLimit] = {}
-        self._rate_limited = 0
-        self._rate_limited_next_log = 0.0
 
     # -- decide ----------------------------------------------------------------------------
 
@@ -64,7 +62,11 @@ class RouterEvents:
 
     def decide_refused(self, code: str, message: str, transport: str, **fields: Any) -> None:
         if code == "rate_limit_exceeded":
-            # Counted by rate_limited(); a client over its limit must not flood the log.
+            # Counted here, where the refusal is answered: a decide refused a token that
+            # repeats a request answered elsewhere gets that answer, and is no refusal.
+            tenant_id, policy_id = fields.get("tenant_id"), fields.get("policy_id")
+            self.metrics.rate_limited.labels(tenant_id, policy_id).inc()
+            # A client over its limit must not flood the log.
             self._log_rate_limited(transport, fields)
             return
         # Any other code: one line per code per interval, the line says how many of that
@@ -84,23 +86,19 @@ class RouterEvents:
         )
 
     def _allow(self, limits: dict[str, RateLimit], key: str) -> int | None:
-        """``key``'s line per interval: None to leave it out, else how many were left out."""
+        """``key``'s line per interval: None to leave it out, else how many were left out.
+
+        The one helper for every rate-limited line, on the injected clock."""
         limit = limits.get(key)
         if limit is None:
             limit = limits[key] = RateLimit(RATE_LIMIT_INTERVAL_S, self._clock)
         return limit.allow()
 
-    def rate_limited(self, tenant_id: str, policy_id: str) -> None:
-        """A decide refused by its policy's rate limit (counted; logged by decide_refused)."""
-        self.metrics.rate_limited.labels(tenant_id, policy_id).inc()
-
     def _log_rate_limited(self, transport: str, fields: dict[str, Any]) -> None:
         """The first refusal, then at most one line per interval with the count."""
-        self._rate_limited += 1
-        now = time.monotonic()
-        if now < self._rate_limited_next_log:
+        suppressed = self._allow(self._flood_limits, "ROUTER_DECIDE_RATE_LIMITED")
+        if suppressed is None:
             return
-        self._rate_limited_next_log = now + RATE_LIMIT_INTERVAL_S
         self.log.warning(
             "decide requests refused: over the policy's rate limit",
             error_code="ROUTER_DECIDE_RATE_LIMITED",
@@ -108,31 +106,25 @@ class RouterEvents:
             tenant_id=fields.get("tenant_id"),
             policy_id=fields.get("policy_id"),
             requests_per_second=fields.get("requests_per_second"),
-            refused=self._rate_limited,
+            refused=suppressed + 1,  # this one and those left out since the last line
         )
-        self._rate_limited = 0
 
     def decide_overloaded(self, transport: str, limit: int) -> None:
         """Log the first refusal, then at most one line per interval with the count."""
-        self._overloaded += 1
-        now = time.monotonic()
-        if now < self._overloaded_next_log:
+        suppressed = self._allow(self._flood_limits, "ROUTER_DECIDE_OVERLOADED")
+        if suppressed is None:
             return
-        self._overloaded_next_log = now + RATE_LIMIT_INTERVAL_S
         self.log.warning(
             "decide requests refused: too many in flight",
             error_code="ROUTER_DECIDE_OVERLOADED",
             transport=transport,
             limit=limit,
-            refused=self._overloaded,
+            refused=suppressed + 1,
         )
-        self._overloaded = 0
 
     def reply_failed(self, outcome: str, reason: str | None) -> None:
-        now = time.monotonic()
-        if now < self._reply_failed_next_log:
+        if self._allow(self._flood_limits, "ROUTER_DECIDE_REPLY_FAILED") is None:
             return
-        self._reply_failed_next_log = now + RATE_LIMIT_INTERVAL_S
         self.log.warning(
             "decide answer not sent",
             error_code="ROUTER_DECIDE_REPLY_FAILED",

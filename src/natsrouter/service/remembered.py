@@ -12,7 +12,7 @@ constraints, metadata or subject) is refused: reusing a request id is a client b
 
 Per process and bounded in entries and bytes (``routing.bounded``). Across Router
 processes, with ``shared_state_enabled``, the first answer is claimed in a key-value bucket
-(``service.shared_state.first_answer``) and ``assignment_id`` holds the id stored there;
+(``service.shared_decide.first_answer``) and ``assignment_id`` holds the id stored there;
 without it the assignment stream's duplicate window deduplicates only a replayed
 ``Nats-Msg-Id``, not a new decision (docs/router.md).
 """

@@ -108,7 +108,6 @@ class Router:
             rng=rng,
             clock=clock,
             on_session_too_long=self.events.metrics.sticky_session_too_long.inc,
-            on_rate_limited=self.events.rate_limited,
         )
         self.shared: SharedState | None = None
         self._breaker_sync: BreakerSync | None = None

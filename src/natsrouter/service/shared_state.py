@@ -7,7 +7,8 @@ operations (no other server than the NATS the Router already uses):
   first Router to decide a ``(tenant_id, request_id)`` stores the decision and the
   assignment id with a compare-and-set create; a Router that loses the race, or gets the
   request again later, answers with the stored ones (and a push under the same
-  ``Nats-Msg-Id``, which the assignment stream stores once);
+  ``Nats-Msg-Id``, which the assignment stream stores once), without taking a rate-limit
+  token, even from an empty bucket (``service.shared_decide.first_answer``);
 - **sticky sessions** (bucket ``ROUTER_STICKY``): the provider of a session, with the wall
   time its policy's TTL ends; a new session is claimed with a create, so two Routers that
   see its first requests at once agree on one provider;
@@ -31,9 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import math
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,12 +44,10 @@ from natsrouter.link.link import Link
 from natsrouter.link.transport import BucketSpec
 from natsrouter.routing import strict_json
 from natsrouter.routing.breaker import BreakerState
-from natsrouter.routing.decider import Decider, Decision, DecisionReason
+from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.routing.health import ProviderHealth
-from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
 from natsrouter.routing.strict_json import StrictJsonError
 from natsrouter.service.events import RouterEvents
-from natsrouter.service.remembered import Remembered, asked
 
 DECIDES_BUCKET = "ROUTER_DECIDES"
 STICKY_BUCKET = "ROUTER_STICKY"
@@ -70,6 +67,7 @@ class SharedOp(StrEnum):
     """Bounded values of the ``operation`` label of the unavailable counter."""
 
     DECISION_CLAIM = "decision_claim"
+    DECISION_READ = "decision_read"
     STICKY_READ = "sticky_read"
     STICKY_CLAIM = "sticky_claim"
     BREAKER_WRITE = "breaker_write"
@@ -80,6 +78,7 @@ class SharedOp(StrEnum):
 #: own leader (one can be electing while the others answer).
 BUCKET_OF = {
     SharedOp.DECISION_CLAIM: DECIDES_BUCKET,
+    SharedOp.DECISION_READ: DECIDES_BUCKET,
     SharedOp.STICKY_READ: STICKY_BUCKET,
     SharedOp.STICKY_CLAIM: STICKY_BUCKET,
     SharedOp.BREAKER_WRITE: BREAKERS_BUCKET,
@@ -103,8 +102,12 @@ def bucket_specs(settings: Settings) -> list[BucketSpec]:
 
 
 def key_of(*parts: str) -> str:
-    """A bucket key for any text (tenants and ids may hold characters keys may not)."""
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    """A bucket key for any text (tenants and ids may hold characters keys may not).
+
+    Any text: a session value may hold a lone surrogate (a client's ``"\\ud800"``), which
+    only ``surrogatepass`` encodes; it costs nothing on ASCII.
+    """
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def fingerprint(asked: tuple[Any, ...]) -> str:
@@ -129,7 +132,7 @@ def _object(raw: bytes) -> dict[str, Any]:
     an ``invalid_value``, never an error out of a decide (``Infinity`` once made the sticky
     path raise on ``math.ceil``; a deep array, a ``RecursionError``)."""
     try:
-        document = strict_json.loads(raw)
+        document = strict_json.loads(raw, unicode_only=True)
     except StrictJsonError as err:
         raise ValueError(str(err)) from None
     if not isinstance(document, dict):
@@ -261,6 +264,17 @@ class SharedState:
             await asyncio.sleep(_CLAIM_BACKOFF_S * (attempt + 1))
         raise OtherLinkError(f"{bucket}: key neither created nor read in {_CLAIM_ROUNDS} rounds")
 
+    async def stored_decide(self, tenant_id: str, request_id: str) -> SharedDecide | None:
+        """The answer a Router stored for this request; None when there is none, or when
+        shared state is unavailable."""
+        key = key_of(tenant_id, request_id)
+
+        async def read() -> SharedDecide | None:
+            entry = await self._link.kv_get(DECIDES_BUCKET, key)
+            return None if entry is None else SharedDecide.decode(entry.value)
+
+        return await self._attempt(SharedOp.DECISION_READ, read)
+
     def replayed(self) -> None:
         """A decide answered with what another Router stored."""
         self._events.decide_replayed()
@@ -388,64 +402,6 @@ class SharedState:
         if health.available:
             health.available = False
             self._events.shared_state_available(False)
-
-
-# -- the decide path's use of it --------------------------------------------------------------
-
-
-async def first_answer(
-    shared: SharedState, decider: Decider, request: DecideRequest, size: int
-) -> Remembered:
-    """The answer to a request this process has not answered yet, agreed with the others.
-
-    Decides (sticking to the shared session provider), then claims the request id with the
-    decision and a fresh assignment id: when another Router claimed it first, its decision
-    and assignment id are the answer (a replay). Raises ``RequestError`` when the id was
-    claimed for a different request. Without shared state, the local decision stands.
-    """
-    decision = await sticky_decide(shared, decider, request)
-    mine = SharedDecide(fingerprint(asked(request)), decision, str(uuid.uuid4()))
-    held = await shared.claim_decide(request.tenant_id, request.request_id, mine)
-    if held is None or held is mine:
-        return Remembered(asked(request), mine.decision, size, assignment_id=mine.assignment_id)
-    if held.asked != mine.asked:
-        raise RequestError(
-            ErrorCode.INVALID_REQUEST,
-            f"request_id {request.request_id!r} was used for a different request "
-            "within idempotency_ttl_seconds",
-            {"field": "request_id"},
-        )
-    shared.replayed()
-    return Remembered(asked(request), held.decision, size, assignment_id=held.assignment_id)
-
-
-async def sticky_decide(shared: SharedState, decider: Decider, request: DecideRequest) -> Decision:
-    """Decide, with the session's provider as every Router knows it.
-
-    The shared provider is put in the local session table first, so the decider sticks to it
-    when it is usable. A new session, or one whose provider had to change, is then claimed;
-    when another Router's live choice came first, the answer sticks to that one when it is
-    usable here.
-    """
-    sticky = decider.session_of(request)
-    if sticky is None:
-        return decider.decide(request)
-    session, ttl_seconds = sticky
-    held = await shared.sticky_get(session)
-    if held is not None:
-        # Never beyond the policy's TTL: a stored end from a clock that runs ahead would
-        # otherwise keep the session here for as long as that clock is ahead.
-        decider.sticky.put(session, held.provider, math.ceil(min(held.seconds_left, ttl_seconds)))
-    decision = decider.decide(request)
-    if decision.reason is DecisionReason.FALLBACK:
-        return decision  # a fallback rule's provider is not the session's
-    if held is not None and decision.provider_id == held.provider:
-        return decision
-    won = await shared.sticky_claim(session, decision.provider_id, ttl_seconds, held)
-    if won is None or won.provider == decision.provider_id:
-        return decision
-    decider.sticky.put(session, won.provider, math.ceil(min(won.seconds_left, ttl_seconds)))
-    return decider.stick_to(request, won.provider) or decision
 
 
 class BreakerSync:
