@@ -173,7 +173,9 @@ def freeze_startup_heap() -> None:
     through the idempotency memory's table every answer in it: with 100,000 answers
     remembered, 12 % of the decide path's time and pauses of 40 to 100 ms
     (bench/decide_gc.py, docs/performance.md). Garbage made while starting is collected
-    first, so nothing is frozen that could be freed.
+    first, so nothing is frozen that could be freed. A frozen object that later becomes
+    garbage in a reference cycle (the first connection's client, replaced by a reconnect) is
+    never reclaimed: a one-off cost.
     """
     gc.collect()
     gc.freeze()
