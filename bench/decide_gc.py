@@ -1,12 +1,13 @@
 """Benchmark: what CPython's garbage collector costs a Router whose idempotency memory grows.
 
-    .venv/bin/python bench/decide_gc.py [--requests N]
+    .venv/bin/python bench/decide_gc.py [--requests N] [--no-freeze]
 
 Answers N distinct decide requests in process (``DecideService.start``, no NATS: parse,
 decide, remember, encode, count) and reports the time per request and, from ``gc.callbacks``,
 the time spent in collections of each generation and the longest pause. Every remembered
 answer holds objects the collector tracks, and a full collection walks all of them, so its
-pauses grow with the memory (docs/performance.md).
+pauses grow with the memory (docs/performance.md). Like ``natsrouter run``, it freezes the
+heap once the service is built (``cli.freeze_startup_heap``) unless ``--no-freeze``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from natsrouter.cli import freeze_startup_heap
 from natsrouter.config import build_settings
 from natsrouter.observability.metrics import RouterMetrics
 from natsrouter.routing.decider import Decider
@@ -48,6 +50,11 @@ def body(i: int) -> bytes:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave the heap as it is (natsrouter run freezes it once started)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp())
     (root / "bench").mkdir()
@@ -66,6 +73,8 @@ async def main() -> None:
         events,
     )
     raws = [body(i) for i in range(args.requests)]
+    if not args.no_freeze:
+        freeze_startup_heap()  # as natsrouter run does once the Router has started
     pauses: list[tuple[int, float]] = []
     began: list[float] = [0.0]
 

@@ -19,6 +19,10 @@ moment on a shared machine. Absolute figures are medians over rounds; a ratio is
 favourable to the Router of the ratio of the medians and the median of the rounds' paired
 ratios (the paired ratios are printed per round too, to show the noise). The targets below
 are checked against those ratios, and every one missed prints ``MISSED``.
+
+Each measurement also reads the responder process's CPU time (user + system, from
+/proc/<pid>/stat, Linux only) and prints its median per request: the cost of each responder
+itself, which the machine's other load disturbs far less than it does requests per second.
 """
 
 from __future__ import annotations
@@ -105,7 +109,18 @@ async def main():
 asyncio.run(main())
 """
 
-Figures = tuple[float, float, float]  # requests/s, p50 ms, p99 ms
+Figures = tuple[float, float, float, float]  # requests/s, p50 ms, p99 ms, CPU µs per request
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` (Linux /proc); NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def request_body(i: int, push: bool) -> bytes:
@@ -132,7 +147,11 @@ def start_raw(url: str, subject: str, push: bool) -> subprocess.Popen[bytes]:
     return proc
 
 
-def start_router(url: str, tmp: Path, subject: str) -> subprocess.Popen[bytes]:
+def start_router(
+    url: str, tmp: Path, subject: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``natsrouter run`` answering on ``subject``, in a directory of its own under ``tmp``
+    (its spool, data/spool.db, is relative to where it runs)."""
     policy = tmp / "policies" / "bench" / "default.json"
     policy.parent.mkdir(parents=True, exist_ok=True)
     policy.write_text(
@@ -148,8 +167,15 @@ def start_router(url: str, tmp: Path, subject: str) -> subprocess.Popen[bytes]:
         "ROUTER_METRICS_PORT": str(free_port()),
         "ROUTER_HTTP_PORT": str(free_port()),
     }
+    run_dir = tmp / f"run-{subject}"
+    run_dir.mkdir(exist_ok=True)
     natsrouter = str(Path(sys.executable).parent / "natsrouter")
-    return subprocess.Popen([natsrouter, "run"], env=env, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [natsrouter, "run"],
+        env={**env, **(extra_env or {})},
+        cwd=run_dir,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def wait_answering(url: str, subject: str, push: bool) -> None:
@@ -178,9 +204,13 @@ class Ids:
         return taken
 
 
-async def load(url: str, subject: str, ids: range, in_flight: int, push: bool) -> Figures:
-    """(requests/s, p50 ms, p99 ms) for one request per id, ``in_flight`` outstanding."""
+async def load(
+    url: str, subject: str, ids: range, in_flight: int, push: bool, pid: int | None = None
+) -> Figures:
+    """(requests/s, p50 ms, p99 ms, CPU µs per request of process ``pid``) for one request
+    per id, ``in_flight`` outstanding."""
     nc = await nats.connect(url)
+    cpu_before = cpu_seconds(pid) if pid is not None else float("nan")
     latencies: list[float] = []
     counter = iter(ids)
 
@@ -195,12 +225,14 @@ async def load(url: str, subject: str, ids: range, in_flight: int, push: bool) -
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None else float("nan")
     await nc.close()
     latencies.sort()
     return (
         len(ids) / elapsed,
         latencies[len(latencies) // 2] * 1000,
         latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+        cpu / len(ids) * 1e6,
     )
 
 
@@ -234,6 +266,7 @@ async def measure(
     subjects = {"raw": f"bench.raw.{comparison}", "router": f"bench.router.{comparison}"}
     figures: dict[int, dict[str, list[Figures]]] = {n: {"raw": [], "router": []} for n in LEVELS}
     procs = [start_raw(url, subjects["raw"], push), start_router(url, tmp, subjects["router"])]
+    pids = {"raw": procs[0].pid, "router": procs[1].pid}
     try:
         for subject in subjects.values():
             await wait_answering(url, subject, push)
@@ -251,7 +284,9 @@ async def measure(
                 total = requests if in_flight > 1 else max(1000, requests // 5)
                 for kind in order:
                     figures[in_flight][kind].append(
-                        await load(url, subjects[kind], ids.take(total), in_flight, push)
+                        await load(
+                            url, subjects[kind], ids.take(total), in_flight, push, pids[kind]
+                        )
                     )
     finally:
         for proc in procs:
@@ -266,7 +301,7 @@ def report(comparison: str, figures: dict[int, dict[str, list[Figures]]]) -> lis
     print(
         f"{'in flight':>9} | {'raw req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | "
         f"{'router req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | {'rate':>5} {'p99':>5} | "
-        "rate per round"
+        f"{'CPU µs/req raw':>14} {'router':>6} | rate per round"
     )
     checks = []
     for in_flight in LEVELS:
@@ -285,7 +320,8 @@ def report(comparison: str, figures: dict[int, dict[str, list[Figures]]]) -> lis
         print(
             f"{in_flight:>9} | {raw[0]:>10,.0f} {raw[1]:>7.2f} {raw[2]:>7.2f} | "
             f"{router[0]:>12,.0f} {router[1]:>7.2f} {router[2]:>7.2f} | "
-            f"{ratios['rate']:>5.2f} {ratios['p99']:>5.2f} | {per_round}"
+            f"{ratios['rate']:>5.2f} {ratios['p99']:>5.2f} | "
+            f"{raw[3]:>14.1f} {router[3]:>6.1f} | {per_round}"
         )
         for name, level, measure_name, target in TARGETS:
             if name != comparison or level != in_flight:

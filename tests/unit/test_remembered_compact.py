@@ -1,11 +1,16 @@
-"""Remembered decide answers come back as they went in, held in few objects the GC tracks."""
+"""Remembered decide answers come back as they went in, held in objects the GC can untrack."""
 
 from __future__ import annotations
 
 import gc
 
+import pytest
+
+from natsrouter.errors import OperationTimeoutError, Reason
+from natsrouter.link.outcome import Outcome, PubAck, Result
 from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.routing.messages import Constraints, DecideRequest, Task
+from natsrouter.service.assignments import Pushed
 from natsrouter.service.remembered import DecideMemory, Remembered, asked
 
 DECISION = Decision("a", DecisionReason.FALLBACK, "default", 2, 12.5, None, True, 3)
@@ -31,14 +36,80 @@ def test_an_answer_comes_back_equal() -> None:
     assert back is not None and back.decision.reason is DecisionReason.FALLBACK
 
 
-def test_each_answer_costs_the_collector_at_most_two_objects() -> None:
-    """1,000 answers remembered add at most 2,100 objects the garbage collector tracks."""
+def test_a_payload_comes_back_as_dicts_equal_to_the_asked_ones() -> None:
+    """Nested dicts, lists and a dict of 40 keys come back equal, as dicts, whatever their order."""
+    payload = {
+        "z": 1,
+        "a": {"y": [1, {"k": "v"}], "b": None},
+        "big": {f"k{i}": i for i in range(40)},
+    }
+    request = DecideRequest("r-1", "acme", Task("text", None, payload))
     memory = DecideMemory(3600)
-    entries = [Remembered(asked(_request(i)), DECISION, 100) for i in range(1000)]
-    gc.collect()
-    before = len(gc.get_objects())
-    for i, entry in enumerate(entries):
+    memory.remember(("acme", "r-1"), Remembered(asked(request), DECISION, 321))
+    back = memory.get(("acme", "r-1"))
+    assert back is not None
+    reordered = {"big": payload["big"], "a": {"b": None, "y": [1, {"k": "v"}]}, "z": 1}
+    assert back.asked[3] == reordered
+    assert type(back.asked[3]["a"]) is dict
+
+
+def _tracked() -> int:
+    # The collector untracks one level of nested tuples per collection.
+    for _ in range(4):
+        gc.collect()
+    return len(gc.get_objects())
+
+
+def test_an_answer_of_plain_values_costs_the_collector_nothing() -> None:
+    """1,000 answers whose payload and metadata hold no list keep at most 10 tracked objects."""
+    memory = DecideMemory(3600)
+    for i in range(1000):
+        memory.remember(("acme", f"r-{i}"), Remembered(asked(_request(i)), DECISION, 100))
+    held = _tracked()
+    del memory
+    assert held - _tracked() <= 10
+
+
+def test_remember_new_stores_what_remember_stores() -> None:
+    """A new answer remembered without its entry comes back equal to one remembered whole."""
+    request = _request(7)
+    whole, new = DecideMemory(3600), DecideMemory(3600)
+    whole.remember(("acme", "r-7"), Remembered(asked(request), DECISION, 123))
+    new.remember_new(("acme", "r-7"), request, DECISION, 123)
+    assert new.get(("acme", "r-7")) == whole.get(("acme", "r-7"))
+    assert new.get(("acme", "r-7")) == Remembered(asked(request), DECISION, 123)
+
+
+PUSHES = [
+    Pushed("as-1", "jobs.a", Result(Outcome.SENT, PubAck("JOBS", 42, True))),
+    Pushed("as-2", "jobs.a", Result(Outcome.QUEUED, pending_id=7)),
+    Pushed(
+        "as-3",
+        "jobs.a",
+        Result(Outcome.FAILED, reason=Reason.TIMEOUT, error=OperationTimeoutError("slow")),
+    ),
+]
+
+
+@pytest.mark.parametrize("pushed", PUSHES, ids=["sent", "queued", "failed"])
+def test_a_push_comes_back_equal_without_the_links_error(pushed: Pushed) -> None:
+    """Outcome, PubAck, pending id and reason come back as they went in; the error is dropped."""
+    memory = DecideMemory(3600)
+    memory.remember(("acme", "r-1"), Remembered(asked(_request(1)), DECISION, 10, pushed))
+    back = memory.get(("acme", "r-1"))
+    assert back is not None
+    assert back.pushed == Pushed(
+        pushed.assignment_id, pushed.subject, pushed.result._replace(error=None)
+    )
+    assert back.pushed.to_dict() == pushed.to_dict()
+
+
+def test_an_answer_with_a_push_costs_the_collector_nothing() -> None:
+    """1,000 answers with a sent push keep at most 10 tracked objects."""
+    memory = DecideMemory(3600)
+    for i in range(1000):
+        entry = Remembered(asked(_request(i)), DECISION, 100, PUSHES[0])
         memory.remember(("acme", f"r-{i}"), entry)
-    del entries
-    gc.collect()
-    assert len(gc.get_objects()) - before <= 2100
+    held = _tracked()
+    del memory
+    assert held - _tracked() <= 10

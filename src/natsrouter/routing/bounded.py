@@ -28,7 +28,7 @@ ENTRY_OVERHEAD = 400
 
 def text_size(*parts: str) -> int:
     """Bytes of the strings an entry holds (CPython's compact str: ~49 + 1 per ASCII char)."""
-    return sum(49 + len(p) for p in parts)
+    return 49 * len(parts) + sum(map(len, parts))
 
 
 class BoundedCache(Generic[K, V]):
@@ -63,19 +63,22 @@ class BoundedCache(Generic[K, V]):
 
     def put(self, key: K, value: V, ttl_s: float, size: int) -> None:
         """Remember ``value`` for ``ttl_s``; ``size`` is the entry's estimated bytes."""
-        self._remove(key)
+        entries = self._entries
+        old = entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
         size += ENTRY_OVERHEAD
-        self._entries[key] = (value, self._clock() + ttl_s, size)
+        now = self._clock()
+        entries[key] = (value, now + ttl_s, size)
         self.bytes += size
-        self._trim()
+        self._trim(now)
 
     def _remove(self, key: K) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self.bytes -= entry[2]
 
-    def _trim(self) -> None:
-        now = self._clock()
+    def _trim(self, now: float) -> None:
         while self._entries:
             key, (_, expires, size) = next(iter(self._entries.items()))
             over = len(self._entries) > self.max_entries or self.bytes > self.max_bytes

@@ -27,9 +27,8 @@ import random
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from natsrouter.routing import strategies
 from natsrouter.routing.bounded import BoundedCache, text_size
@@ -61,8 +60,16 @@ class DecisionReason(StrEnum):
     LEAST_BUSY = "least_busy"
 
 
-@dataclass(frozen=True)
-class Decision:
+#: Each reason's text (``Enum.value`` is a property lookup, slow on the decide path).
+REASON_TEXT: dict[DecisionReason, str] = {reason: reason.value for reason in DecisionReason}
+#: The reason a strategy gives, found once instead of by value on every decide.
+_STRATEGY_REASON = {s: DecisionReason(s.value) for s in strategies.Strategy}
+
+
+class Decision(NamedTuple):
+    """Immutable; a tuple, not a frozen dataclass: one is built per decide, and a frozen
+    dataclass sets each of its fields through ``object.__setattr__`` (twice the time)."""
+
     provider_id: str
     reason: DecisionReason
     policy_id: str
@@ -79,7 +86,7 @@ class Decision:
             "priority": self.priority,
             "expected_latency_ms": self.expected_latency_ms,
             "expected_cost": self.expected_cost,
-            "reason": self.reason.value,
+            "reason": REASON_TEXT[self.reason],
             "policy_id": self.policy_id,
             "fallback_used": self.fallback_used,
         }
@@ -294,7 +301,7 @@ class Decider:
         reason = (
             DecisionReason.CIRCUIT_BREAKER_FALLBACK
             if len(available) < len(candidates)
-            else DecisionReason(policy.strategy.value)
+            else _STRATEGY_REASON[policy.strategy]
         )
         return chosen.name, reason
 

@@ -26,8 +26,10 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
 
+from natsrouter.errors import Reason
+from natsrouter.link.outcome import Outcome, PubAck, Result
 from natsrouter.routing.bounded import BoundedCache, text_size
-from natsrouter.routing.decider import Decision
+from natsrouter.routing.decider import REASON_TEXT, Decision, DecisionReason
 from natsrouter.routing.messages import DecideRequest
 from natsrouter.service.assignments import Pushed
 
@@ -77,25 +79,96 @@ class Remembered:
 #: CPython's full collections walk every object its collector tracks, and an answer kept as
 #: objects (entry, decision, task, tuples) was five of them: with many answers remembered,
 #: about a fifth of the Router's time and pauses of over a hundred milliseconds
-#: (bench/decide_gc.py). A tuple holding a dict (payload, metadata) stays tracked, so one
-#: tuple is the least there can be.
+#: (bench/decide_gc.py). The collector stops tracking a tuple once it finds in it only
+#: strings, numbers, None and tuples it no longer tracks (one level of nesting per
+#: collection); any dict, list, enum member or other object keeps the tuple tracked. So
+#: the decision's reason is stored as its string, a push as a tuple of plain values, and
+#: the small dicts of what was asked (payload, metadata, dicts within them) as flat tuples
+#: of their keys then their values: once the first few collections have seen it, an
+#: answer whose payload and metadata hold no list costs the collector nothing. ``_load``
+#: gives the dicts back, so a repeat is compared with dict equality (key order aside), as
+#: before.
 _Stored = tuple[Any, ...]
-_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
-_decision_values = attrgetter(*_DECISION_FIELDS)
+_DECISION_FIELDS = Decision._fields
+_REASON_AT = _DECISION_FIELDS.index("reason")
 #: The entry's other fields (request bytes, pushed, assignment id, ...), in order.
-_REST_FIELDS = tuple(f.name for f in fields(Remembered))[2:]
-_rest_values = attrgetter(*_REST_FIELDS)
-_TAIL = len(_DECISION_FIELDS) + len(_REST_FIELDS)
+_REST = fields(Remembered)[2:]
+_rest_values = attrgetter(*(f.name for f in _REST))
+_PUSHED_AT = [f.name for f in _REST].index("pushed")
+#: Those after the request bytes, as a new answer without a push has them.
+_NEW_REST = tuple(f.default for f in _REST[1:])
+_TAIL = len(_DECISION_FIELDS) + len(_REST)
+#: Dicts with more keys stay dicts (tracked): freezing costs a call per value.
+_FREEZE_MAX_KEYS = 32
+
+
+def _frozen(value: Any) -> Any:
+    """A dict of up to ``_FREEZE_MAX_KEYS`` keys as one tuple: its keys, then its values."""
+    if type(value) is not dict or len(value) > _FREEZE_MAX_KEYS:
+        return value  # JSON gives no tuples: a stored tuple is always a frozen dict
+    return (*value, *map(_frozen, value.values()))
+
+
+def _thawed(value: Any) -> Any:
+    if type(value) is not tuple:
+        return value
+    half = len(value) // 2
+    return dict(zip(value[:half], map(_thawed, value[half:]), strict=True))
+
+
+def _pack(asked: tuple[Any, ...], decision: Decision, rest: tuple[Any, ...]) -> _Stored:
+    return (
+        *[_frozen(v) if type(v) is dict else v for v in asked],
+        *decision[:_REASON_AT],
+        REASON_TEXT[decision.reason],
+        *decision[_REASON_AT + 1 :],
+        *rest,
+    )
+
+
+def _flat_pushed(pushed: Pushed | None) -> tuple[Any, ...] | None:
+    """A push as a tuple of plain values (its enums as their text). The link's error, if
+    any, is not kept: a repeat's answer does not show it (``Pushed.to_dict``)."""
+    if pushed is None:
+        return None
+    result = pushed.result
+    ack = result.pub_ack
+    return (
+        pushed.assignment_id,
+        pushed.subject,
+        result.outcome.value,
+        *(ack if ack is not None else (None, None, False)),
+        result.pending_id,
+        result.reason.value if result.reason is not None else None,
+    )
+
+
+def _pushed_back(flat: tuple[Any, ...] | None) -> Pushed | None:
+    if flat is None:
+        return None
+    assignment_id, subject, outcome, stream, seq, duplicate, pending_id, reason = flat
+    result = Result(
+        Outcome(outcome),
+        PubAck(stream, seq, duplicate) if stream is not None else None,
+        pending_id,
+        Reason(reason) if reason is not None else None,
+    )
+    return Pushed(assignment_id, subject, result)
 
 
 def _store(entry: Remembered) -> _Stored:
-    return (*entry.asked, *_decision_values(entry.decision), *_rest_values(entry))
+    rest = list(_rest_values(entry))
+    rest[_PUSHED_AT] = _flat_pushed(rest[_PUSHED_AT])
+    return _pack(entry.asked, entry.decision, tuple(rest))
 
 
 def _load(stored: _Stored) -> Remembered:
     split = len(stored) - _TAIL
-    decision = Decision(*stored[split : split + len(_DECISION_FIELDS)])
-    return Remembered(stored[:split], decision, *stored[split + len(_DECISION_FIELDS) :])
+    decision = list(stored[split : split + len(_DECISION_FIELDS)])
+    decision[_REASON_AT] = DecisionReason(decision[_REASON_AT])
+    rest = list(stored[split + len(_DECISION_FIELDS) :])
+    rest[_PUSHED_AT] = _pushed_back(rest[_PUSHED_AT])
+    return Remembered(tuple(map(_thawed, stored[:split])), Decision(*decision), *rest)
 
 
 class DecideMemory:
@@ -139,6 +212,31 @@ class DecideMemory:
             + (_PUSHED_BYTES if entry.pushed else 0)
         )
         self._cache.put(key, _store(entry), self._ttl, size)
+
+    def remember_new(
+        self, key: Key, request: DecideRequest, decision: Decision, request_bytes: int
+    ) -> None:
+        """``remember(key, Remembered(asked(request), decision, request_bytes))``, the entry
+        unbuilt: the decide path's way for a new request without a push."""
+        size = text_size(*key) + _DECISION_BYTES + _PARSED_PER_BYTE * request_bytes
+        task, limits = request.task, request.constraints
+        # _pack(asked(request), ...) written out: only the payload and metadata can be dicts.
+        stored = (
+            request.policy_id,
+            task.type,
+            task.payload_ref,
+            _frozen(task.payload),
+            limits.max_latency_ms,
+            limits.max_cost,
+            _frozen(request.metadata),
+            request.assignment_subject,
+            *decision[:_REASON_AT],
+            REASON_TEXT[decision.reason],
+            *decision[_REASON_AT + 1 :],
+            request_bytes,
+            *_NEW_REST,
+        )
+        self._cache.put(key, stored, self._ttl, size)
 
     def __len__(self) -> int:
         return len(self._cache)

@@ -1,0 +1,80 @@
+"""A decision without a push is written from its fields exactly as ``dumps`` writes its body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natsrouter.routing.decider import Decision, DecisionReason
+from natsrouter.routing.strict_json import dumps, dumps_value
+from natsrouter.service.decide import Answer, ok_body, ok_json
+
+# Every kind of value a field may hold, and some it should not (the encoder decides those).
+_NUMBERS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
+_ANY = st.one_of(_NUMBERS, _TEXT, st.lists(st.integers(), max_size=3))
+
+
+def _both(decision: Decision, request_id: Any, trace_id: Any) -> tuple[Any, Any]:
+    """(ok_json's bytes or its error type, dumps's bytes or its error type)."""
+    results: list[Any] = []
+    for write in (ok_json, lambda *a: dumps(ok_body(*a))):
+        try:
+            results.append(write(decision, request_id, trace_id))
+        except (ValueError, TypeError) as exc:
+            results.append(type(exc))
+    return results[0], results[1]
+
+
+@settings(max_examples=400)
+@given(
+    provider=_TEXT,
+    reason=st.sampled_from(list(DecisionReason)),
+    policy=_TEXT,
+    priority=_NUMBERS,
+    latency=_ANY,
+    cost=_ANY,
+    fallback=st.booleans(),
+    request_id=_TEXT,
+    trace_id=_TEXT,
+)
+def test_ok_json_is_dumps_of_the_body(
+    provider: str,
+    reason: DecisionReason,
+    policy: str,
+    priority: Any,
+    latency: Any,
+    cost: Any,
+    fallback: bool,
+    request_id: str,
+    trace_id: str,
+) -> None:
+    """Any numbers (NaN, infinities, big ints), any text (lone surrogates): same bytes or error."""
+    decision = Decision(provider, reason, policy, priority, latency, cost, fallback)
+    written, dumped = _both(decision, request_id, trace_id)
+    assert written == dumped
+
+
+@pytest.mark.parametrize(
+    "value", [0, -1, 2**64, 1.5, 1e300, -0.0, 5e-324, None, True, False, 'é\udc80\n"', [1, "a"]]
+)
+def test_dumps_value_is_dumps_within_a_document(value: Any) -> None:
+    """One value is written as dumps writes it inside a list."""
+    assert f"[{dumps_value(value)}]".encode() == dumps({"v": [value]})[5:-1]
+
+
+def test_an_answer_builds_its_body_only_when_asked_and_encodes_it_the_same() -> None:
+    """An answer of a decision has the body ok_body gives, and encoded() is dumps of it."""
+    decision = Decision("a", DecisionReason.WEIGHTED, "default", 0, None, 0.25)
+    answer = Answer(200, None, "ok", 0.0, (decision, "r-1", "t" * 32))
+    assert answer.encoded() == dumps(answer.body)
+    assert answer.body == ok_body(decision, "r-1", "t" * 32)
