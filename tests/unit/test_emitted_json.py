@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,8 @@ def test_a_nan_result_never_reaches_the_estimates_or_the_answers(router: RouterL
     assert [(s, p, h["dlq_reason"]) for s, p, h in sent] == [
         ("caf.exec.result.v1.dlq", bad, "invalid")
     ]
-    request = {"version": "1", "request_id": "r", "tenant_id": "acme"}
+    # An id no fuzzed request can have used: a repeat of one with other fields is refused.
+    request = {"version": "1", "request_id": f"nan-{uuid.uuid4()}", "tenant_id": "acme"}
     request["task"] = {"type": "text", "payload": {}}
     _, body = loop.run_until_complete(service.decide.handle(lenient(request), None, "http"))
     assert strict(dumps(body))["decision"]["expected_cost"] in (0.5, None)
