@@ -40,10 +40,10 @@ async def first_answer(
     Decides (sticking to the shared session provider), then claims the request id with the
     decision and a fresh assignment id: when another Router claimed it first, its decision
     and assignment id are the answer (a replay), and the rate-limit token this decide took
-    goes back. When the decide fails for a reason the request did not cause (``_NOT_THE_REQUESTS``),
-    a request another Router answered still gets that answer. Raises ``RequestError`` when
-    the id was claimed for a different request. Without shared state, the local decision
-    stands.
+    goes back. When the decide fails for a reason the request did not cause
+    (``_NOT_THE_REQUESTS``), a request another Router answered still gets that answer.
+    Raises ``RequestError`` when the id was claimed for a different request. Without shared
+    state, the local decision stands.
     """
     try:
         decision = await sticky_decide(shared, decider, request)
