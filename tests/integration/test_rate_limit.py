@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from natsrouter.embedded import NatsServer
 from tests.conftest import RouterFactory, write_policy
 from tests.helpers.jetstream import stored_messages
 from tests.helpers.observe import rmetric
+from tests.helpers.proxy import TcpProxy
 from tests.helpers.waiting import wait_for
 from tests.integration.test_router_decide import decide_request, nats_decide
 
@@ -140,3 +142,37 @@ async def test_refused_decides_read_the_stored_answers_at_most_at_the_policy_rat
     assert statuses == [200] * 2 + [429] * 30
     assert len(reads) == 2, reads
     assert rmetric(router, "router_rate_limited_total", tenant_id="acme", policy_id="limited") == 30
+
+
+async def test_a_repeat_holds_its_token_until_its_claim_returns(
+    nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path, proxy: TcpProxy
+) -> None:
+    """Burst 2, r0 answered by A: during r0's claim on B, r2 is refused; after it, r3 passes.
+
+    The behaviour docs/policies.md describes (a repeat takes a token and gives it back when
+    its claim finds the stored answer), with the claim's answer held by the proxy.
+    """
+    write_policy(policies_dir, "acme", "limited", LIMITED)
+    a = await make_router([nats_server.url], shared_state_enabled=True)
+    b = await make_router([proxy.url], shared_state_enabled=True)
+    assert await a.link.wait_connected(5) and await b.link.wait_connected(5)
+
+    def body(request_id: str) -> bytes:
+        return json.dumps(decide_request(request_id=request_id, policy_id="limited")).encode()
+
+    def kv_decides_sent() -> int:
+        return proxy.sent.count(b"ROUTER_DECIDES")
+
+    _, _, first = await http_decide_full(a.http.port, body("r0"))
+    assert (await http_decide_full(b.http.port, body("r1")))[0] == 200  # 1 token left
+    before = kv_decides_sent()
+    proxy.hold_replies()
+    repeat = asyncio.create_task(http_decide_full(b.http.port, body("r0")))
+    await wait_for(lambda: kv_decides_sent() > before, 5, "the repeat's claim sent")
+    # r2 is refused a token, and reads the store for an answer: that read is held too.
+    refused = asyncio.create_task(http_decide_full(b.http.port, body("r2")))
+    await wait_for(lambda: kv_decides_sent() > before + 1, 5, "r2's stored-answer read sent")
+    proxy.resume()
+    (status, _, again), (refused_status, _, _) = await asyncio.gather(repeat, refused)
+    assert (status, again["decision"], refused_status) == (200, first["decision"], 429)
+    assert (await http_decide_full(b.http.port, body("r3")))[0] == 200  # the token came back

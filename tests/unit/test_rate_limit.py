@@ -137,3 +137,14 @@ def test_stored_answer_lookups_of_refused_decides_are_bounded_by_the_policy_rate
     clock.now += 0.1
     assert limits.may_look_up("acme", "default", TEN_A_SECOND) is True
     assert limits.headroom("acme", "default", TEN_A_SECOND) == 1  # decides' bucket untouched
+
+
+def test_stored_answer_lookups_of_a_policy_without_a_limit_are_bounded_at_100_a_second() -> None:
+    """No rate limit: 100 look-ups at once, the 101st refused; 15 ms later (100/s) one more."""
+    clock = Clock()
+    limits = RateLimits(clock)
+    unlimited = RateLimitConfig()
+    allowed = [limits.may_look_up("acme", "default", unlimited) for _ in range(101)]
+    assert allowed == [True] * 100 + [False]
+    clock.now += 0.015
+    assert [limits.may_look_up("acme", "default", unlimited) for _ in range(2)] == [True, False]

@@ -11,11 +11,13 @@ all decides or lift the limit; a local bucket costs nothing and never blocks. Op
 run several Routers divide the rate by their number (docs/policies.md).
 
 A refusal is counted where it is answered (``RouterEvents.decide_refused``), not here: a
-decide refused a token may still be answered, when it repeats a request another Router
+decide refused a token (or one whose decide failed: breakers open, constraints this Router's
+estimates cannot meet) may still be answered, when it repeats a request another Router
 answered (``service.shared_decide.first_answer``), and such a repeat takes no token. Looking
 for that answer costs a read of the shared store, so those look-ups have a bucket of their
-own with the policy's rate and burst (``may_look_up``): a client far over its limit cannot
-turn each refusal into a store read.
+own per policy (``may_look_up``), with the policy's rate and burst, or
+``UNLIMITED_LOOK_UPS`` for a policy without a rate limit: a client far over its limit, or a
+flood of decides while every breaker is open, cannot turn each failure into a store read.
 
 The clock is injected, so tests step time exactly.
 """
@@ -28,6 +30,13 @@ from collections.abc import Callable
 
 from natsrouter.routing.messages import ErrorCode, RequestError
 from natsrouter.routing.policy import RateLimitConfig
+
+#: Stored-answer look-ups of a policy without a rate limit, per Router: a repeat is rare
+#: (a client's retry after a timeout), and a read is one small key-value get, so 100 a
+#: second (burst 100) answers every repeat of a few thousand decides a second with a few
+#: per cent of retries, while a flood of failing decides costs the store 100 reads a second
+#: per policy at most (a passing decide costs it one claim each).
+UNLIMITED_LOOK_UPS = RateLimitConfig(enabled=True, requests_per_second=100.0, burst=100)
 
 
 class TokenBucket:
@@ -68,11 +77,17 @@ class TokenBucket:
 class RateLimits:
     """The buckets of the policies that enable ``rate_limit``, created on first use."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        unlimited_look_ups: RateLimitConfig = UNLIMITED_LOOK_UPS,
+    ) -> None:
         self._clock = clock
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
-        #: Stored-answer look-ups of refused decides, per policy (``may_look_up``).
+        #: Stored-answer look-ups of refused or failed decides, per policy (``may_look_up``).
         self._look_ups: dict[tuple[str, str], TokenBucket] = {}
+        #: The look-up rate of a policy without a rate limit.
+        self.unlimited_look_ups = unlimited_look_ups
 
     def bucket(self, tenant_id: str, policy_id: str, config: RateLimitConfig) -> TokenBucket:
         """The bucket of a policy; a changed configuration (a reload) starts a full one."""
@@ -92,14 +107,15 @@ class RateLimits:
         return bucket
 
     def may_look_up(self, tenant_id: str, policy_id: str, config: RateLimitConfig) -> bool:
-        """Whether a decide refused a token may look for a stored answer (a repeat) now.
+        """Whether a decide refused a token, or whose decide failed, may look for a stored
+        answer (a repeat) now.
 
-        At most the policy's own rate and burst: the reads a flood of refusals causes stay
-        within what the policy lets through, whatever the flood.
+        At most the policy's own rate and burst (``config``), or ``unlimited_look_ups`` when
+        it has no rate limit: the reads a flood of refusals or failures causes stay within
+        that, whatever the flood.
         """
-        if not config.enabled:
-            return True
-        return self._bucket_in(self._look_ups, tenant_id, policy_id, config).take() == 0.0
+        bound = config if config.enabled else self.unlimited_look_ups
+        return self._bucket_in(self._look_ups, tenant_id, policy_id, bound).take() == 0.0
 
     def take(self, tenant_id: str, policy_id: str, config: RateLimitConfig) -> None:
         """Let one decide through, or raise ``RequestError(rate_limit_exceeded)``."""

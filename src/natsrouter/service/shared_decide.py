@@ -17,6 +17,20 @@ from natsrouter.routing.messages import DecideRequest, ErrorCode, RequestError
 from natsrouter.service.remembered import Remembered, asked
 from natsrouter.service.shared_state import SharedDecide, SharedState, fingerprint
 
+#: Refusals that come from this Router's state, not from what was asked: its breakers
+#: (``decision_failed``), its estimates (``constraints_unsatisfiable``: the same request met
+#: the constraints where it was answered) and its bucket (``rate_limit_exceeded``). A repeat
+#: refused so is answered from ``ROUTER_DECIDES``: its job was assigned, and an error would
+#: send a client that only retried after a timeout to resubmit under a new request id (a
+#: second job). The others (``policy_not_found``, ...) keep their error.
+_NOT_THE_REQUESTS = frozenset(
+    {
+        ErrorCode.DECISION_FAILED,
+        ErrorCode.CONSTRAINTS_UNSATISFIABLE,
+        ErrorCode.RATE_LIMIT_EXCEEDED,
+    }
+)
+
 
 async def first_answer(
     shared: SharedState, decider: Decider, request: DecideRequest, size: int
@@ -26,24 +40,15 @@ async def first_answer(
     Decides (sticking to the shared session provider), then claims the request id with the
     decision and a fresh assignment id: when another Router claimed it first, its decision
     and assignment id are the answer (a replay), and the rate-limit token this decide took
-    goes back. Refused a token, a request another Router answered still gets that answer.
+    goes back. When the decide fails for a reason the request did not cause
+    (``_NOT_THE_REQUESTS``), a request another Router answered still gets that answer.
     Raises ``RequestError`` when the id was claimed for a different request. Without shared
     state, the local decision stands.
     """
     try:
         decision = await sticky_decide(shared, decider, request)
     except RequestError as err:
-        if err.code is not ErrorCode.RATE_LIMIT_EXCEEDED:
-            raise
-        # A client retrying after a timeout must get the answer it missed, and a repeat
-        # takes no token. Only a refusal pays this read, never a decide that passes, and
-        # refusals read at most at the policy's rate (a flood is not a flood of reads).
-        policy = decider.policies.get(request.tenant_id, request.policy_id)
-        if policy is None or not decider.rate_limits.may_look_up(
-            policy.tenant_id, policy.policy_id, policy.rate_limit
-        ):
-            raise
-        stored = await shared.stored_decide(request.tenant_id, request.request_id)
+        stored = await _stored_answer(shared, decider, request, err)
         if stored is None:
             raise
         return _replay(shared, request, size, stored, fingerprint(asked(request)))
@@ -56,6 +61,31 @@ async def first_answer(
     if policy is not None:
         decider.rate_limits.give_back(policy.tenant_id, policy.policy_id, policy.rate_limit)
     return _replay(shared, request, size, held, mine.asked)
+
+
+async def _stored_answer(
+    shared: SharedState, decider: Decider, request: DecideRequest, err: RequestError
+) -> SharedDecide | None:
+    """The answer stored for a request whose decide failed with ``err``, when ``err`` is not
+    the request's doing and a look-up is allowed now; None otherwise.
+
+    Only a failed decide pays this read, never one that passes, and failed decides read at
+    most at the policy's look-up rate (``RateLimits.may_look_up``): a flood of them is not
+    a flood of reads.
+    """
+    if err.code not in _NOT_THE_REQUESTS:
+        return None
+    policy = decider.policies.get(request.tenant_id, request.policy_id)
+    if policy is None:
+        return None
+    limits, config = decider.rate_limits, policy.rate_limit
+    if not limits.may_look_up(policy.tenant_id, policy.policy_id, config):
+        return None
+    stored = await shared.stored_decide(request.tenant_id, request.request_id)
+    if stored is not None and err.code is not ErrorCode.RATE_LIMIT_EXCEEDED:
+        # The decide took its token before it found nobody to pick; a repeat takes none.
+        limits.give_back(policy.tenant_id, policy.policy_id, config)
+    return stored
 
 
 def _replay(

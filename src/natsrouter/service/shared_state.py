@@ -8,7 +8,8 @@ operations (no other server than the NATS the Router already uses):
   assignment id with a compare-and-set create; a Router that loses the race, or gets the
   request again later, answers with the stored ones (and a push under the same
   ``Nats-Msg-Id``, which the assignment stream stores once), without taking a rate-limit
-  token, even from an empty bucket (``service.shared_decide.first_answer``);
+  token, even from an empty bucket or with every breaker open here
+  (``service.shared_decide.first_answer``);
 - **sticky sessions** (bucket ``ROUTER_STICKY``): the provider of a session, with the wall
   time its policy's TTL ends; a new session is claimed with a create, so two Routers that
   see its first requests at once agree on one provider;
