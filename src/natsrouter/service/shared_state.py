@@ -119,7 +119,9 @@ def fingerprint(asked: tuple[Any, ...]) -> str:
         policy_id,
         [task_type, payload_ref, payload],
         [max_latency_ms, max_cost],
-        metadata,
+        # A request built without metadata holds a read-only empty mapping, which default=str
+        # would write as text: as a dict, it is the {} a parsed request holds.
+        dict(metadata),
         subject,
     ]
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
