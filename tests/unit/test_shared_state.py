@@ -81,6 +81,13 @@ def test_a_stored_decision_reads_back_equal() -> None:
     assert SharedDecide.decode(mine().encode()) == mine()
 
 
+def test_a_stored_decision_of_numbers_a_policy_may_hold_reads_back_equal() -> None:
+    """Priority and retry written 1.0 (a schema integer), estimates as ints: read back."""
+    decision = Decision("a", DecisionReason.FALLBACK, "default", 1.0, 12, 0, True, 2.0)  # type: ignore[arg-type]
+    stored = SharedDecide("fp", decision, "as-1")
+    assert SharedDecide.decode(stored.encode()) == stored
+
+
 def test_the_fingerprint_ignores_the_order_of_metadata_keys() -> None:
     """Two processes parsing {"x","y"} and {"y","x"} agree; another value does not."""
     task = ("text", None, {"p": 1})  # type, payload_ref, payload; then the two limits
