@@ -159,7 +159,10 @@ class Answer:
     def encoded(self) -> bytes:
         """The body as JSON (``strict_json.dumps``)."""
         if self._decided is not None:
-            return ok_json(*self._decided)
+            try:
+                return ok_json(*self._decided)
+            except TypeError:  # a name that is not a string (ok_json writes them as strings)
+                pass
         return _dumps(self.body)
 
     def __repr__(self) -> str:
