@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 
 from natsrouter.embedded import NatsServer, free_port
 from tests.helpers.process import DEMO_POLICY, NATSROUTER, RouterProcess
+from tests.integration.test_router_decide import decide_request, nats_decide
 
 pytestmark = pytest.mark.integration
 FAST_ENV = {
@@ -77,6 +79,32 @@ def test_starts_without_nats_and_becomes_ready_when_it_appears(
     try:
         server.start()
         router.wait(lambda: router.get("/health/ready")[0] == 200, what="ready")
+    finally:
+        server.kill()
+    assert router.stop() == 0
+
+
+def test_run_decides_over_nats_after_its_connection_is_replaced(
+    tmp_path: Path, routers: list[RouterProcess]
+) -> None:
+    """Start-up heap frozen with the first connection: a new one answers decides over NATS."""
+    server = NatsServer(port=free_port(), store_dir=tmp_path / "js")
+    server.start()
+    try:
+        router = RouterProcess({"ROUTER_NATS_URL": server.url, **FAST_ENV}, tmp_path)
+        routers.append(router)
+        router.wait(lambda: router.get("/health/ready")[0] == 200, what="ready")
+
+        def decide(request_id: str) -> Any:
+            body = json.dumps(decide_request(request_id=request_id)).encode()
+            return asyncio.run(nats_decide(server.url, body))
+
+        assert decide("before")["ok"] is True
+        server.kill()
+        router.wait(lambda: router.get("/health/ready")[0] == 503, what="not ready")
+        server.start()
+        router.wait(lambda: router.get("/health/ready")[0] == 200, what="ready again")
+        assert decide("after")["decision"]["provider_id"] == "p1"
     finally:
         server.kill()
     assert router.stop() == 0

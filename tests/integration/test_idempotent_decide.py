@@ -117,6 +117,19 @@ async def test_the_same_request_id_with_a_different_request_is_refused(
     assert len(await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")) == 1
 
 
+async def test_a_request_id_reused_with_true_where_it_had_1_is_refused(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """{"n": true} then {"n": 1} under one request_id (equal in Python): refused, one stored."""
+    router = await make_router([nats_server.url])
+    assert await router.link.wait_connected(5)
+    await nats_decide(nats_server.url, push(task={"type": "text", "payload": {"n": 1}}))
+    other = push(task={"type": "text", "payload": {"n": True}})
+    status, answer = await http_decide(router.http.port, other)
+    assert (status, answer["error"]["details"]) == (400, {"field": "request_id"})
+    assert len(await stored_messages(nats_server.url, "ROUTER_ASSIGNMENTS")) == 1
+
+
 async def test_two_tenants_with_the_same_request_id_are_both_decided_and_billed(
     nats_server: NatsServer, make_router: RouterFactory, policies_dir: Path
 ) -> None:

@@ -16,12 +16,15 @@ import pytest
 
 from natsrouter.embedded import NatsServer
 from natsrouter.routing.breaker import BreakerState
+from natsrouter.routing.messages import parse_decide_request
+from natsrouter.service.remembered import asked
 from natsrouter.service.router import Router
+from natsrouter.service.shared_state import fingerprint, key_of
 from tests.conftest import TWO_PROVIDERS, RouterFactory, write_policy
 from tests.helpers.jetstream import stored_messages
 from tests.helpers.observe import rmetric
 from tests.helpers.waiting import wait_for
-from tests.integration.test_router_decide import decide_request, http_decide
+from tests.integration.test_router_decide import decide_request, http_decide, nats_decide
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +138,44 @@ async def test_with_nats_down_and_no_decide_the_breaker_sync_says_shared_state_i
     assert rmetric(a, "router_shared_state_unavailable_total", operation="breaker_read") >= 1
     # not_connected, or connection_closed when the read was on the wire as the server died
     assert a.link.status()["shared_state"]["last_error"].startswith("breaker_read: ")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("provider_id", 5),
+        ("policy_id", None),
+        ("priority", "high"),
+        ("expected_cost", [1]),
+        ("fallback_used", 5),
+        ("retry", "twice"),
+    ],
+)
+async def test_a_stored_decision_of_the_wrong_type_is_an_invalid_value_and_is_answered(
+    nats_server: NatsServer, make_router: RouterFactory, field: str, value: object
+) -> None:
+    """A stored answer with a field of another type: decided here, answered over NATS."""
+    router = await make_router([nats_server.url], **SHARED)
+    assert await router.link.wait_connected(5)
+    raw = json.dumps(decide_request()).encode()
+    decision = {
+        "provider_id": "a",
+        "priority": 0,
+        "expected_latency_ms": None,
+        "expected_cost": None,
+        "reason": "weighted",
+        "policy_id": "default",
+        "fallback_used": False,
+        "retry": 0,
+        field: value,
+    }
+    stored = {
+        "asked": fingerprint(asked(parse_decide_request(raw, 10_000))),
+        "assignment_id": "as-1",
+        "decision": decision,
+    }
+    key = key_of("acme", "req-1")
+    await router.link.kv_put("ROUTER_DECIDES", key, json.dumps(stored).encode())
+    answer = await nats_decide(nats_server.url, raw)
+    assert answer["decision"]["provider_id"] in {"a", "b"}
+    assert router.link.status()["shared_state"]["last_error"] == "decision_claim: invalid_value"

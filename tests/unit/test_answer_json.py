@@ -78,3 +78,13 @@ def test_an_answer_builds_its_body_only_when_asked_and_encodes_it_the_same() -> 
     answer = Answer(200, None, "ok", 0.0, (decision, "r-1", "t" * 32))
     assert answer.encoded() == dumps(answer.body)
     assert answer.body == ok_body(decision, "r-1", "t" * 32)
+
+
+@pytest.mark.parametrize("field", ["provider_id", "policy_id"])
+def test_an_answer_whose_name_is_not_a_string_is_still_dumps_of_its_body(field: str) -> None:
+    """A name of another type (a value no Router writes) is written as dumps writes it."""
+    decision = Decision("a", DecisionReason.WEIGHTED, "default", 0, None, None)._replace(
+        **{field: 5}
+    )
+    answer = Answer(200, None, "ok", 0.0, (decision, "r-1", "t-1"))
+    assert answer.encoded() == dumps(ok_body(decision, "r-1", "t-1"))

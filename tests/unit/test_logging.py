@@ -17,12 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natsrouter.config import LogLevel
+from natsrouter.link.outcome import PubAck
 from natsrouter.observability.logging import (
     MalformedRequests,
     configure_logging,
     get_logger,
     mask_userinfo,
 )
+from natsrouter.routing.messages import Constraints
 
 
 @pytest.fixture
@@ -204,3 +206,12 @@ def test_a_megabyte_value_is_logged_in_linear_time(stream: io.StringIO, value: s
     assert time.perf_counter() - started < 2.0
     [line] = lines(stream)
     assert line["error"] == (value if "@" not in value else "a://***@" + "t" * 1_000_000)
+
+
+def test_a_named_tuple_field_is_logged_as_its_values(stream: io.StringIO) -> None:
+    """A NamedTuple (a request's constraints, a PubAck) is a JSON array, its URLs masked."""
+    get_logger("natsrouter.router").info(
+        "asked", limits=Constraints(100, None), ack=PubAck("nats://u:secret@h", 7)
+    )
+    [line] = lines(stream)
+    assert (line["limits"], line["ack"]) == ([100, None], ["nats://***@h", 7, False])

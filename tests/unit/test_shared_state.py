@@ -15,7 +15,9 @@ from natsrouter.link.link import Link
 from natsrouter.observability.metrics import SHARED_STATE_OPERATIONS, LinkMetrics, RouterMetrics
 from natsrouter.routing.breaker import BreakerState
 from natsrouter.routing.decider import Decision, DecisionReason
+from natsrouter.routing.messages import DecideRequest, Task, parse_decide_request
 from natsrouter.service.events import RouterEvents
+from natsrouter.service.remembered import asked
 from natsrouter.service.shared_decide import sticky_decide
 from natsrouter.service.shared_state import (
     BreakerSync,
@@ -79,6 +81,13 @@ def test_a_stored_decision_reads_back_equal() -> None:
     assert SharedDecide.decode(mine().encode()) == mine()
 
 
+def test_a_stored_decision_of_numbers_a_policy_may_hold_reads_back_equal() -> None:
+    """Priority and retry written 1.0 (a schema integer), estimates as ints: read back."""
+    decision = Decision("a", DecisionReason.FALLBACK, "default", 1.0, 12, 0, True, 2.0)  # type: ignore[arg-type]
+    stored = SharedDecide("fp", decision, "as-1")
+    assert SharedDecide.decode(stored.encode()) == stored
+
+
 def test_the_fingerprint_ignores_the_order_of_metadata_keys() -> None:
     """Two processes parsing {"x","y"} and {"y","x"} agree; another value does not."""
     task = ("text", None, {"p": 1})  # type, payload_ref, payload; then the two limits
@@ -86,6 +95,15 @@ def test_the_fingerprint_ignores_the_order_of_metadata_keys() -> None:
     two = fingerprint(("default", *task, None, None, {"y": 2, "x": 1}, None))
     other = fingerprint(("default", *task, None, None, {"y": 3, "x": 1}, None))
     assert one == two != other
+
+
+def test_the_fingerprint_of_a_request_without_metadata_is_that_of_empty_metadata() -> None:
+    """A request built without metadata and one parsed with {} get one fingerprint."""
+    raw = b'{"version":"1","request_id":"r","tenant_id":"t","task":{"type":"x","payload":null}}'
+    parsed = parse_decide_request(raw, 10_000)
+    built = DecideRequest("r", "t", Task("x"))
+    assert asked(built) == asked(parsed)
+    assert fingerprint(asked(built)) == fingerprint(asked(parsed))
 
 
 async def test_the_first_claim_wins_and_a_second_gets_the_first(logs: list[Any]) -> None:

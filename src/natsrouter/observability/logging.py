@@ -73,8 +73,12 @@ def mask_userinfo(text: str) -> str:
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return mask_userinfo(value)
-    if isinstance(value, list | tuple):
-        return type(value)(_redact_value(v) for v in value)
+    if isinstance(value, list):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, tuple):
+        # A plain tuple: a NamedTuple cannot be built from one iterable (the line was lost);
+        # either is a JSON array.
+        return tuple(_redact_value(v) for v in value)
     if isinstance(value, dict):
         return {
             k: (_MASK if _SECRET_KEYS.search(str(k)) else _redact_value(v))

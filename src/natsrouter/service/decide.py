@@ -46,7 +46,7 @@ from natsrouter.routing.subjects import AssignmentSubjects, SubjectRefusal
 from natsrouter.service.assignments import AssignmentPusher, Pushed
 from natsrouter.service.envelope import new_trace_id, trace_from_headers
 from natsrouter.service.events import RouterEvents
-from natsrouter.service.remembered import DecideMemory, Remembered, asked
+from natsrouter.service.remembered import DecideMemory, Remembered, asked, same_asked
 from natsrouter.service.shared_decide import first_answer
 from natsrouter.service.shared_state import SharedState
 
@@ -159,7 +159,10 @@ class Answer:
     def encoded(self) -> bytes:
         """The body as JSON (``strict_json.dumps``)."""
         if self._decided is not None:
-            return ok_json(*self._decided)
+            try:
+                return ok_json(*self._decided)
+            except TypeError:  # a name that is not a string (ok_json writes them as strings)
+                pass
         return _dumps(self.body)
 
     def __repr__(self) -> str:
@@ -377,7 +380,7 @@ class DecideService:
 
     @staticmethod
     def _check_same(entry: Remembered, request: DecideRequest) -> None:
-        if entry.asked != asked(request):
+        if not same_asked(entry.asked, asked(request)):
             raise RequestError(
                 ErrorCode.INVALID_REQUEST,
                 f"request_id {request.request_id!r} was used for a different request "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
@@ -62,6 +62,30 @@ def asked(request: DecideRequest) -> tuple[Any, ...]:
         request.metadata,
         request.assignment_subject,
     )
+
+
+def same_asked(first: tuple[Any, ...], again: tuple[Any, ...]) -> bool:
+    """Whether a repeat asks for what was asked (``asked`` of both), as JSON values.
+
+    Not Python's ``==``, which takes ``true`` for ``1``, ``1`` for ``1.0`` and ``-0.0`` for
+    ``0.0``: another request, and one that the shared-state fingerprint (its JSON text) tells
+    apart. Only a repeat pays for the walk.
+    """
+    return first == again and _same(first, again)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Any mapping: a request built without metadata holds a read-only one, a parsed one {}.
+    if isinstance(a, Mapping):
+        return isinstance(b, Mapping) and all(_same(v, b[k]) for k, v in a.items())
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is list or kind is tuple:
+        return all(map(_same, a, b))  # lengths equal: a == b
+    if kind is float:
+        return float.__repr__(a) == float.__repr__(b)
+    return True  # equal (a == b) and of one type
 
 
 @dataclass

@@ -120,7 +120,9 @@ def fingerprint(asked: tuple[Any, ...]) -> str:
         policy_id,
         [task_type, payload_ref, payload],
         [max_latency_ms, max_cost],
-        metadata,
+        # A request built without metadata holds a read-only empty mapping, which default=str
+        # would write as text: as a dict, it is the {} a parsed request holds.
+        dict(metadata),
         subject,
     ]
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
@@ -169,19 +171,31 @@ class SharedDecide:
 
     @classmethod
     def decode(cls, raw: bytes) -> SharedDecide:
+        """The stored answer; a field of another type than a Router writes is a ``TypeError``
+        (an ``invalid_value``): the answer is written from the fields by type
+        (``decide.ok_json`` writes ids as strings) and the retry count is added to."""
         doc = _object(raw)
         d = doc["decision"]
         decision = Decision(
-            provider_id=d["provider_id"],
-            reason=DecisionReason(d["reason"]),
-            policy_id=d["policy_id"],
-            priority=d["priority"],
-            expected_latency_ms=d["expected_latency_ms"],
-            expected_cost=d["expected_cost"],
-            fallback_used=d["fallback_used"],
-            retry=d.get("retry", 0),
+            provider_id=_typed(d, "provider_id", str),
+            reason=DecisionReason(_typed(d, "reason", str)),
+            policy_id=_typed(d, "policy_id", str),
+            # A number: a policy's "integer" may be written 1.0 (JSON Schema accepts it).
+            priority=_typed(d, "priority", int, float),
+            expected_latency_ms=_typed(d, "expected_latency_ms", int, float, type(None)),
+            expected_cost=_typed(d, "expected_cost", int, float, type(None)),
+            fallback_used=_typed(d, "fallback_used", bool),
+            retry=_typed({"retry": 0, **d}, "retry", int, float),
         )
-        return cls(doc["asked"], decision, doc["assignment_id"])
+        return cls(_typed(doc, "asked", str), decision, _typed(doc, "assignment_id", str))
+
+
+def _typed(document: dict[str, Any], name: str, *kinds: type) -> Any:
+    """``document[name]`` when its type is one of ``kinds`` exactly (a bool is no int)."""
+    value = document[name]
+    if type(value) not in kinds:
+        raise TypeError(f"{name}: expected {' or '.join(k.__name__ for k in kinds)}")
+    return value
 
 
 class Held(NamedTuple):
