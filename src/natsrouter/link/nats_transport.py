@@ -20,6 +20,7 @@ import nats
 import nats.errors
 from nats.aio.client import PING_PROTO, Client
 from nats.aio.msg import Msg
+from nats.protocol.parser import Parser
 
 from natsrouter.config import Settings, tls_context
 from natsrouter.errors import AuthenticationError, ConnectionClosedError, LinkError
@@ -120,6 +121,52 @@ class _Subscription:
             raise translate(exc) from exc
 
 
+_PROCESS_MSG = Client._process_msg.__code__
+
+
+def _raised_in_process_msg(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of nats-py's ``_process_msg`` (its traceback passes there)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is _PROCESS_MSG:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class _GuardedParser(Parser):
+    """nats-py's protocol parser, dropping a message nats-py cannot read.
+
+    nats-server passes a subject, reply subject or header status line on as the publisher
+    wrote it, and nats-py decodes them as strict UTF-8 in ``_process_msg``, inside this
+    parser's ``parse``, inside its read loop: raised there, the loop ended and the connection
+    stayed open, unread. The message is dropped before it reaches a subscription (like a
+    message a full buffer drops), its subject reported, and the rest of what was read is
+    parsed at once. Guarded here, once per read, rather than around ``_process_msg``: that
+    cost a coroutine more per message (docs/performance.md).
+    """
+
+    def __init__(self, nc: Client, on_unreadable: Callable[[str], None] | None) -> None:
+        super().__init__(nc)
+        self._on_unreadable = on_unreadable
+
+    async def parse(self, data: bytes = b"") -> None:
+        while True:
+            try:
+                await super().parse(data)
+                return
+            except UnicodeDecodeError as exc:
+                # Only a message handed to _process_msg: the parser has already consumed it
+                # and reset its state, so parsing goes on after it. Anything else is raised
+                # as before.
+                if not _raised_in_process_msg(exc):
+                    raise
+                if self._on_unreadable is not None:
+                    subject: bytes = self.msg_arg["subject"]
+                    self._on_unreadable(subject.decode("utf-8", "backslashreplace"))
+                data = b""
+
+
 class _OrderedClient(Client):
     """nats-py's client with a PING that waits its turn behind the commands already buffered.
 
@@ -131,13 +178,13 @@ class _OrderedClient(Client):
     test_wire_order.py). Not connected (the handshake), nats-py's own path is kept.
 
     A PONG that comes after its ping timed out is taken and dropped (``_process_pong``), and
-    so is a message nats-py cannot read (``_process_msg``): either once ended the read loop.
+    so is a message nats-py cannot read (``_GuardedParser``): either once ended the read loop.
     Should anything else end it, ``reading`` says so and the link's ping fails as lost.
     """
 
     def __init__(self, on_unreadable: Callable[[str], None] | None = None) -> None:
         super().__init__()
-        self._on_unreadable = on_unreadable
+        self._ps = _GuardedParser(self, on_unreadable)
 
     @property
     def reading(self) -> bool:
@@ -164,19 +211,6 @@ class _OrderedClient(Client):
                 future.set_result(True)
             self._pongs_received += 1
             self._pings_outstanding = 0
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-    ) -> None:
-        try:
-            await super()._process_msg(sid, subject, reply, data, headers)
-        except UnicodeDecodeError:
-            # nats-server passes a subject, reply subject or header status line on as the
-            # publisher wrote it, and nats-py decodes them as strict UTF-8 in its read loop:
-            # raised there, the loop ended and the connection stayed open, unread. Dropped
-            # before it reached a subscription, like a message a full buffer drops.
-            if self._on_unreadable is not None:
-                self._on_unreadable(subject.decode("utf-8", "backslashreplace"))
 
 
 class _AbortConnect(Exception):
