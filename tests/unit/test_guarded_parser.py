@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from nats.aio.subscription import Subscription
 
-from natsrouter.link.nats_transport import _OrderedClient
+from natsrouter.link.nats_client import OrderedClient
 
 
-def _client_with_subscription() -> tuple[_OrderedClient, list[str], asyncio.Queue[Any]]:
+def _client_with_subscription() -> tuple[OrderedClient, list[str], asyncio.Queue[Any]]:
     """A client whose subscription 1 queues its messages; the unreadable subjects listed."""
     unreadable: list[str] = []
-    nc = _OrderedClient(unreadable.append)
+    nc = OrderedClient(unreadable.append)
     sub = Subscription(nc, 1, "d.>")  # registered as subscribe would, without a server
     nc._subs[1] = sub
     return nc, unreadable, sub._pending_queue

@@ -17,12 +17,12 @@ from typing import Any
 import nats.errors
 import nats.js.api
 import nats.js.errors
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StreamConfig
 from nats.js.kv import KeyValue
 
 from natsrouter.errors import NoRespondersError
+from natsrouter.link.nats_client import OrderedClient
 from natsrouter.link.nats_errors import translate
 from natsrouter.link.outcome import PubAck
 from natsrouter.link.transport import (
@@ -84,7 +84,7 @@ class _PullConsumer:
 class NatsJetStream:
     """The JetStream API of one connection: its context and the key-value handles it opened."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: OrderedClient) -> None:
         self._nc = nc
         self._js: Any = None
         #: Key-value handles by bucket, made once per connection (each costs a round trip).
@@ -101,8 +101,8 @@ class NatsJetStream:
         # the client's own request, and the answer read by read_pub_ack (the same result).
         try:
             try:
-                msg = await self._nc.request(
-                    subject, payload, timeout=timeout_s, headers=dict(headers) if headers else None
+                msg = await self._nc.ack_request(
+                    subject, payload, timeout_s, dict(headers) if headers else None
                 )
             except nats.errors.NoRespondersError:
                 raise nats.js.errors.NoStreamResponseError from None  # as nats-py's publish

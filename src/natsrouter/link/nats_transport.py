@@ -18,12 +18,11 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import PING_PROTO, Client
 from nats.aio.msg import Msg
-from nats.protocol.parser import Parser
 
 from natsrouter.config import Settings, tls_context
 from natsrouter.errors import AuthenticationError, ConnectionClosedError, LinkError
+from natsrouter.link.nats_client import OrderedClient
 from natsrouter.link.nats_errors import translate
 from natsrouter.link.nats_jetstream import NatsJetStream, ack_payload
 from natsrouter.link.outcome import PubAck
@@ -121,98 +120,6 @@ class _Subscription:
             raise translate(exc) from exc
 
 
-_PROCESS_MSG = Client._process_msg.__code__
-
-
-def _raised_in_process_msg(exc: BaseException) -> bool:
-    """Whether ``exc`` came out of nats-py's ``_process_msg`` (its traceback passes there)."""
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code is _PROCESS_MSG:
-            return True
-        tb = tb.tb_next
-    return False
-
-
-class _GuardedParser(Parser):
-    """nats-py's protocol parser, dropping a message nats-py cannot read.
-
-    nats-server passes a subject, reply subject or header status line on as the publisher
-    wrote it, and nats-py decodes them as strict UTF-8 in ``_process_msg``, inside this
-    parser's ``parse``, inside its read loop: raised there, the loop ended and the connection
-    stayed open, unread. The message is dropped before it reaches a subscription (like a
-    message a full buffer drops), its subject reported, and the rest of what was read is
-    parsed at once. Guarded here, once per read, rather than around ``_process_msg``: that
-    cost a coroutine more per message (docs/performance.md).
-    """
-
-    def __init__(self, nc: Client, on_unreadable: Callable[[str], None] | None) -> None:
-        super().__init__(nc)
-        self._on_unreadable = on_unreadable
-
-    async def parse(self, data: bytes = b"") -> None:
-        while True:
-            try:
-                await super().parse(data)
-                return
-            except UnicodeDecodeError as exc:
-                # Only a message handed to _process_msg: the parser has already consumed it
-                # and reset its state, so parsing goes on after it. Anything else is raised
-                # as before.
-                if not _raised_in_process_msg(exc):
-                    raise
-                if self._on_unreadable is not None:
-                    subject: bytes = self.msg_arg["subject"]
-                    self._on_unreadable(subject.decode("utf-8", "backslashreplace"))
-                data = b""
-
-
-class _OrderedClient(Client):
-    """nats-py's client with a PING that waits its turn behind the commands already buffered.
-
-    nats-py 2.16 writes a flush's PING straight to the socket, ahead of publishes, SUBs and
-    UNSUBs still in its buffer, so the PONG proves nothing about them: a subscription looked
-    bound before the server had it, and a drain could end before the server had the UNSUB
-    (requests delivered meanwhile were dropped unanswered). Appended to the buffer instead,
-    the PING reaches the server after everything sent before it (tests/integration/
-    test_wire_order.py). Not connected (the handshake), nats-py's own path is kept.
-
-    A PONG that comes after its ping timed out is taken and dropped (``_process_pong``), and
-    so is a message nats-py cannot read (``_GuardedParser``): either once ended the read loop.
-    Should anything else end it, ``reading`` says so and the link's ping fails as lost.
-    """
-
-    def __init__(self, on_unreadable: Callable[[str], None] | None = None) -> None:
-        super().__init__()
-        self._ps = _GuardedParser(self, on_unreadable)
-
-    @property
-    def reading(self) -> bool:
-        """Whether the read loop runs: without it nats-py's flush passes with no round trip."""
-        task = self._reading_task
-        return task is not None and not task.done()
-
-    async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
-        if not self.is_connected:
-            await super()._send_ping(future)
-            return
-        self._pongs.append(future if future is not None else asyncio.Future())
-        self._pending.append(PING_PROTO)
-        self._pending_data_size += len(PING_PROTO)
-        await self._flush_pending()
-
-    async def _process_pong(self) -> None:
-        # The k-th PONG answers the k-th PING, so a PONG always takes the oldest future. A
-        # ping that timed out left its future there cancelled, and nats-py's set_result on it
-        # raised InvalidStateError out of the read loop, which stopped reading for good.
-        if self._pongs:
-            future = self._pongs.pop(0)
-            if not future.done():
-                future.set_result(True)
-            self._pongs_received += 1
-            self._pings_outstanding = 0
-
-
 class _AbortConnect(Exception):
     """Raised from nats-py's error callback to end a connect attempt at its first failure.
 
@@ -240,7 +147,7 @@ class NatsConnection:
         self._server = server
         self._on_lost = on_lost
         self._on_slow_consumer = on_slow_consumer
-        self._nc = _OrderedClient(on_unreadable)
+        self._nc = OrderedClient(on_unreadable)
         self._jetstream = NatsJetStream(self._nc)
         self._closing = False
         self._reported = False
