@@ -3,7 +3,9 @@
 ``nats_transport.NatsConnection`` hands its JetStream operations to the ``NatsJetStream`` it
 owns, so the connection module keeps to connecting, core pub/sub and closing. Failures are
 translated by ``nats_errors.translate``; only nats-py's "not found" and "wrong last sequence"
-answers are read here, as the None or False that the ``Connection`` protocol promises.
+answers are read here, as the None or False that the ``Connection`` protocol promises. A
+publish is a request made by the client (``OrderedClient.ack_request``) and its PubAck read
+here (``read_pub_ack``), as ``JetStreamContext.publish`` does, more cheaply.
 """
 
 from __future__ import annotations
