@@ -1,16 +1,19 @@
 """Benchmark: the Router's own cost per decide at another commit and now, in one run.
 
     .venv/bin/python bench/decide_versions.py BASE [--requests N] [--rounds R] [--in-flight K]
+                                                   [--push]
 
 The throughput ratio of bench/decide_vs_raw.py moves by ±0.15 with the machine's other load;
 what one change does to the Router is smaller than that. This runs the raw nats-py responder,
 ``natsrouter run`` from BASE's ``src/`` (exported with ``git archive`` and put first on its
 ``PYTHONPATH``) and ``natsrouter run`` from this worktree side by side on one nats-server,
-each on its own subject, and sends N decides (no push, ids never repeated) to each in turn
+each on its own subject, and sends N decides (ids never repeated) to each in turn
 at K in flight, R rounds, the order turning every round. It prints, per responder, the
 median of its CPU time per request (user + system, /proc, Linux only), requests/s and p99,
 and each process's resident set size at the end (the Routers' idempotency memories full of
-the run's answers).
+the run's answers). ``--push``: every decide also pushes its assignment, and the raw
+responder publishes one JetStream message and waits for its PubAck before answering (as in
+bench/decide_vs_raw.py's push comparison).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ async def measure(args: argparse.Namespace, head: str, tmp: Path, base_src: Path
     names = ("raw", f"Router {args.base}", f"Router {head} (worktree)")
     subjects = dict(zip(names, ("bench.raw", "bench.base", "bench.head"), strict=True))
     procs = {
-        names[0]: start_raw(server.url, subjects[names[0]], False),
+        names[0]: start_raw(server.url, subjects[names[0]], args.push),
         names[1]: start_router(server.url, tmp, subjects[names[1]], {"PYTHONPATH": str(base_src)}),
         names[2]: start_router(server.url, tmp, subjects[names[2]]),
     }
@@ -56,8 +59,8 @@ async def measure(args: argparse.Namespace, head: str, tmp: Path, base_src: Path
     ids = Ids()
     try:
         for name in names:
-            await wait_answering(server.url, subjects[name], False)
-            await load(server.url, subjects[name], ids.take(2000), 10, False)  # warm-up
+            await wait_answering(server.url, subjects[name], args.push)
+            await load(server.url, subjects[name], ids.take(2000), 10, args.push)  # warm-up
         for round_no in range(args.rounds):
             turn = round_no % len(names)
             for name in names[turn:] + names[:turn]:
@@ -67,7 +70,7 @@ async def measure(args: argparse.Namespace, head: str, tmp: Path, base_src: Path
                         subjects[name],
                         ids.take(args.requests),
                         args.in_flight,
-                        False,
+                        args.push,
                         procs[name].pid,
                     )
                 )
@@ -79,7 +82,7 @@ async def measure(args: argparse.Namespace, head: str, tmp: Path, base_src: Path
         server.kill()
     print(
         f"{args.requests} decides per responder per round, {args.rounds} rounds, "
-        f"{args.in_flight} in flight; medians"
+        f"{args.in_flight} in flight{', with push' if args.push else ''}; medians"
     )
     print(
         f"{'':>28} | {'CPU µs/req':>10} {'req/s':>8} {'p99 ms':>7} | {'RSS MiB':>7} | "
@@ -103,6 +106,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--in-flight", type=int, default=100)
+    parser.add_argument("--push", action="store_true", help="decides with push_assignment")
     args = parser.parse_args()
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True

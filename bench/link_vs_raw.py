@@ -4,7 +4,8 @@
 
 Measures (each figure is the median of --rounds runs, raw and link taking turns to go first;
 a ratio is the lower of the ratio of the medians and the median of the rounds' paired
-ratios, printed per round on stderr; each target missed prints MISSED):
+ratios, printed per round on stderr with each run's CPU time per message in this process;
+each target missed prints MISSED):
 - core publish throughput (msgs/s), 128-byte payloads, flushed at the end;
 - JetStream publish with PubAck at 100 in flight (msgs/s), against raw nats-py without and
   with a Nats-Msg-Id per message (the link always sends one);
@@ -272,13 +273,23 @@ TARGETS = {"core": 0.95, "jetstream": 0.9, "jetstream_ids": 0.95}
 async def paired(
     rounds: int, runs: dict[str, Callable[[str, int], Awaitable[float]]], url: str, n: int
 ) -> dict[str, list[float]]:
-    """Each run once per round, back to back, the order turning by one every round."""
+    """Each run once per round, back to back, the order turning by one every round.
+
+    Also prints on stderr each run's median CPU time per message in this process (the
+    client's side: nats-py, or the link over it; the server is another process), which the
+    machine's other load moves far less than the rates.
+    """
     names = list(runs)
     rates: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for i in range(rounds):
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
+            before = time.process_time()
             rates[name].append(await runs[name](url, n))
+            cpu[name].append((time.process_time() - before) / n * 1e6)
+    medians = ", ".join(f"{name} {statistics.median(cpu[name]):.2f}" for name in names)
+    print(f"  CPU µs per message in this process (median): {medians}", file=sys.stderr)
     return rates
 
 

@@ -12,7 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from natsrouter.config import build_settings
-from natsrouter.errors import NoRespondersError, OperationTimeoutError, Reason, ServerError
+from natsrouter.errors import (
+    ConnectionClosedError,
+    NoRespondersError,
+    OperationTimeoutError,
+    Reason,
+    ServerError,
+)
 from natsrouter.link import Link, Outcome
 from natsrouter.link.accounting import Accounting
 from natsrouter.link.backoff import BackoffPolicy
@@ -242,6 +248,23 @@ async def test_a_reply_goes_out_at_once_while_a_replay_runs(fake_link: LinkMaker
     assert result.outcome is Outcome.SENT
     assert server.payloads("_INBOX.a") == [b"answer"]
     server.hold["_INBOX.a"].set()
+
+
+async def test_a_reply_whose_connection_fails_is_dropped_and_the_connection_replaced(
+    fake_link: LinkMaker,
+) -> None:
+    """Connected, the reply's publish raises connection closed: dropped (reply_dropped, the
+    cause in error), counted by its reason, never queued, and the link connects again."""
+    link, server = await fake_link(start=False)
+    await link.start()
+    assert await link.wait_connected(2)
+    server.fail["_INBOX.b"] = [ConnectionClosedError("gone")]
+    result = await link.reply("_INBOX.b", b"answer")
+    assert (result.outcome, result.reason) == (Outcome.DROPPED, Reason.REPLY_DROPPED)
+    assert isinstance(result.error, ConnectionClosedError)
+    assert link.pending.count == 0
+    assert metric(link, "router_nats_replies_dropped_total", reason="connection_closed") == 1
+    await wait_for(lambda: server.attempts == 2 and link.ready, 2, "connected again")
 
 
 async def test_poison_items_end_failed_and_block_nothing(

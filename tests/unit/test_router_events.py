@@ -70,7 +70,7 @@ def test_assignments_not_sent_are_one_line_per_outcome_per_interval(
         if e.get("error_code") == "ROUTER_ASSIGNMENT_NOT_SENT"
     ]
     assert lines == [("failed_open", 0), ("dropped", 0), ("failed_open", 49)]
-    assert metrics.assignments.labels("failed_open")._value.get() == 51
+    assert metrics.assignments.labels("failed_open").value == 51
 
 
 def _lines(logs: list[dict[str, Any]], code: str, *names: str) -> list[tuple[Any, ...]]:

@@ -174,6 +174,7 @@ class Link:
         )
         self._direct: Connection | None = None  # see _refresh_direct
         self._fast_publish: FastPublish = _not_connected
+        self._reply_publish: FastPublish = _not_connected
         self._closed = False
         #: Parts other components add to ``/status``: name -> a function giving the part.
         self.status_parts: dict[str, Callable[[], Any]] = {}
@@ -267,11 +268,14 @@ class Link:
         live = self._session.live()
         self._direct = live[0] if live is not None else None
         if self._direct is None:
-            self._fast_publish = _not_connected
+            self._fast_publish = self._reply_publish = _not_connected
         elif self._held:
             self._fast_publish = self._publish_unless_held
         else:
             self._fast_publish = self._direct.fast_publish
+        if self._direct is not None:
+            # Replies are never held behind queued items: always the connection's own.
+            self._reply_publish = self._direct.fast_publish
 
     async def _publish_unless_held(
         self, subject: str, payload: bytes, reply: str, headers: Mapping[str, str] | None
@@ -379,10 +383,19 @@ class Link:
     ) -> Result:
         """Answer a request on its reply inbox: ``sent`` now, or ``dropped``, never queued.
 
-        See ``Sender.reply``: a drop has reason ``reply_dropped``, is counted in
+        See ``Sender.reply_failed``: a drop has reason ``reply_dropped``, is counted in
         ``router_nats_replies_dropped_total{reason}`` and logged rate-limited.
         """
-        return await self._sender.reply(self._direct, subject, payload, headers)
+        # Sent here, not in the sender: a coroutine less on every decide answered.
+        conn = self._direct
+        if conn is None:
+            return self._sender.reply_failed(None, subject, NotConnectedError())
+        try:
+            await self._reply_publish(subject, payload, "", headers)
+        except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
+            return self._sender.reply_failed(conn, subject, exc)
+        self._publish_total.value += 1
+        return SENT
 
     async def publish_with_ack(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None

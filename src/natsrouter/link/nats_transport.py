@@ -18,11 +18,11 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import PING_PROTO, Client
 from nats.aio.msg import Msg
 
 from natsrouter.config import Settings, tls_context
 from natsrouter.errors import AuthenticationError, ConnectionClosedError, LinkError
+from natsrouter.link.nats_client import OrderedClient
 from natsrouter.link.nats_errors import translate
 from natsrouter.link.nats_jetstream import NatsJetStream, ack_payload
 from natsrouter.link.outcome import PubAck
@@ -120,65 +120,6 @@ class _Subscription:
             raise translate(exc) from exc
 
 
-class _OrderedClient(Client):
-    """nats-py's client with a PING that waits its turn behind the commands already buffered.
-
-    nats-py 2.16 writes a flush's PING straight to the socket, ahead of publishes, SUBs and
-    UNSUBs still in its buffer, so the PONG proves nothing about them: a subscription looked
-    bound before the server had it, and a drain could end before the server had the UNSUB
-    (requests delivered meanwhile were dropped unanswered). Appended to the buffer instead,
-    the PING reaches the server after everything sent before it (tests/integration/
-    test_wire_order.py). Not connected (the handshake), nats-py's own path is kept.
-
-    A PONG that comes after its ping timed out is taken and dropped (``_process_pong``), and
-    so is a message nats-py cannot read (``_process_msg``): either once ended the read loop.
-    Should anything else end it, ``reading`` says so and the link's ping fails as lost.
-    """
-
-    def __init__(self, on_unreadable: Callable[[str], None] | None = None) -> None:
-        super().__init__()
-        self._on_unreadable = on_unreadable
-
-    @property
-    def reading(self) -> bool:
-        """Whether the read loop runs: without it nats-py's flush passes with no round trip."""
-        task = self._reading_task
-        return task is not None and not task.done()
-
-    async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
-        if not self.is_connected:
-            await super()._send_ping(future)
-            return
-        self._pongs.append(future if future is not None else asyncio.Future())
-        self._pending.append(PING_PROTO)
-        self._pending_data_size += len(PING_PROTO)
-        await self._flush_pending()
-
-    async def _process_pong(self) -> None:
-        # The k-th PONG answers the k-th PING, so a PONG always takes the oldest future. A
-        # ping that timed out left its future there cancelled, and nats-py's set_result on it
-        # raised InvalidStateError out of the read loop, which stopped reading for good.
-        if self._pongs:
-            future = self._pongs.pop(0)
-            if not future.done():
-                future.set_result(True)
-            self._pongs_received += 1
-            self._pings_outstanding = 0
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-    ) -> None:
-        try:
-            await super()._process_msg(sid, subject, reply, data, headers)
-        except UnicodeDecodeError:
-            # nats-server passes a subject, reply subject or header status line on as the
-            # publisher wrote it, and nats-py decodes them as strict UTF-8 in its read loop:
-            # raised there, the loop ended and the connection stayed open, unread. Dropped
-            # before it reached a subscription, like a message a full buffer drops.
-            if self._on_unreadable is not None:
-                self._on_unreadable(subject.decode("utf-8", "backslashreplace"))
-
-
 class _AbortConnect(Exception):
     """Raised from nats-py's error callback to end a connect attempt at its first failure.
 
@@ -206,7 +147,7 @@ class NatsConnection:
         self._server = server
         self._on_lost = on_lost
         self._on_slow_consumer = on_slow_consumer
-        self._nc = _OrderedClient(on_unreadable)
+        self._nc = OrderedClient(on_unreadable)
         self._jetstream = NatsJetStream(self._nc)
         self._closing = False
         self._reported = False
@@ -313,7 +254,8 @@ class NatsConnection:
         self, subject: str, queue: str | None, handler: MessageHandler
     ) -> NativeSubscription:
         async def deliver(msg: Msg) -> None:
-            await handler(_to_inbound(msg))
+            # _to_inbound written out: a call less per message delivered.
+            await handler(InboundMessage(msg.subject, msg.data, msg.headers, msg.reply or None))
 
         try:
             sub = await self._nc.subscribe(subject, queue=queue or "", cb=deliver)

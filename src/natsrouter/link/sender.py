@@ -1,8 +1,9 @@
 """The sender: sends the outbox's items and retries unsettled JetStream publishes.
 
 The other half of the outbox (outbox.py keeps and accounts, this module sends). It
-- sends one operation and counts its success (``send``); sends a reply now or drops it,
-  never queued (``reply``); makes a request on the live connection (``request``);
+- sends one operation and counts its success (``send``); drops a reply that could not be
+  sent now, never queued (``reply_failed``); makes a request on the live connection
+  (``request``);
 - settles a failed send: a lost connection is reported, a retriable failure is held in the
   outbox, a refusal ends ``failed`` (``send_failed``);
 - retries an unsettled JetStream publish (timeout, a stream between leaders) with its
@@ -161,33 +162,23 @@ class Sender:
         outbox.accounting.slow += 1
         return self._held_after_failure(op, err)
 
-    async def reply(
-        self,
-        conn: Connection | None,
-        subject: str,
-        payload: bytes,
-        headers: Mapping[str, str] | None,
-    ) -> Result:
-        """Send a reply on ``conn`` now, or drop it: replies are never queued.
+    def reply_failed(self, conn: Connection | None, subject: str, exc: BaseException) -> Result:
+        """Settle a reply ``Link.reply`` could not send now: dropped, never queued.
 
         A reply that waited for a replay would reach a requester that gave up long ago, and
-        under ``drop_oldest`` it would evict work clients were told is queued. A drop has
+        under ``drop_oldest`` it would evict work clients were told is queued. ``conn`` is
+        None when not connected; else ``exc`` is what its ``fast_publish`` raised. A drop has
         reason ``reply_dropped`` (the cause is in ``error``), is counted in
         ``router_nats_replies_dropped_total{reason}`` and logged rate-limited
         (``NATS_REPLY_DROPPED``). Sent or dropped, it is in the ledger like any publish.
         """
         if conn is None:
             return self._reply_dropped(subject, NotConnectedError())
-        try:
-            await conn.fast_publish(subject, payload, "", headers)
-        except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
-            err = conn.translate(exc)
-            session = self._session
-            if err.connection_lost and conn is session.conn:
-                session.on_lost(session.generation, conn, err)
-            return self._reply_dropped(subject, err)
-        self._publish_total.value += 1
-        return SENT
+        err = conn.translate(exc)
+        session = self._session
+        if err.connection_lost and conn is session.conn:
+            session.on_lost(session.generation, conn, err)
+        return self._reply_dropped(subject, err)
 
     def _reply_dropped(self, subject: str, err: LinkError) -> Result:
         accounting = self._outbox.accounting

@@ -11,22 +11,27 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from natsrouter.errors import LinkError
 from natsrouter.link.outcome import PubAck
 
+# The message types are NamedTuples: one is built per message delivered, and a frozen
+# dataclass's __init__ (object.__setattr__ per field) cost about three times as much
+# (docs/performance.md). Immutable like the dataclasses were; unlike them, a message is also
+# a tuple (equal to a tuple of its fields), and a JsMessage is not an InboundMessage.
 
-@dataclass(frozen=True)
-class InboundMessage:
+
+class InboundMessage(NamedTuple):
+    """A core NATS message (or the answer to a request) as the link hands it on."""
+
     subject: str
     data: bytes
     headers: Mapping[str, str] | None = None
     reply: str | None = None
 
 
-@dataclass(frozen=True)
-class JsMetadata:
+class JsMetadata(NamedTuple):
     """Delivery facts read from the server (never counted locally)."""
 
     stream: str
@@ -37,8 +42,13 @@ class JsMetadata:
     num_pending: int
 
 
-@dataclass(frozen=True)
-class JsMessage(InboundMessage):
+class JsMessage(NamedTuple):
+    """A message fetched from a JetStream pull consumer; ``reply`` is its ack subject."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str] | None = None
+    reply: str | None = None
     metadata: JsMetadata | None = None
 
 

@@ -290,10 +290,14 @@ class RouterMetrics:
             DECIDE_TRANSPORTS,
             _DECIDE_BUCKETS,
         )
-        registry.register(FastCollector([self.decide], [self.decide_duration]))
-        self.assignments = counter(
-            "assignments", "ExecAssignments pushed, by link outcome", ("outcome",)
+        # Once per push: as cheap as the decide counter.
+        self.assignments = FastLabelledCounter(
+            "router_assignments",
+            "ExecAssignments pushed, by link outcome",
+            "outcome",
+            ASSIGNMENT_OUTCOMES,
         )
+        registry.register(FastCollector([self.decide, self.assignments], [self.decide_duration]))
         self.decide_replayed = counter(
             "decide_replayed",
             "Decide requests answered with the answer already given to their "
@@ -373,8 +377,6 @@ class RouterMetrics:
         self._prime()
 
     def _prime(self) -> None:
-        for outcome in ASSIGNMENT_OUTCOMES:
-            self.assignments.labels(outcome)
         for reason in SUBJECT_REFUSALS:
             self.assignment_subject_refused.labels(reason)
         for status in RESULT_STATUSES:

@@ -418,14 +418,21 @@ class DecideService:
                 self.events.decide_replayed()
             if request.push_assignment:
                 previous = entry.pushed.assignment_id if entry.pushed else entry.assignment_id
-                if previous is None:
-                    # Chosen and remembered before the push: a copy cancelled while its push
-                    # waits (the message may be stored) leaves the id a retry pushes again.
+                new_id = previous is None
+                if new_id:
                     previous = entry.assignment_id = str(uuid.uuid4())
-                    memory.remember(key, entry)
-                entry.pushed = await self._assignments.push(
-                    request, entry.decision, trace_id, previous
-                )
+                try:
+                    entry.pushed = await self._assignments.push(
+                        request, entry.decision, trace_id, previous
+                    )
+                except BaseException:
+                    if new_id:
+                        # A copy cancelled while its push waits (the message may be stored)
+                        # leaves the id a retry pushes again. Remembered here, not before the
+                        # push: no one reads this key until end(), and a push is remembered
+                        # once, with its result, below.
+                        memory.remember(key, entry)
+                    raise
                 if entry.pushed.result.outcome in (Outcome.SENT, Outcome.QUEUED):
                     # Busy until its result comes (least_busy, the providers view).
                     self._decider.health.in_flight.started(
