@@ -10,10 +10,12 @@ JetStream, it answers with a PubAck of its own making.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from typing import Any
 
 import nats
+import nats.errors
 import pytest
 
 from natsrouter.embedded import NatsServer
@@ -183,3 +185,31 @@ async def test_a_publish_waiting_when_the_server_goes_away_ends_in_its_timeout(
 
 async def _never(_nc: Any, _msg: Any) -> None:
     return None
+
+
+async def test_a_timeout_that_comes_with_a_cancel_is_not_reported_as_unretrieved(
+    nats_server: NatsServer,
+) -> None:
+    """The timeout and a cancel of the waiting publish in the same loop turn: the publish
+    ends cancelled and asyncio reports no "exception was never retrieved"."""
+    responder = await _responder(nats_server.url, "fake.race", _never)
+    conn = await _connect(nats_server.url)
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    try:
+        waiting = asyncio.ensure_future(conn.publish_with_ack("fake.race", b"x", None, 30))
+        await wait_for(lambda: len(conn._nc._resp_map) == 1, 5, "the request under way")
+        future = next(iter(conn._nc._resp_map.values()))
+        future.set_exception(nats.errors.TimeoutError())  # what its timer does
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        del future, waiting
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+        await conn.close()
+        await responder.close()
+    assert reported == []
