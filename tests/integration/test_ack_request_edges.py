@@ -17,9 +17,11 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
+from nats.js.api import DiscardPolicy, StreamConfig
 
 from natsrouter.embedded import NatsServer
-from natsrouter.errors import LinkError, OperationTimeoutError
+from natsrouter.errors import LinkError, OperationTimeoutError, ServerUnavailableError
+from natsrouter.link.nats_errors import translate
 from natsrouter.link.nats_transport import ConnectOptions, NatsConnection, NatsTransport
 from natsrouter.link.outcome import PubAck
 from tests.helpers.waiting import wait_for
@@ -213,3 +215,38 @@ async def test_a_timeout_that_comes_with_a_cancel_is_not_reported_as_unretrieved
         await conn.close()
         await responder.close()
     assert reported == []
+
+
+async def test_a_full_stream_is_the_error_nats_py_gives(nats_server: NatsServer) -> None:
+    """A stream at its max_msgs that discards new messages: the link raises what it makes of
+    nats-py's answer to the same publish (a 503 with err_code 10077, same class and text)."""
+    conn = await _connect(nats_server.url)
+    raw = await nats.connect(nats_server.url)
+    js = raw.jetstream()
+    for name in ("FULL", "RAW_FULL"):
+        await js.add_stream(
+            StreamConfig(
+                name=name,
+                subjects=[f"{name.lower()}.>"],
+                max_msgs=1,
+                discard=DiscardPolicy.NEW,
+            )
+        )
+    try:
+        await conn.publish_with_ack("full.x", b"1", None, 2)
+        await js.publish("raw_full.x", b"1")
+        with pytest.raises(LinkError) as mine:
+            await conn.publish_with_ack("full.x", b"2", None, 2)
+        with pytest.raises(Exception) as theirs:
+            await js.publish("raw_full.x", b"2")
+    finally:
+        await raw.close()
+        await conn.close()
+    expected = translate(theirs.value)
+    assert isinstance(mine.value, ServerUnavailableError)
+    assert (type(mine.value), str(mine.value), mine.value.status, mine.value.err_code) == (
+        type(expected),
+        str(expected),
+        503,
+        10077,
+    )
