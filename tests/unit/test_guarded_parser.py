@@ -56,3 +56,32 @@ async def test_a_decoding_error_outside_a_message_is_raised_as_before() -> None:
     with pytest.raises(UnicodeDecodeError):
         await nc._ps.parse(b"PONG\r\n")
     assert unreadable == []
+
+
+async def test_unreadable_messages_among_good_ones_in_one_read_are_each_dropped_once() -> None:
+    """Good, unreadable, good, unreadable, good in one read: both unreadable ones reported
+    once each, the three good ones delivered in order."""
+    nc, unreadable, queue = _client_with_subscription()
+    await nc._ps.parse(
+        b"MSG d.g1 1 1\r\na\r\nMSG d.b1 1 r.\xff 1\r\nx\r\nMSG d.g2 1 1\r\nb\r\n"
+        b"MSG d.b2 1 \xfe.r 1\r\ny\r\nMSG d.g3 1 1\r\nc\r\n"
+    )
+    delivered = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert unreadable == ["d.b1", "d.b2"]
+    assert [(m.subject, m.data) for m in delivered] == [
+        ("d.g1", b"a"),
+        ("d.g2", b"b"),
+        ("d.g3", b"c"),
+    ]
+
+
+async def test_a_message_split_after_an_unreadable_one_is_delivered_once_whole() -> None:
+    """An unreadable message then half of a good one, the rest in the next read: the good
+    one is delivered once, whole."""
+    nc, unreadable, queue = _client_with_subscription()
+    await nc._ps.parse(b"MSG d.bad 1 r.\xff 1\r\nx\r\nMSG d.good 1 5\r\nhe")
+    assert queue.empty()
+    await nc._ps.parse(b"llo\r\n")
+    delivered = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert unreadable == ["d.bad"]
+    assert [(m.subject, m.data) for m in delivered] == [("d.good", b"hello")]
