@@ -39,8 +39,9 @@ from natsrouter.service.consumers import (
     AcksConsumer,
     ResultsConsumer,
 )
-from natsrouter.service.decide import DecideService, NatsDecideIntake, http_app
+from natsrouter.service.decide import DecideService
 from natsrouter.service.decide_auth import require_tokens
+from natsrouter.service.decide_intakes import NatsDecideIntake, http_app
 from natsrouter.service.events import RouterEvents
 from natsrouter.service.idempotency import IdempotencyWindow
 from natsrouter.service.nats_service import EndpointCounts, NatsService
