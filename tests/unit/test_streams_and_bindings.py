@@ -74,6 +74,23 @@ def _telemetry() -> LinkTelemetry:
     return LinkTelemetry(LinkMetrics(CollectorRegistry()))
 
 
+def _bindings() -> Bindings:
+    """Bindings over a supervisor that never connects (the tests bind by hand)."""
+    settings = build_settings({**FAST, "nats_url": "nats://fake:4222"})
+    telemetry, tasks = _telemetry(), TaskOwner(_telemetry().log)
+    session = ConnectionSupervisor(
+        settings,
+        ("nats://fake:4222",),
+        FakeTransport(),
+        telemetry,
+        tasks,
+        rng=random.Random(0),
+        clock=Clock(),
+        wall_clock=Clock(),
+    )
+    return Bindings(session, telemetry, tasks, random.Random(0))
+
+
 async def test_a_stream_check_that_times_out_is_tried_again_later(logs: list[Any]) -> None:
     """Timed out: logged, the connection kept; tried again once recheck_s has passed."""
     clock = Clock()
@@ -103,19 +120,7 @@ async def test_a_bucket_check_that_times_out_is_tried_again_later(logs: list[Any
 
 async def test_a_subscription_refused_on_connect_leaves_the_others_bound() -> None:
     """A refusal is recorded on its handle; the other subscriptions are bound."""
-    settings = build_settings({**FAST, "nats_url": "nats://fake:4222"})
-    telemetry, tasks = _telemetry(), TaskOwner(_telemetry().log)
-    session = ConnectionSupervisor(
-        settings,
-        ("nats://fake:4222",),
-        FakeTransport(),
-        telemetry,
-        tasks,
-        rng=random.Random(0),
-        clock=Clock(),
-        wall_clock=Clock(),
-    )
-    bindings = Bindings(session, telemetry, tasks, random.Random(0))
+    bindings = _bindings()
 
     async def handler(_: InboundMessage) -> None:
         return None
@@ -146,19 +151,7 @@ class Unsubscribing(Flaky):
 
 async def test_an_unsubscribe_during_bind_all_skips_no_other_subscription() -> None:
     """Removing a bound handle while a later one binds still binds every remaining one."""
-    settings = build_settings({**FAST, "nats_url": "nats://fake:4222"})
-    telemetry, tasks = _telemetry(), TaskOwner(_telemetry().log)
-    session = ConnectionSupervisor(
-        settings,
-        ("nats://fake:4222",),
-        FakeTransport(),
-        telemetry,
-        tasks,
-        rng=random.Random(0),
-        clock=Clock(),
-        wall_clock=Clock(),
-    )
-    bindings = Bindings(session, telemetry, tasks, random.Random(0))
+    bindings = _bindings()
 
     async def handler(_: InboundMessage) -> None:
         return None
