@@ -24,7 +24,7 @@ import pytest
 
 from tests.chaos.conftest import router_env
 from tests.chaos.harness import Record, _Paced, decide_keys, read_stream, reconcile, settle
-from tests.helpers.cluster import NatsCluster
+from tests.helpers.cluster import NatsCluster, running_cluster
 from tests.helpers.process import RouterProcess
 
 POLICY = {
@@ -77,13 +77,8 @@ class SpreadDecideLoad(_Paced):
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "cluster", name="many")
-    await asyncio.to_thread(nodes.start)
-    try:
-        await nodes.wait_ready()
+    async with running_cluster(tmp_path / "cluster", name="many") as nodes:
         yield nodes
-    finally:
-        nodes.kill()
 
 
 @pytest.fixture

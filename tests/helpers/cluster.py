@@ -8,7 +8,9 @@ routed to the other two. ``wait_ready`` waits until the JetStream meta group has
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -76,3 +78,15 @@ class NatsCluster:
                             f"JetStream cluster not ready in {timeout_s}s"
                         ) from None
                     await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(root: Path, name: str = "chaos") -> AsyncIterator[NatsCluster]:
+    """A started cluster with every node ready; killed on the way out."""
+    nodes = NatsCluster(root, name=name)
+    await asyncio.to_thread(nodes.start)
+    try:
+        await nodes.wait_ready()
+        yield nodes
+    finally:
+        nodes.kill()

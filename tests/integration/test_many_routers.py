@@ -21,7 +21,7 @@ import aiohttp
 import nats
 import pytest
 
-from tests.helpers.cluster import NatsCluster
+from tests.helpers.cluster import NatsCluster, running_cluster
 from tests.helpers.jetstream import bucket_facts, stored_messages
 from tests.helpers.process import RouterProcess
 
@@ -62,13 +62,8 @@ def router_env(urls: list[str], first: int) -> dict[str, str]:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "cluster", name="many")
-    nodes.start()
-    try:
-        await nodes.wait_ready()
+    async with running_cluster(tmp_path / "cluster", name="many") as nodes:
         yield nodes
-    finally:
-        nodes.kill()
 
 
 @pytest.fixture
