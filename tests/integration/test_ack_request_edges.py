@@ -24,7 +24,7 @@ from natsrouter.errors import LinkError, OperationTimeoutError, ServerUnavailabl
 from natsrouter.link.nats_errors import translate
 from natsrouter.link.nats_transport import ConnectOptions, NatsConnection, NatsTransport
 from natsrouter.link.outcome import PubAck
-from tests.helpers.waiting import wait_for
+from tests.helpers.waiting import ordered_flush, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +50,7 @@ async def _responder(url: str, subject: str, cb: Any) -> Any:
 
     await nc.subscribe(subject, cb=on_msg)
     # nats-py's flush PING would overtake the SUB still in its buffer.
-    await wait_for(lambda: nc.pending_data_size == 0, 5, "the SUB written")
-    await nc.flush()
+    await ordered_flush(nc)
     return nc
 
 

@@ -16,7 +16,7 @@ from natsrouter.errors import Reason
 from natsrouter.link.faults import Fault, FaultTarget
 from tests.conftest import RouterFactory
 from tests.helpers.observe import codes, rmetric
-from tests.helpers.waiting import wait_for
+from tests.helpers.waiting import ordered_flush, wait_for
 from tests.integration.test_router_decide import decide_request, nats_decide
 
 pytestmark = pytest.mark.integration
@@ -77,8 +77,7 @@ async def test_a_graceful_stop_answers_every_request_already_received(
             await nc.publish(subject, body(f"r-{i}"), reply=f"{inbox}.{i}")
         # nats-py's flush may send its PING ahead of publishes still in its buffer (see
         # test_wire_order.py): once the buffer is written, the round trip covers all 300.
-        await wait_for(lambda: nc.pending_data_size == 0, 5, "publishes written")
-        await nc.flush()
+        await ordered_flush(nc)
         await router.stop()
         await wait_for(lambda: len(answers) == 300, 5, "every answer")
     finally:

@@ -20,7 +20,7 @@ from natsrouter.errors import LinkError, OperationTimeoutError
 from natsrouter.link.nats_errors import translate
 from natsrouter.link.nats_transport import ConnectOptions, NatsConnection, NatsTransport
 from natsrouter.link.outcome import PubAck
-from tests.helpers.waiting import wait_for
+from tests.helpers.waiting import ordered_flush, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -107,8 +107,7 @@ async def _silent_subscriber(url: str, subject: str) -> Any:
     nc = await nats.connect(url)
     await nc.subscribe(subject, cb=_never_answer)
     # nats-py's flush PING would overtake the SUB still in its buffer.
-    await wait_for(lambda: nc.pending_data_size == 0, 5, "the SUB written")
-    await nc.flush()
+    await ordered_flush(nc)
     return nc
 
 
@@ -177,8 +176,7 @@ async def test_the_link_and_nats_py_share_the_reply_subscription(nats_server: Na
         await echo.publish(msg.reply, b"echo:" + msg.data)
 
     await echo.subscribe("echo.x", cb=answer)
-    await wait_for(lambda: echo.pending_data_size == 0, 5, "the SUB written")
-    await echo.flush()
+    await ordered_flush(echo)
     try:
         ack, reply = await asyncio.gather(
             conn.publish_with_ack("acks.z", b"x", None, 2),

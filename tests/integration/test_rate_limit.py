@@ -16,7 +16,7 @@ from tests.conftest import RouterFactory, write_policy
 from tests.helpers.jetstream import stored_messages
 from tests.helpers.observe import rmetric
 from tests.helpers.proxy import TcpProxy
-from tests.helpers.waiting import wait_for
+from tests.helpers.waiting import ordered_flush, wait_for
 from tests.integration.test_router_decide import decide_request, nats_decide
 
 pytestmark = pytest.mark.integration
@@ -129,8 +129,7 @@ async def test_refused_decides_read_the_stored_answers_at_most_at_the_policy_rat
     try:
         api = await watcher.subscribe("$JS.API.>")
         # The SUB is on the server before the decides (nats-py's PING could overtake it).
-        await wait_for(lambda: watcher.pending_data_size == 0, 5, "SUB written")
-        await watcher.flush()
+        await ordered_flush(watcher)
         statuses = [
             (await http_decide_full(router.http.port, limited_push(f"r{n}")))[0] for n in range(32)
         ]

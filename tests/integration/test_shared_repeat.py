@@ -22,7 +22,7 @@ from natsrouter.service.router import Router
 from tests.conftest import RouterFactory, write_policy
 from tests.helpers.jetstream import stored_messages
 from tests.helpers.observe import rmetric
-from tests.helpers.waiting import wait_for
+from tests.helpers.waiting import ordered_flush
 from tests.integration.test_router_decide import decide_request, http_decide
 
 pytestmark = pytest.mark.integration
@@ -69,8 +69,7 @@ async def decides_reads(url: str, router: Router, bodies: list[bytes]) -> tuple[
     try:
         api = await watcher.subscribe("$JS.API.>")
         # The SUB is on the server before the decides (nats-py's PING could overtake it).
-        await wait_for(lambda: watcher.pending_data_size == 0, 5, "SUB written")
-        await watcher.flush()
+        await ordered_flush(watcher)
         statuses = [(await http_decide(router.http.port, body))[0] for body in bodies]
         await watcher.flush()  # every request the Router made is now in api's queue
         seen = [(await api.next_msg(timeout=1)).subject for _ in range(api.pending_msgs)]
