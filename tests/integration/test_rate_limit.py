@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 
 from natsrouter.embedded import NatsServer
@@ -16,8 +15,9 @@ from tests.conftest import RouterFactory, write_policy
 from tests.helpers.jetstream import stored_messages
 from tests.helpers.observe import rmetric
 from tests.helpers.proxy import TcpProxy
-from tests.helpers.waiting import ordered_flush, wait_for
+from tests.helpers.waiting import wait_for
 from tests.integration.test_router_decide import decide_request, nats_decide
+from tests.integration.test_shared_repeat import decides_reads
 
 pytestmark = pytest.mark.integration
 
@@ -125,21 +125,10 @@ async def test_refused_decides_read_the_stored_answers_at_most_at_the_policy_rat
     write_policy(policies_dir, "acme", "limited", LIMITED)
     router = await make_router([nats_server.url], shared_state_enabled=True)
     assert await router.link.wait_connected(5)
-    watcher = await nats.connect(nats_server.url)
-    try:
-        api = await watcher.subscribe("$JS.API.>")
-        # The SUB is on the server before the decides (nats-py's PING could overtake it).
-        await ordered_flush(watcher)
-        statuses = [
-            (await http_decide_full(router.http.port, limited_push(f"r{n}")))[0] for n in range(32)
-        ]
-        await watcher.flush()  # every request the Router made is now in api's queue
-        seen = [(await api.next_msg(timeout=1)).subject for _ in range(api.pending_msgs)]
-    finally:
-        await watcher.close()
-    reads = [s for s in seen if "KV_ROUTER_DECIDES" in s and ".GET." in s]
+    bodies = [limited_push(f"r{n}") for n in range(32)]
+    statuses, reads = await decides_reads(nats_server.url, router, bodies)
     assert statuses == [200] * 2 + [429] * 30
-    assert len(reads) == 2, reads
+    assert reads == 2
     assert rmetric(router, "router_rate_limited_total", tenant_id="acme", policy_id="limited") == 30
 
 
