@@ -107,8 +107,10 @@ class FakeConnection:
 
     @property
     def fast_publish(self) -> FastPublish:
-        async def fast(subject: str, payload: bytes, _reply: str, headers: object) -> None:
-            await self.publish(subject, payload, headers)  # type: ignore[arg-type]
+        def fast(
+            subject: str, payload: bytes, _reply: str, headers: Mapping[str, str] | None
+        ) -> None:
+            self._record(subject, payload, headers)  # done at once, like a buffered publish
 
         return fast
 
@@ -122,6 +124,9 @@ class FakeConnection:
     async def publish(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None
     ) -> None:
+        self._record(subject, payload, headers)
+
+    def _record(self, subject: str, payload: bytes, headers: Mapping[str, str] | None) -> None:
         self._check()
         err = self._server.error_for(subject)
         if err is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -283,19 +283,17 @@ class FaultInjectingConnection:
 
     @property
     def fast_publish(self) -> FastPublish:
-        return self._publish_kw
+        return self._publish_later
 
     def translate(self, exc: BaseException) -> LinkError:
         return exc if isinstance(exc, LinkError) else self._inner.translate(exc)
 
-    async def _publish_kw(
-        self,
-        subject: str,
-        payload: bytes,
-        _reply: str = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        await self.publish(subject, payload, headers)
+    def _publish_later(
+        self, subject: str, payload: bytes, _reply: str, headers: Mapping[str, str] | None
+    ) -> Awaitable[None]:
+        # A fault may wait (delay) or drop the connection: always an awaitable, the caller
+        # awaits it, and the publish goes through the fault and the inner publish.
+        return self.publish(subject, payload, headers)
 
     async def publish(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None

@@ -30,7 +30,7 @@ import itertools
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from natsrouter.config import Settings
@@ -70,7 +70,7 @@ from natsrouter.observability.metrics import LinkMetrics
 __all__ = ["MSG_ID", "Link"]
 
 
-async def _not_connected(*_: object, **__: object) -> None:
+def _not_connected(*_: object) -> None:
     raise NotConnectedError()
 
 
@@ -277,14 +277,14 @@ class Link:
             # Replies are never held behind queued items: always the connection's own.
             self._reply_publish = self._direct.fast_publish
 
-    async def _publish_unless_held(
+    def _publish_unless_held(
         self, subject: str, payload: bytes, reply: str, headers: Mapping[str, str] | None
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """The core publish while some subjects have items queued: those go behind them."""
         if subject in self._held:
             raise _BehindQueued
         assert self._direct is not None  # installed only while connected
-        await self._direct.fast_publish(subject, payload, reply, headers)
+        return self._direct.fast_publish(subject, payload, reply, headers)
 
     # -- streams, subscriptions, consumers ---------------------------------------------------
 
@@ -363,13 +363,16 @@ class Link:
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> Result:
         """Core NATS publish (at most once on the wire); queued while not connected."""
-        # The hot path: no branch, no allocation, one integer increment. While publishes
+        # The hot path: no coroutine of the client's, one integer increment. While publishes
         # must be held, _fast_publish is _not_connected, which raises (see _refresh_direct).
         # While items are queued, _fast_publish is _publish_unless_held, which raises for
-        # a subject with items queued (order per subject).
+        # a subject with items queued (order per subject). It returns an awaitable only when
+        # something must wait (the client's buffer past its limit; see Connection).
         conn = self._direct
         try:
-            await self._fast_publish(subject, payload, "", headers)
+            waiting = self._fast_publish(subject, payload, "", headers)
+            if waiting is not None:
+                await waiting
         except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
             op = PendingOp(Operation.PUBLISH, subject, payload, headers)
             if conn is None or isinstance(exc, _BehindQueued):
@@ -386,12 +389,15 @@ class Link:
         See ``Sender.reply_failed``: a drop has reason ``reply_dropped``, is counted in
         ``router_nats_replies_dropped_total{reason}`` and logged rate-limited.
         """
-        # Sent here, not in the sender: a coroutine less on every decide answered.
+        # Sent here, not in the sender, and without a coroutine of the client's unless its
+        # buffer is past its limit: on every decide answered.
         conn = self._direct
         if conn is None:
             return self._sender.reply_failed(None, subject, NotConnectedError())
         try:
-            await self._reply_publish(subject, payload, "", headers)
+            waiting = self._reply_publish(subject, payload, "", headers)
+            if waiting is not None:
+                await waiting
         except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
             return self._sender.reply_failed(conn, subject, exc)
         self._publish_total.value += 1

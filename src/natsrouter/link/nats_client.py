@@ -1,21 +1,30 @@
-"""nats-py's client as the link uses it: PINGs in order, unreadable messages dropped, and
-a cheaper request for JetStream publishes.
+"""nats-py's client as the link uses it: PINGs in order, unreadable messages dropped, a
+core publish without coroutines, and a cheaper request for JetStream publishes.
 
 Each fix is a subclass of nats-py 2.16's own classes (``Client``, its protocol ``Parser``)
-overriding as little as it can; ``nats_transport`` makes one per connection and
-``nats_jetstream`` publishes through ``ack_request``.
+overriding as little as it can; ``nats_transport`` makes one per connection, hands out
+``publish_now`` as the connection's ``fast_publish`` and ``nats_jetstream`` publishes
+through ``ack_request``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import nats.errors
 import nats.js.api
-from nats.aio.client import NO_RESPONDERS_STATUS, PING_PROTO, Client, _validate_subject
+from nats.aio.client import (
+    _HEADER_KEY_RE,
+    _HEADER_VALUE_NEWLINES,
+    _SUBJECT_INVALID_RE,
+    NO_RESPONDERS_STATUS,
+    PING_PROTO,
+    Client,
+    _validate_subject,
+)
 from nats.aio.msg import Msg
 from nats.protocol.parser import Parser
 
@@ -67,6 +76,29 @@ class _GuardedParser(Parser):
 
 STATUS_HEADER = nats.js.api.Header.STATUS
 
+# nats-py's client states, read once per publish instead of through its properties.
+_CONNECTED, _CLOSED = Client.CONNECTED, Client.CLOSED
+_DRAINING_SUBS, _DRAINING_PUBS = Client.DRAINING_SUBS, Client.DRAINING_PUBS
+
+
+def _header_block(headers: Mapping[str, str]) -> bytes:
+    """The headers as nats-py 2.16 writes them: its version line, each name stripped (an
+    empty one left out, one outside its token characters refused with ``BadHeaderError``),
+    each value stripped with its line breaks turned to spaces, then the blank line."""
+    block = bytearray(b"NATS/1.0\r\n")
+    for name, value in headers.items():
+        name = name.strip()
+        if not name:
+            continue
+        if not _HEADER_KEY_RE.fullmatch(name):
+            raise nats.errors.BadHeaderError(name)
+        block += b"%b: %b\r\n" % (
+            name.encode(),
+            value.strip().translate(_HEADER_VALUE_NEWLINES).encode(),
+        )
+    block += b"\r\n"
+    return bytes(block)
+
 
 def _time_out(future: asyncio.Future[Msg]) -> None:
     if not future.done():
@@ -95,6 +127,8 @@ class OrderedClient(Client):
         self._tokens = itertools.count()
         self._reply_prefix_of: bytearray | None = None
         self._reply_prefix = ""
+        #: The resolved future publish_now hands the flusher to wake it (made on first use).
+        self._woken: asyncio.Future[None] | None = None
 
     @property
     def reading(self) -> bool:
@@ -110,6 +144,92 @@ class OrderedClient(Client):
         self._pending.append(PING_PROTO)
         self._pending_data_size += len(PING_PROTO)
         await self._flush_pending()
+
+    def publish_now(
+        self,
+        subject: str,
+        payload: bytes,
+        reply: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> Coroutine[Any, Any, None] | None:
+        """nats-py's ``publish``, done without a coroutine: None once the command is buffered.
+
+        The same steps in the same order as ``Client.publish`` (nats-py 2.16) and its
+        ``_send_publish`` / ``_send_command``, with the same exceptions: the subject and reply
+        checked (``BadSubjectError``) unless validation is skipped; ``ConnectionClosedError``
+        when closed, ``ConnectionDrainingError`` while draining publishes;
+        ``OutboundBufferLimitError`` when not connected and the payload does not fit the
+        buffer; ``MaxPayloadError``; ``BadSubjectError`` for an empty subject; the headers as
+        ``_header_block`` writes them; the stats; the command appended to the buffer; the
+        flusher woken when its queue is empty. None of those steps ever waits, so the three
+        coroutines nats-py runs them in cost a frame each for nothing (docs/performance.md).
+
+        What may wait is returned, for the caller to await before the publish counts as done:
+        nats-py's forced flush once the buffer has passed ``max_pending_size`` (its
+        backpressure), or its inline write when its flusher task is gone.
+        """
+        if not self._skip_subject_validation:
+            # nats-py's _validate_subject for publishes (not strict), written out.
+            if not subject or _SUBJECT_INVALID_RE.search(subject):
+                raise nats.errors.BadSubjectError
+            if reply and _SUBJECT_INVALID_RE.search(reply):
+                raise nats.errors.BadSubjectError
+        status = self._status
+        if status == _CLOSED:
+            raise nats.errors.ConnectionClosedError
+        if status == _DRAINING_PUBS:
+            raise nats.errors.ConnectionDrainingError
+        size = len(payload)
+        connected = status in (_CONNECTED, _DRAINING_SUBS)
+        if not connected:
+            limit = self._max_pending_size
+            if limit <= 0 or size + self._pending_data_size > limit:
+                raise nats.errors.OutboundBufferLimitError
+        if size > self._max_payload:
+            raise nats.errors.MaxPayloadError
+        if subject == "":
+            raise nats.errors.BadSubjectError
+        if headers is None:
+            command = b"PUB %b %b %d\r\n%b\r\n" % (subject.encode(), reply.encode(), size, payload)
+        else:
+            block = _header_block(headers)
+            command = b"HPUB %b %b %d %d\r\n%b%b\r\n" % (
+                subject.encode(),
+                reply.encode(),
+                len(block),
+                len(block) + size,
+                block,
+                payload,
+            )
+        stats = self.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += size
+        self._pending.append(command)
+        self._pending_data_size += len(command)
+        if 0 < self._max_pending_size < self._pending_data_size:
+            return self._flush_forced()
+        queue = self._flush_queue
+        if queue is not None and queue.empty() and connected:
+            # nats-py's _flush_pending without its force: hand the flusher a future. Nothing
+            # awaits that one and the flusher only resolves it if it is not done, so one
+            # already resolved serves every time, without a future made per wake-up.
+            flusher = self._flusher_task
+            if flusher is None or flusher.done():
+                return self._flush_pending()
+            woken = self._woken
+            if woken is None:
+                woken = self._woken = asyncio.get_running_loop().create_future()
+                woken.set_result(None)
+            queue.put_nowait(woken)
+        return None
+
+    async def _flush_forced(self) -> None:
+        """What nats-py does after buffering a publish that took the buffer past its limit:
+        a flush awaited (bounded by its flush timeout), then the flusher woken if idle."""
+        await self._flush_pending(force_flush=True)
+        queue = self._flush_queue
+        if queue is not None and queue.empty():
+            await self._flush_pending()
 
     async def ack_request(
         self, subject: str, payload: bytes, timeout_s: float, headers: dict[str, str] | None

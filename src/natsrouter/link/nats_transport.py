@@ -225,8 +225,7 @@ class NatsConnection:
 
     @property
     def fast_publish(self) -> FastPublish:
-        publish: FastPublish = self._nc.publish
-        return publish
+        return self._nc.publish_now
 
     def translate(self, exc: BaseException) -> LinkError:
         return translate(exc)

@@ -140,7 +140,8 @@ class PullConsumer(Protocol):
         ...
 
 
-FastPublish = Callable[..., Awaitable[None]]
+#: ``fast_publish(subject, payload, reply, headers)``: see ``Connection.fast_publish``.
+FastPublish = Callable[[str, bytes, str, Mapping[str, str] | None], Awaitable[None] | None]
 
 
 class Connection(Protocol):
@@ -148,20 +149,24 @@ class Connection(Protocol):
     def server(self) -> str: ...
     @property
     def fast_publish(self) -> FastPublish:
-        """Core publish, called as ``fast_publish(subject, payload, "", headers)``.
+        """Core publish, called as ``fast_publish(subject, payload, "", headers)``; not a
+        coroutine function.
 
-        The empty string is the reply subject; the argument order is nats-py's, so the
-        adapter can hand out the client's own method.
+        It puts the message in the connection's outgoing buffer before it returns, and
+        returns None when that is all there is to it, or an awaitable the caller must await
+        before the publish counts as done: the client's forced flush when its buffer passed
+        its limit (backpressure), or whatever else must wait (an injected fault's delay).
+        The empty string is the reply subject; the argument order is nats-py's.
 
-        The one exception to "raises only LinkError": it may be the client's own method, so it
-        can raise the client's exceptions, which ``translate`` maps. It spares the publish hot
-        path one coroutine frame per message, about 7% of raw nats-py's throughput
-        (docs/performance.md). Only ``Link.publish`` calls it.
+        The one exception to "raises only LinkError": called or awaited, it may raise the
+        client's own exceptions, which ``translate`` maps. Not awaiting a coroutine per
+        message spares the publish hot path nats-py's three coroutine frames
+        (docs/performance.md). Only ``Link.publish`` and ``Link.reply`` call it.
         """
         ...
 
     def translate(self, exc: BaseException) -> LinkError:
-        """Map an exception raised by ``fast_publish`` to the error tree."""
+        """Map an exception raised by ``fast_publish`` (or its awaitable) to the error tree."""
         ...
 
     async def publish(
