@@ -18,6 +18,7 @@ from natsrouter.link.transport import (
     BucketSpec,
     ConsumerSpec,
     FastPublish,
+    HandlerFailed,
     InboundMessage,
     KvEntry,
     LostCallback,
@@ -161,7 +162,11 @@ class FakeConnection:
         return InboundMessage(subject, payload)
 
     async def subscribe(
-        self, subject: str, queue: str | None, handler: MessageHandler
+        self,
+        subject: str,
+        queue: str | None,
+        handler: MessageHandler,
+        on_failure: HandlerFailed | None = None,
     ) -> NativeSubscription:
         self._check()
         return _Native()

@@ -17,6 +17,7 @@ from natsrouter.link.tasks import TaskOwner
 from natsrouter.link.telemetry import LinkTelemetry
 from natsrouter.link.transport import (
     BucketSpec,
+    HandlerFailed,
     InboundMessage,
     MessageHandler,
     NativeSubscription,
@@ -62,12 +63,16 @@ class Flaky(FakeConnection):
         return True
 
     async def subscribe(
-        self, subject: str, queue: str | None, handler: MessageHandler
+        self,
+        subject: str,
+        queue: str | None,
+        handler: MessageHandler,
+        on_failure: HandlerFailed | None = None,
     ) -> NativeSubscription:
         if subject in self.refused:
             raise AuthenticationError(f"Permissions Violation for Subscription to {subject}")
         self.bound.append(subject)
-        return await super().subscribe(subject, queue, handler)
+        return await super().subscribe(subject, queue, handler, on_failure)
 
 
 def _telemetry() -> LinkTelemetry:
@@ -142,11 +147,15 @@ class Unsubscribing(Flaky):
         self.action: Any = None
 
     async def subscribe(
-        self, subject: str, queue: str | None, handler: MessageHandler
+        self,
+        subject: str,
+        queue: str | None,
+        handler: MessageHandler,
+        on_failure: HandlerFailed | None = None,
     ) -> NativeSubscription:
         if subject == self.during and self.action is not None:
             await self.action()
-        return await super().subscribe(subject, queue, handler)
+        return await super().subscribe(subject, queue, handler, on_failure)
 
 
 async def test_an_unsubscribe_during_bind_all_skips_no_other_subscription() -> None:

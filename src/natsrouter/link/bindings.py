@@ -24,7 +24,6 @@ from natsrouter.link.telemetry import LinkTelemetry
 from natsrouter.link.transport import (
     Connection,
     ConsumerSpec,
-    InboundMessage,
     JsMessage,
     MessageHandler,
     PullConsumer,
@@ -84,14 +83,14 @@ class Bindings:
         sub.native = None
 
     async def _bind(self, conn: Connection, generation: int, sub: Subscription) -> None:
-        async def deliver(msg: InboundMessage) -> None:
-            try:
-                await sub.handler(msg)
-            except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the subscription
-                self._t.handler_failed(sub.subject, exc)
+        def failed(exc: Exception) -> None:
+            # A handler bug must not kill the subscription: logged, and delivery goes on.
+            self._t.handler_failed(sub.subject, exc)
 
         try:
-            sub.native = await conn.subscribe(sub.subject, sub.queue, deliver)
+            # The handler itself, not a wrapper of ours: the connection catches its failures
+            # in the one coroutine it runs per message (Connection.subscribe).
+            sub.native = await conn.subscribe(sub.subject, sub.queue, sub.handler, failed)
         except LinkError as err:
             self._t.failed(Operation.SUBSCRIBE, err, sub.subject)
             raise

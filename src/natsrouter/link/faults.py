@@ -41,6 +41,7 @@ from natsrouter.link.transport import (
     Connection,
     ConsumerSpec,
     FastPublish,
+    HandlerFailed,
     InboundMessage,
     KvEntry,
     LostCallback,
@@ -314,10 +315,14 @@ class FaultInjectingConnection:
         return await self._inner.request(subject, payload, headers, timeout_s)
 
     async def subscribe(
-        self, subject: str, queue: str | None, handler: MessageHandler
+        self,
+        subject: str,
+        queue: str | None,
+        handler: MessageHandler,
+        on_failure: HandlerFailed | None = None,
     ) -> NativeSubscription:
         await self._faults.apply(FaultTarget.SUBSCRIBE, self._inner, subject)
-        return await self._inner.subscribe(subject, queue, handler)
+        return await self._inner.subscribe(subject, queue, handler, on_failure)
 
     async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer:
         await self._faults.apply(FaultTarget.SUBSCRIBE, self._inner, spec.filter_subject)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from natsrouter.link.transport import (
     BucketSpec,
     ConsumerSpec,
     FastPublish,
+    HandlerFailed,
     InboundMessage,
     KvEntry,
     LostCallback,
@@ -101,6 +102,28 @@ class ConnectOptions:
 
 def _to_inbound(msg: Msg) -> InboundMessage:
     return InboundMessage(msg.subject, msg.data, msg.headers, msg.reply or None)
+
+
+def _delivery(
+    handler: MessageHandler, on_failure: HandlerFailed | None
+) -> Callable[[Msg], Awaitable[None]]:
+    """The callback nats-py awaits per message: the message made an ``InboundMessage`` and,
+    with ``on_failure``, the handler's exception handed to it, all in one coroutine."""
+    # _to_inbound written out in each: a call less per message delivered.
+    if on_failure is None:
+
+        async def deliver(msg: Msg) -> None:
+            await handler(InboundMessage(msg.subject, msg.data, msg.headers, msg.reply or None))
+
+        return deliver
+
+    async def deliver_guarded(msg: Msg) -> None:
+        try:
+            await handler(InboundMessage(msg.subject, msg.data, msg.headers, msg.reply or None))
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not end the delivery
+            on_failure(exc)
+
+    return deliver_guarded
 
 
 class _Subscription:
@@ -250,12 +273,13 @@ class NatsConnection:
         return _to_inbound(msg)
 
     async def subscribe(
-        self, subject: str, queue: str | None, handler: MessageHandler
+        self,
+        subject: str,
+        queue: str | None,
+        handler: MessageHandler,
+        on_failure: HandlerFailed | None = None,
     ) -> NativeSubscription:
-        async def deliver(msg: Msg) -> None:
-            # _to_inbound written out: a call less per message delivered.
-            await handler(InboundMessage(msg.subject, msg.data, msg.headers, msg.reply or None))
-
+        deliver = _delivery(handler, on_failure)
         try:
             sub = await self._nc.subscribe(subject, queue=queue or "", cb=deliver)
             # The server has the SUB once a PING round trip completes.

@@ -120,6 +120,8 @@ class AckKind(StrEnum):
 
 
 MessageHandler = Callable[[InboundMessage], Awaitable[None]]
+#: Told what a subscription's handler raised; the subscription goes on delivering.
+HandlerFailed = Callable[[Exception], None]
 LostCallback = Callable[["Connection", LinkError], None]
 
 
@@ -179,8 +181,21 @@ class Connection(Protocol):
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None, timeout_s: float
     ) -> InboundMessage: ...
     async def subscribe(
-        self, subject: str, queue: str | None, handler: MessageHandler
-    ) -> NativeSubscription: ...
+        self,
+        subject: str,
+        queue: str | None,
+        handler: MessageHandler,
+        on_failure: HandlerFailed | None = None,
+    ) -> NativeSubscription:
+        """Deliver each message on ``subject`` to ``handler`` as an ``InboundMessage``.
+
+        An exception the handler raises goes to ``on_failure`` and delivery goes on (without
+        one, to the client's own error handling). Both jobs are done in the one coroutine
+        the client awaits per message: a wrapper of the caller's around ``handler`` would be
+        a coroutine frame more on every message delivered (docs/performance.md).
+        """
+        ...
+
     async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer: ...
     async def ensure_stream(self, spec: StreamSpec) -> bool:
         """Create the stream unless it exists; True when it was created."""
