@@ -167,9 +167,9 @@ class Sender:
 
         A reply that waited for a replay would reach a requester that gave up long ago, and
         under ``drop_oldest`` it would evict work clients were told is queued. ``conn`` is
-        None when not connected; else ``exc`` is what its ``fast_publish`` raised. A drop has
-        reason ``reply_dropped`` (the cause is in ``error``), is counted in
-        ``router_nats_replies_dropped_total{reason}`` and logged rate-limited
+        None when not connected; else ``exc`` is what its ``fast_publish`` (or the awaitable
+        it returned) raised. A drop has reason ``reply_dropped`` (the cause is in ``error``),
+        is counted in ``router_nats_replies_dropped_total{reason}`` and logged rate-limited
         (``NATS_REPLY_DROPPED``). Sent or dropped, it is in the ledger like any publish.
         """
         if conn is None:
