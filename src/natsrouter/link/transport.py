@@ -154,11 +154,12 @@ class Connection(Protocol):
         """Core publish, called as ``fast_publish(subject, payload, "", headers)``; not a
         coroutine function.
 
-        It puts the message in the connection's outgoing buffer before it returns, and
-        returns None when that is all there is to it, or an awaitable the caller must await
-        before the publish counts as done: the client's forced flush when its buffer passed
-        its limit (backpressure), or whatever else must wait (an injected fault's delay).
-        The empty string is the reply subject; the argument order is nats-py's.
+        It returns None once the message is in the connection's outgoing buffer (the common
+        case, nothing awaited), or an awaitable the caller must await before the publish
+        counts as done: the client's forced flush after buffering it, when its buffer passed
+        its limit (backpressure), or the whole publish when something must wait first (an
+        injected fault's delay). The empty string is the reply subject; the argument order
+        is nats-py's.
 
         The one exception to "raises only LinkError": called or awaited, it may raise the
         client's own exceptions, which ``translate`` maps. Not awaiting a coroutine per
