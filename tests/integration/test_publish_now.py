@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Mapping
 
+import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
+from natsrouter.embedded import NatsServer
 from natsrouter.link import Link, Outcome
 from natsrouter.link.nats_client import OrderedClient
 from natsrouter.link.nats_errors import translate
@@ -238,3 +241,27 @@ async def test_link_errors_are_translated_as_before(
         type(expected),
         str(expected),
     )
+
+
+async def test_link_publishes_past_the_buffer_limit_all_arrive(
+    nats_server: NatsServer, make_link: LinkFactory
+) -> None:
+    """4 MiB of core publishes without a pause (twice nats-py's 2 MiB buffer, so forced
+    flushes are awaited on the way): every one sent, every one received, in order."""
+    link: Link = await make_link([nats_server.url])
+    assert await link.wait_connected(5)
+    nc = await nats.connect(nats_server.url)
+    got: list[bytes] = []
+
+    async def count(msg: Msg) -> None:
+        got.append(msg.data)
+
+    try:
+        await nc.subscribe("link.full", cb=count)
+        await nc.flush()
+        payloads = [b"%06d" % i + b"p" * 1018 for i in range(4096)]
+        outcomes = {(await link.publish("link.full", payload)).outcome for payload in payloads}
+        await wait_for(lambda: len(got) == len(payloads), 10, "every message")
+    finally:
+        await nc.close()
+    assert (outcomes, got == payloads) == ({Outcome.SENT}, True)
