@@ -118,6 +118,9 @@ class OrderedClient(Client):
     A PONG that comes after its ping timed out is taken and dropped (``_process_pong``), and
     so is a message nats-py cannot read (``_GuardedParser``): either once ended the read loop.
     Should anything else end it, ``reading`` says so and the link's ping fails as lost.
+
+    ``publish_now`` is nats-py's core publish as a plain function (the link's hot path), and
+    ``ack_request`` its request for JetStream publishes, made more cheaply.
     """
 
     def __init__(self, on_unreadable: Callable[[str], None] | None = None) -> None:
