@@ -13,8 +13,9 @@ import nats
 import pytest
 
 from natsrouter.embedded import NatsServer
-from natsrouter.link.transport import InboundMessage
+from natsrouter.link.transport import ConsumerSpec, InboundMessage, JsMessage
 from tests.conftest import LinkFactory
+from tests.helpers.jetstream import create_stream
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -48,8 +49,8 @@ async def test_a_handler_gets_subject_data_headers_and_reply(
 async def test_a_handler_that_raises_is_logged_and_the_next_message_delivered(
     nats_server: NatsServer, make_link: LinkFactory, logs: list[dict[str, Any]]
 ) -> None:
-    """The handler raises on the first message: one error line naming the subject, and the
-    second message is still delivered."""
+    """The handler raises on three messages: one error line naming the subject (the other two
+    counted, not logged), every failure counted, and the message after them delivered."""
     link = await make_link([nats_server.url])
     assert await link.wait_connected(5)
     seen: list[bytes] = []
@@ -60,10 +61,44 @@ async def test_a_handler_that_raises_is_logged_and_the_next_message_delivered(
             raise ValueError("handler bug")
 
     await link.subscribe("deliver.failing", handler)
-    for data in (b"boom", b"after"):
+    sent = [b"boom", b"boom", b"boom", b"after"]
+    for data in sent:
         assert (await link.publish("deliver.failing", data)).outcome.value == "sent"
-    await wait_for(lambda: seen == [b"boom", b"after"], 5, "the message after the failure")
+    await wait_for(lambda: seen == sent, 5, "the message after the failures")
     failures = [e for e in logs if e["event"] == "message handler raised"]
-    assert [(e["log_level"], e["subject"], str(e["error"])) for e in failures] == [
-        ("error", "deliver.failing", "handler bug")
+    assert [
+        (e["log_level"], e["error_code"], e["subject"], str(e["error"]), e["suppressed"])
+        for e in failures
+    ] == [("error", "NATS_HANDLER_FAILED", "deliver.failing", "handler bug", 0)]
+    counted = link.metrics.handler_failures.labels("deliver.failing")._value.get()
+    assert counted == 3
+
+
+async def test_a_consumer_handler_that_raises_is_counted_by_its_filter_subject(
+    nats_server: NatsServer, make_link: LinkFactory, logs: list[dict[str, Any]]
+) -> None:
+    """A pull consumer's handler raises on messages of two subjects under its filter: both
+    failures are counted and logged under the filter subject (not the messages' own), and
+    the next message is handled."""
+    await create_stream(nats_server.url, "FAILS", ["fails.>"])
+    link = await make_link([nats_server.url])
+    assert await link.wait_connected(5)
+    handled: list[bytes] = []
+
+    async def handler(msg: JsMessage) -> None:
+        if msg.data == b"boom":
+            raise ValueError("consumer handler bug")
+        handled.append(msg.data)
+        await link.ack(msg)
+
+    await link.consume(ConsumerSpec("FAILS", "f", "fails.>"), handler, fetch_timeout_s=0.2)
+    for subject, data in (("fails.a", b"boom"), ("fails.b", b"boom"), ("fails.a", b"ok")):
+        assert (await link.publish_with_ack(subject, data)).outcome.value == "sent"
+    await wait_for(lambda: handled == [b"ok"], 5, "the message after the failures")
+    counter = link.metrics.handler_failures
+    assert counter.labels("fails.>")._value.get() == 2
+    assert {s.labels["subject"] for s in counter.collect()[0].samples} == {"fails.>"}
+    failures = [e for e in logs if e.get("error_code") == "NATS_HANDLER_FAILED"]
+    assert [(e["subject"], str(e["error"])) for e in failures] == [
+        ("fails.>", "consumer handler bug")
     ]

@@ -254,7 +254,7 @@ class Bindings:
                     try:
                         await consumer.handler(message)
                     except Exception as exc:  # noqa: BLE001 - a handler bug must not stop it
-                        self._t.handler_failed(message.subject, exc)
+                        self._t.handler_failed(consumer.spec.filter_subject, exc)
             finally:
                 consumer.busy = False
                 consumer.in_hand = []

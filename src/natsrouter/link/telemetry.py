@@ -345,4 +345,18 @@ class LinkTelemetry:
             )
 
     def handler_failed(self, subject: str, exc: BaseException) -> None:
-        self.log.error("message handler raised", subject=subject, error=exc, exc_info=exc)
+        """A message handler raised (a bug in it): counted per subscription, and logged with
+        its traceback at most once per window, so a handler failing on every message does not
+        flood the log. ``subject`` is the subscription's subject or the consumer's filter (a
+        handful per process), never a message's own."""
+        self.metrics.handler_failures.labels(subject).inc()
+        suppressed = self._burst(f"handler_failed:{subject}")
+        if suppressed is not None:
+            self.log.error(
+                "message handler raised",
+                error_code="NATS_HANDLER_FAILED",
+                subject=subject,
+                error=exc,
+                suppressed=suppressed,
+                exc_info=exc,
+            )

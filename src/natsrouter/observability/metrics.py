@@ -148,6 +148,11 @@ class LinkMetrics:
             "unreadable_messages",
             "Inbound messages dropped because nats-py cannot read them (bytes not UTF-8)",
         )
+        self.handler_failures = counter(
+            "handler_failures",
+            "Inbound messages whose handler raised (a bug): logged, and delivery goes on",
+            ("subject",),
+        )
         # The contract's name ends in _count, which Prometheus reserves for histograms and
         # summaries (promtool check metrics flags it); it stays for compatibility, and the
         # lint-clean twin below carries the same value for alerts and dashboards.
