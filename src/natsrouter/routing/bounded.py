@@ -100,18 +100,21 @@ class BoundedCache(Generic[K, V]):
             self._front_expires = None
 
     def _trim(self, now: float) -> None:
-        """Remove the oldest entries while one is expired or a bound is passed."""
+        """Remove the oldest entries while a bound is passed or the oldest is expired."""
         entries = self._entries
-        while entries:
-            key, (_, expires, size) = next(iter(entries.items()))
-            over = len(entries) > self.max_entries or self.bytes > self.max_bytes
-            if not over and expires > now:
-                self._front_expires = expires
-                return
-            del entries[key]
+        while entries and (len(entries) > self.max_entries or self.bytes > self.max_bytes):
+            _, (_, expires, size) = entries.popitem(last=False)
             self.bytes -= size
             if expires > now:
                 self.evicted += 1
+        # Within the bounds (removing never passes one): only expired ones go now.
+        while entries:
+            _, expires, size = next(iter(entries.values()))
+            if expires > now:
+                self._front_expires = expires
+                return
+            entries.popitem(last=False)
+            self.bytes -= size
         self._front_expires = None
 
     def keys(self) -> list[K]:
