@@ -207,9 +207,14 @@ class DecideService:
         #: Across Router processes (``shared_state_enabled``); None: this process only.
         self._shared = shared
         self._max_in_flight = settings.decide_max_in_flight
+        # Read once (the settings are frozen): start() runs for every decide.
+        self._max_payload = settings.nats_max_payload_size
+        self._allowed_tenants = settings.allowed_tenants
         #: Decide requests being answered now, over both transports.
         self.in_flight = 0
         self._memory = DecideMemory(settings.idempotency_ttl_seconds, clock)
+        #: The keys being decided now (``DecideMemory.busy``), looked up without a call.
+        self._busy = self._memory.busy_keys
         self._decider = decider
         self._assignments = assignments
         self.events = events
@@ -277,23 +282,29 @@ class DecideService:
         """
         started = time.perf_counter()
         request: DecideRequest | None = None
-        bad_header = _bad_header(headers)
-        trace_id = None if bad_header == "trace_id" else trace_from_headers(headers)
+        if headers:
+            bad_header = _bad_header(headers)
+            trace_id = None if bad_header == "trace_id" else trace_from_headers(headers)
+        else:  # what the header steps give without headers, without their calls
+            bad_header = trace_id = None
         try:
-            parsed = parse_decide_request(raw, self._settings.nats_max_payload_size)
-            _refuse_header(bad_header)
-            request = self._apply_headers(parsed, trace_id, headers)
+            parsed = parse_decide_request(raw, self._max_payload)
+            if headers:
+                _refuse_header(bad_header)
+                request = self._apply_headers(parsed, trace_id, headers)
+            else:
+                request = parsed
             trace_id = request.trace_id or new_trace_id()
-            self._check_tenant(request.tenant_id)
+            if self._allowed_tenants:
+                self._check_tenant(request.tenant_id)
             if request.assignment_subject is not None:
                 self._check_subject(request.assignment_subject)
             key = (request.tenant_id, request.request_id)
             # Shared state is asked over NATS: that waits, so it takes the task path too.
-            if request.push_assignment or self._shared is not None or self._memory.busy(key):
+            if request.push_assignment or self._shared is not None or key in self._busy:
                 return Waiting(request, trace_id, len(raw), started)
-            return self._ok(
-                request, trace_id, self._decide_now(request, key, len(raw)), None, started
-            )
+            decision = self._decide_now(request, key, len(raw))
+            return Answer(200, None, "ok", started, (decision, request.request_id, trace_id))
         except Exception as exc:  # noqa: BLE001 - sorted out in _failed, which never raises
             return self._failed(exc, raw, request, trace_id, transport, started)
 

@@ -204,6 +204,9 @@ class DecideMemory:
         self._ttl = ttl_seconds
         self._cache: BoundedCache[Key, _Stored] = BoundedCache(max_entries, max_bytes, clock)
         self._busy: dict[Key, asyncio.Future[None]] = {}
+        #: The keys being decided now (read-only to others: ``key in busy_keys`` is
+        #: ``busy(key)`` without a call, for the decide path).
+        self.busy_keys: Mapping[Key, asyncio.Future[None]] = self._busy
 
     async def wait_turn(self, key: Key) -> None:
         """Wait while another copy of this request is being decided."""
