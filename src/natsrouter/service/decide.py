@@ -173,13 +173,15 @@ _REASON_JSON = {reason: dumps_value(text) for reason, text in REASON_TEXT.items(
 def ok_json(decision: Decision, request_id: str, trace_id: str) -> bytes:
     """``dumps(ok_body(...))``, written from the fields (same keys, same order)."""
     v, text = dumps_value, escape_json_text  # the ids and names are strings by type
+    provider_id, reason, policy_id, priority, latency, cost, fallback_used, _ = decision
+    # The common values written without a call; any other goes through dumps_value.
     return (
-        f'{{"ok":true,"decision":{{"provider_id":{text(decision.provider_id)},'
-        f'"priority":{v(decision.priority)},'
-        f'"expected_latency_ms":{v(decision.expected_latency_ms)},'
-        f'"expected_cost":{v(decision.expected_cost)},'
-        f'"reason":{_REASON_JSON[decision.reason]},"policy_id":{text(decision.policy_id)},'
-        f'"fallback_used":{v(decision.fallback_used)}}},'
+        f'{{"ok":true,"decision":{{"provider_id":{text(provider_id)},'
+        f'"priority":{int.__repr__(priority) if type(priority) is int else v(priority)},'
+        f'"expected_latency_ms":{"null" if latency is None else v(latency)},'
+        f'"expected_cost":{"null" if cost is None else v(cost)},'
+        f'"reason":{_REASON_JSON[reason]},"policy_id":{text(policy_id)},'
+        f'"fallback_used":{"false" if fallback_used is False else v(fallback_used)}}},'
         f'"context":{{"request_id":{text(request_id)},"trace_id":{text(trace_id)}}}}}'
     ).encode()
 
