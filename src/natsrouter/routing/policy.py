@@ -112,6 +112,9 @@ class Policy:
     #: Providers with a weight above 0, in policy order, and their running sums of weights.
     weighted: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
     cumulative: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    #: A pick is one draw against ``cumulative`` whenever the request has no constraints:
+    #: the weighted strategy, no circuit breaker, and someone to pick.
+    one_draw: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_name: dict[str, Provider] = {}
@@ -121,6 +124,10 @@ class Policy:
         object.__setattr__(self, "by_name", by_name)
         object.__setattr__(self, "weighted", weighted)
         object.__setattr__(self, "cumulative", tuple(accumulate(p.weight for p in weighted)))
+        one_draw = (
+            self.strategy is Strategy.WEIGHTED and not self.circuit_breaker.enabled and weighted
+        )
+        object.__setattr__(self, "one_draw", bool(one_draw))
 
 
 _VALIDATOR = validator("natsrouter.routing", "policy.schema.json")

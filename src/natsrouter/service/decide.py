@@ -305,7 +305,16 @@ class DecideService:
             # Shared state is asked over NATS: that waits, so it takes the task path too.
             if request.push_assignment or self._shared is not None or key in self._busy:
                 return Waiting(request, trace_id, len(raw), started)
-            decision = self._decide_now(request, key, len(raw))
+            # Decide, or give the decision already given: nothing to wait for.
+            memory = self._memory
+            entry = memory.get(key)
+            if entry is None:
+                decision = self._decider.decide(request)
+                memory.remember_new(key, request, decision, len(raw))
+            else:
+                self._check_same(entry, request)
+                self.events.decide_replayed()
+                decision = entry.decision
             return Answer(200, None, "ok", started, (decision, request.request_id, trace_id))
         except Exception as exc:  # noqa: BLE001 - sorted out in _failed, which never raises
             return self._failed(exc, raw, request, trace_id, transport, started)
@@ -366,18 +375,6 @@ class DecideService:
         error = RequestError(ErrorCode.INTERNAL, "internal error")
         body = error_response(error, request_id, trace_id)
         return Answer(500, body, ErrorCode.INTERNAL.value, started)
-
-    def _decide_now(self, request: DecideRequest, key: tuple[str, str], size: int) -> Decision:
-        """Decide without a push, or give the decision already given; nothing to wait for."""
-        memory = self._memory
-        entry = memory.get(key)
-        if entry is None:
-            decision = self._decider.decide(request)
-            memory.remember_new(key, request, decision, size)
-            return decision
-        self._check_same(entry, request)
-        self.events.decide_replayed()
-        return entry.decision
 
     @staticmethod
     def _check_same(entry: Remembered, request: DecideRequest) -> None:

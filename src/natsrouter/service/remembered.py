@@ -128,7 +128,11 @@ def _frozen(value: Any) -> Any:
     """A dict of up to ``_FREEZE_MAX_KEYS`` keys as one tuple: its keys, then its values."""
     if type(value) is not dict or len(value) > _FREEZE_MAX_KEYS:
         return value  # JSON gives no tuples: a stored tuple is always a frozen dict
-    return (*value, *map(_frozen, value.values()))
+    values = value.values()
+    for item in values:
+        if type(item) is dict:
+            return (*value, *map(_frozen, values))
+    return (*value, *values)  # no dict within: no call per value
 
 
 def _thawed(value: Any) -> Any:
