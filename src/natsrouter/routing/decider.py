@@ -214,7 +214,7 @@ class Decider:
         self.rate_limits = RateLimits(clock)
 
     def decide(self, request: DecideRequest) -> Decision:
-        policy = self.policies.get(request.tenant_id, request.policy_id)
+        policy = self.policies.by_key.get((request.tenant_id, request.policy_id))
         if policy is None:
             raise RequestError(
                 ErrorCode.POLICY_NOT_FOUND,
