@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from natsrouter.routing.breaker import BreakerConfig
 from natsrouter.routing.decider import matches, matches_compiled, request_document
 from natsrouter.routing.messages import DecideRequest, Task
-from natsrouter.routing.policy import Fallback, Policy, Provider
+from natsrouter.routing.policy import Fallback, Policy, Provider, RateLimitConfig, Sticky
 from natsrouter.routing.strategies import Strategy
 
 KEYS = ["task.type", "status", "region", "metadata.region", "tenant_id", "task", "a.b", "policy_id"]
@@ -75,3 +75,13 @@ def test_one_draw_only_for_weighted_policies_without_a_breaker() -> None:
         Policy("t", "p", providers, circuit_breaker=BreakerConfig(enabled=True)).one_draw is False
     )
     assert Policy("t", "p", (Provider("z", 0.0),)).one_draw is False
+
+
+def test_direct_only_without_rate_limit_fallbacks_or_sticky() -> None:
+    """direct: no rate limit, no fallback rule and no sticky sessions; any of them: False."""
+    providers = (Provider("a", 2.0),)
+    assert Policy("t", "p", providers).direct is True
+    assert Policy("t", "p", providers, rate_limit=RateLimitConfig(enabled=True)).direct is False
+    assert Policy("t", "p", providers, sticky=Sticky(enabled=True)).direct is False
+    rule = Fallback({"task.type": ("x",)}, "a")
+    assert Policy("t", "p", providers, fallbacks=(rule,)).direct is False

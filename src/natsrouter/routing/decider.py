@@ -221,30 +221,32 @@ class Decider:
                 f"no policy {request.policy_id!r} for tenant {request.tenant_id!r}",
                 {"tenant_id": request.tenant_id, "policy_id": request.policy_id},
             )
-        if policy.rate_limit.enabled:
-            self.rate_limits.take(policy.tenant_id, policy.policy_id, policy.rate_limit)
-        if policy.fallbacks:
-            document = request_document(request)
-            for rule in policy.fallbacks:
-                if matches_compiled(rule.matchers, document) and self._usable(
-                    policy, rule.to, request
+        session: SessionKey | None = None
+        if not policy.direct:  # no rate limit, fallback rule or sticky session to consider
+            if policy.rate_limit.enabled:
+                self.rate_limits.take(policy.tenant_id, policy.policy_id, policy.rate_limit)
+            if policy.fallbacks:
+                document = request_document(request)
+                for rule in policy.fallbacks:
+                    if matches_compiled(rule.matchers, document) and self._usable(
+                        policy, rule.to, request
+                    ):
+                        return self._decision(
+                            policy,
+                            rule.to,
+                            DecisionReason.FALLBACK,
+                            fallback_used=True,
+                            retry=rule.retry,
+                        )
+            if policy.sticky.enabled:
+                session = self._session(policy, request)
+                stuck = self.sticky.get(session) if session is not None else None
+                if (
+                    stuck is not None
+                    and self._in_policy(policy, stuck)
+                    and self._usable(policy, stuck, request)
                 ):
-                    return self._decision(
-                        policy,
-                        rule.to,
-                        DecisionReason.FALLBACK,
-                        fallback_used=True,
-                        retry=rule.retry,
-                    )
-        session = self._session(policy, request) if policy.sticky.enabled else None
-        if session is not None:
-            stuck = self.sticky.get(session)
-            if (
-                stuck is not None
-                and self._in_policy(policy, stuck)
-                and self._usable(policy, stuck, request)
-            ):
-                return self._decision(policy, stuck, DecisionReason.STICKY)
+                    return self._decision(policy, stuck, DecisionReason.STICKY)
         limits = request.constraints
         if (
             policy.one_draw

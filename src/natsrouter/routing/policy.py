@@ -115,6 +115,8 @@ class Policy:
     #: A pick is one draw against ``cumulative`` whenever the request has no constraints:
     #: the weighted strategy, no circuit breaker, and someone to pick.
     one_draw: bool = field(init=False, repr=False, compare=False)
+    #: No rate limit, fallback rule or sticky session: a decide goes straight to the pick.
+    direct: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_name: dict[str, Provider] = {}
@@ -128,6 +130,8 @@ class Policy:
             self.strategy is Strategy.WEIGHTED and not self.circuit_breaker.enabled and weighted
         )
         object.__setattr__(self, "one_draw", bool(one_draw))
+        direct = not (self.rate_limit.enabled or self.fallbacks or self.sticky.enabled)
+        object.__setattr__(self, "direct", direct)
 
 
 _VALIDATOR = validator("natsrouter.routing", "policy.schema.json")
