@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
 from natsrouter.routing.bounded import ENTRY_OVERHEAD, BoundedCache, text_size
 from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.service.idempotency import IdempotencyWindow
@@ -77,3 +80,147 @@ def test_remembered_decisions_expire_with_the_ttl() -> None:
     assert memory.get(("globex", "r")) is None
     clock.now = 3600.0
     assert memory.get(("acme", "r")) is None
+
+
+class WalkingCache:
+    """The cache as it was: every put walks from the oldest entry (the reference)."""
+
+    def __init__(self, max_entries: int, max_bytes: int, clock: Clock, touch: bool) -> None:
+        self.max_entries, self.max_bytes, self.clock, self.touch = (
+            max_entries,
+            max_bytes,
+            clock,
+            touch,
+        )
+        self.entries: dict[str, tuple[int, float, int]] = {}
+        self.bytes = 0
+        self.evicted = 0
+
+    def get(self, key: str) -> int | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if self.clock() >= entry[1]:
+            self.bytes -= self.entries.pop(key)[2]
+            return None
+        if self.touch:
+            self.entries[key] = self.entries.pop(key)
+        return entry[0]
+
+    def put(self, key: str, value: int, ttl_s: float, size: int) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        now = self.clock()
+        self.entries[key] = (value, now + ttl_s, size + ENTRY_OVERHEAD)
+        self.bytes += size + ENTRY_OVERHEAD
+        while self.entries:
+            first, (_, expires, size) = next(iter(self.entries.items()))
+            over = len(self.entries) > self.max_entries or self.bytes > self.max_bytes
+            if not over and expires > now:
+                break
+            del self.entries[first]
+            self.bytes -= size
+            if expires > now:
+                self.evicted += 1
+
+
+_operations = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "get", "wait"]),
+        st.sampled_from("abcd"),
+        st.integers(0, 5),  # ttl, or the time waited
+        st.integers(0, 300),  # size
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+# The oldest entry changed by a touch, by its expiry on a get, by a put of its key again.
+@example(
+    [
+        ("put", "a", 5, 0),
+        ("put", "b", 1, 0),
+        ("get", "a", 0, 0),
+        ("wait", "a", 2, 0),
+        ("put", "c", 5, 0),
+    ],
+    5,
+    1 << 20,
+    True,
+)
+@example(
+    [
+        ("put", "a", 1, 0),
+        ("put", "b", 5, 0),
+        ("wait", "a", 1, 0),
+        ("get", "a", 0, 0),
+        ("put", "c", 1, 0),
+        ("wait", "a", 1, 0),
+        ("put", "d", 5, 0),
+    ],
+    5,
+    1 << 20,
+    False,
+)
+@example(
+    [
+        ("put", "a", 5, 0),
+        ("put", "b", 1, 0),
+        ("put", "a", 5, 0),
+        ("wait", "a", 2, 0),
+        ("put", "c", 5, 0),
+    ],
+    5,
+    1 << 20,
+    False,
+)
+@given(
+    _operations,
+    st.integers(1, 5),
+    st.integers(ENTRY_OVERHEAD, 4 * ENTRY_OVERHEAD + 600),
+    st.booleans(),
+)
+def test_puts_that_skip_the_walk_evict_and_expire_as_walking_does(
+    operations: list[tuple[str, str, int, int]], max_entries: int, max_bytes: int, touch: bool
+) -> None:
+    """Any puts, gets (touching or not), waits and bounds: the same entries, bytes,
+    evictions and answers as a cache that walks from the oldest entry on every put."""
+    clock = Clock()
+    cache: BoundedCache[str, int] = BoundedCache(max_entries, max_bytes, clock, touch=touch)
+    walking = WalkingCache(max_entries, max_bytes, clock, touch)
+    for step, (operation, key, number, size) in enumerate(operations):
+        if operation == "put":
+            cache.put(key, step, number, size)
+            walking.put(key, step, number, size)
+        elif operation == "get":
+            assert cache.get(key) == walking.get(key)
+        else:
+            clock.now += number
+        assert (cache.keys(), cache.bytes, cache.evicted) == (
+            list(walking.entries),
+            walking.bytes,
+            walking.evicted,
+        )
+
+
+def test_a_put_within_the_bounds_does_not_look_at_the_oldest_entry_again() -> None:
+    """Once the oldest entry's expiry is known, puts within the bounds before it add only."""
+    clock = Clock()
+    cache: BoundedCache[str, int] = BoundedCache(10, 1 << 20, clock)
+    cache.put("first", 1, 60, 0)
+    walks: list[float] = []
+    trim = cache._trim
+
+    def counted(now: float) -> None:
+        walks.append(now)
+        trim(now)
+
+    cache._trim = counted  # type: ignore[method-assign]
+    for i in range(5):
+        clock.now = float(i)
+        cache.put(f"k{i}", i, 60, 0)
+    clock.now = 60.0
+    cache.put("late", 9, 60, 0)
+    assert (walks, cache.keys()[:2]) == ([60.0], ["k1", "k2"])

@@ -9,9 +9,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from natsrouter.routing.breaker import BreakerConfig
 from natsrouter.routing.decider import matches, matches_compiled, request_document
 from natsrouter.routing.messages import DecideRequest, Task
-from natsrouter.routing.policy import Fallback, Policy, Provider
+from natsrouter.routing.policy import Fallback, Policy, Provider, RateLimitConfig, Sticky
+from natsrouter.routing.strategies import Strategy
 
 KEYS = ["task.type", "status", "region", "metadata.region", "tenant_id", "task", "a.b", "policy_id"]
 SCALARS = st.none() | st.booleans() | st.integers(0, 2) | st.sampled_from(["x", "eu", "1"])
@@ -62,3 +64,24 @@ def test_policy_tables_are_built_at_load() -> None:
     assert list(policy.by_name) == ["a", "z", "b"]
     assert [p.name for p in policy.weighted] == ["a", "b"]
     assert policy.cumulative == (2.0, 3.0)
+
+
+def test_one_draw_only_for_weighted_policies_without_a_breaker() -> None:
+    """one_draw: the weighted strategy, no breaker and a provider with weight; else False."""
+    providers = (Provider("a", 2.0), Provider("b", 1.0))
+    assert Policy("t", "p", providers).one_draw is True
+    assert Policy("t", "p", providers, strategy=Strategy.LATENCY).one_draw is False
+    assert (
+        Policy("t", "p", providers, circuit_breaker=BreakerConfig(enabled=True)).one_draw is False
+    )
+    assert Policy("t", "p", (Provider("z", 0.0),)).one_draw is False
+
+
+def test_direct_only_without_rate_limit_fallbacks_or_sticky() -> None:
+    """direct: no rate limit, no fallback rule and no sticky sessions; any of them: False."""
+    providers = (Provider("a", 2.0),)
+    assert Policy("t", "p", providers).direct is True
+    assert Policy("t", "p", providers, rate_limit=RateLimitConfig(enabled=True)).direct is False
+    assert Policy("t", "p", providers, sticky=Sticky(enabled=True)).direct is False
+    rule = Fallback({"task.type": ("x",)}, "a")
+    assert Policy("t", "p", providers, fallbacks=(rule,)).direct is False

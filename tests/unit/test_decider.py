@@ -78,6 +78,23 @@ def test_weighted_pick_follows_the_weights(tmp_path: Path) -> None:
     assert picks["a"] + picks["b"] == 4000
 
 
+def test_the_common_path_decides_as_the_strategy_pick_does(tmp_path: Path) -> None:
+    """Weighted, no constraints, no breaker: 2,000 decisions equal those, for the same draws,
+    of the same policy with a (closed) breaker, which picks through strategies.pick."""
+    providers = [
+        {"name": "a", "weight": 60, "priority": 2, "expected_latency_ms": 40},
+        {"name": "off", "weight": 0},
+        {"name": "b", "weight": 25.5, "expected_cost": 0.25},
+        {"name": "c", "weight": 14.5},
+    ]
+    common, *_ = make(tmp_path / "1", {"providers": providers}, seed=11)
+    general, *_ = make(tmp_path / "2", {**BREAKER, "providers": providers}, seed=11)
+    decided = [common.decide(request()) for _ in range(2000)]
+    assert decided == [general.decide(request()) for _ in range(2000)]
+    assert {d.provider_id for d in decided} == {"a", "b", "c"}
+    assert {d.reason for d in decided} == {DecisionReason.WEIGHTED}
+
+
 def test_same_seed_same_picks(tmp_path: Path) -> None:
     """The random source is injected: one seed, one sequence of decisions."""
     first, *_ = make(tmp_path / "1", TWO, seed=3)

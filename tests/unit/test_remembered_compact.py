@@ -80,6 +80,51 @@ def test_remember_new_stores_what_remember_stores() -> None:
     assert new.get(("acme", "r-7")) == Remembered(asked(request), DECISION, 123)
 
 
+NEW_REQUESTS = {
+    "plain": _request(7),
+    "empty metadata, payload_ref": DecideRequest(
+        "r-7", "acme", Task("text", "s3://b/k", None), policy_id="p", metadata={}
+    ),
+    "read-only metadata": DecideRequest("r-7", "acme", Task("text", None, {})),
+    "nested and big": DecideRequest(
+        "r-7",
+        "acme",
+        Task("text", None, {"a": {"b": [1, {"c": 2}]}, "big": {f"k{i}": i for i in range(40)}}),
+        constraints=Constraints(None, 0.5),
+        metadata={"m": {"n": None}},
+        assignment_subject="jobs.x",
+    ),
+}
+
+
+@pytest.mark.parametrize("reason", list(DecisionReason))
+@pytest.mark.parametrize("name", list(NEW_REQUESTS))
+def test_remember_new_stores_the_same_tuple_and_bytes_as_remember(
+    name: str, reason: DecisionReason
+) -> None:
+    """Any request shape and reason: remember_new stores remember's tuple, bytes counted alike."""
+    request = NEW_REQUESTS[name]
+    decision = DECISION._replace(reason=reason)
+    whole, new = DecideMemory(3600), DecideMemory(3600)
+    whole.remember(("acme", "r-7"), Remembered(asked(request), decision, 123))
+    new.remember_new(("acme", "r-7"), request, decision, 123)
+    assert new._cache.get(("acme", "r-7")) == whole._cache.get(("acme", "r-7"))
+    assert new._cache.bytes == whole._cache.bytes
+
+
+def test_new_answers_cost_the_collector_nothing() -> None:
+    """1,000 answers remembered by remember_new, metadata empty or not, keep at most 10 tracked."""
+    memory = DecideMemory(3600)
+    for i in range(1000):
+        request = _request(i)
+        if i % 2:
+            request = request._replace(metadata={})
+        memory.remember_new(("acme", f"r-{i}"), request, DECISION, 100)
+    held = _tracked()
+    del memory
+    assert held - _tracked() <= 10
+
+
 PUSHES = [
     Pushed("as-1", "jobs.a", Result(Outcome.SENT, PubAck("JOBS", 42, True))),
     Pushed("as-2", "jobs.a", Result(Outcome.QUEUED, pending_id=7)),

@@ -130,3 +130,19 @@ def test_unsent_answers_are_one_line_per_interval(logs: list[dict[str, Any]]) ->
         ("dropped", "not_connected"),
         ("queued", None),
     ]
+
+
+def test_decided_counts_and_observes_as_the_metrics_own_methods_do() -> None:
+    """decided (counter and histogram written out) scrapes as inc and observe would have."""
+    registry, reference = CollectorRegistry(), CollectorRegistry()
+    events, metrics = RouterEvents(RouterMetrics(registry)), RouterMetrics(reference)
+    answers = [("ok", "nats", 0.0), ("ok", "nats", 0.0004), ("ok", "http", 0.25)]
+    answers += [("invalid_request", "nats", 7.5), ("ok", "nats", 1e9), ("ok", "nats", 0.005)]
+    for outcome, transport, seconds in answers:
+        events.decided(outcome, transport, seconds)
+        metrics.decide.labels(outcome).inc()
+        metrics.decide_duration.labels(transport).observe(seconds)
+    families = ("router_decide", "router_decide_duration_seconds")
+    scraped = [f for f in registry.collect() if f.name in families]
+    assert len(scraped) == 2
+    assert scraped == [f for f in reference.collect() if f.name in families]

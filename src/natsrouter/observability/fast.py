@@ -52,16 +52,17 @@ class FastLabelledCounter:
 class FastHistogramChild:
     """One label value's buckets; ``observe`` is a bisect and two additions."""
 
-    __slots__ = ("_bounds", "counts", "label_value", "sum")
+    __slots__ = ("bounds", "counts", "label_value", "sum")
 
     def __init__(self, label_value: str, bounds: Sequence[float]) -> None:
         self.label_value = label_value
-        self._bounds = bounds
+        #: Upper bounds of the buckets, ascending (read by callers that inline ``observe``).
+        self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(self._bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
 

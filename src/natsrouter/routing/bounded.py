@@ -7,6 +7,13 @@ several times what a million short ones do, so each entry also carries an estima
 bytes (its strings' lengths plus ``ENTRY_OVERHEAD`` for the dict slot, tuple and floats),
 and the oldest entries go first when either bound is passed. ``touch`` on ``get`` makes the
 order least-recently-used instead of oldest-inserted.
+
+A ``put`` that leaves both bounds kept and the oldest entry unexpired has nothing to trim,
+and the decide path puts once per request into a memory of up to a million entries: so the
+cache remembers the oldest entry's expiry (``_front_expires``) and looks at that entry again
+only when the time has passed it, a bound is passed, or the oldest entry may have changed
+(any removal or touch forgets it). Same evictions and expiries as walking from the front
+on every put.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ class BoundedCache(Generic[K, V]):
         self._touch = touch
         self._entries: OrderedDict[K, tuple[V, float, int]] = OrderedDict()
         self.bytes = 0
+        #: The oldest entry's expiry while it is known to be the oldest; None: look again.
+        #: A put appends, so only removing or touching an entry can change the oldest.
+        self._front_expires: float | None = None
         #: Entries pushed out by a bound before they expired.
         self.evicted = 0
 
@@ -59,6 +69,7 @@ class BoundedCache(Generic[K, V]):
             return None
         if self._touch:
             self._entries.move_to_end(key)
+            self._front_expires = None  # the oldest may have moved to the end
         return value
 
     def put(self, key: K, value: V, ttl_s: float, size: int) -> None:
@@ -67,27 +78,44 @@ class BoundedCache(Generic[K, V]):
         old = entries.pop(key, None)
         if old is not None:
             self.bytes -= old[2]
+            self._front_expires = None  # it may have been the oldest
         size += ENTRY_OVERHEAD
         now = self._clock()
         entries[key] = (value, now + ttl_s, size)
         self.bytes += size
+        front = self._front_expires
+        if (
+            front is not None
+            and front > now
+            and len(entries) <= self.max_entries
+            and self.bytes <= self.max_bytes
+        ):
+            return  # the oldest is unexpired and no bound is passed: _trim would stop at once
         self._trim(now)
 
     def _remove(self, key: K) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self.bytes -= entry[2]
+            self._front_expires = None
 
     def _trim(self, now: float) -> None:
-        while self._entries:
-            key, (_, expires, size) = next(iter(self._entries.items()))
-            over = len(self._entries) > self.max_entries or self.bytes > self.max_bytes
-            if not over and expires > now:
-                break
-            del self._entries[key]
+        """Remove the oldest entries while a bound is passed or the oldest is expired."""
+        entries = self._entries
+        while entries and (len(entries) > self.max_entries or self.bytes > self.max_bytes):
+            _, (_, expires, size) = entries.popitem(last=False)
             self.bytes -= size
             if expires > now:
                 self.evicted += 1
+        # Within the bounds (removing never passes one): only expired ones go now.
+        while entries:
+            _, expires, size = next(iter(entries.values()))
+            if expires > now:
+                self._front_expires = expires
+                return
+            entries.popitem(last=False)
+            self.bytes -= size
+        self._front_expires = None
 
     def keys(self) -> list[K]:
         """Keys held, oldest (or least recently used) first; expired ones included."""

@@ -112,6 +112,11 @@ class Policy:
     #: Providers with a weight above 0, in policy order, and their running sums of weights.
     weighted: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
     cumulative: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    #: A pick is one draw against ``cumulative`` whenever the request has no constraints:
+    #: the weighted strategy, no circuit breaker, and someone to pick.
+    one_draw: bool = field(init=False, repr=False, compare=False)
+    #: No rate limit, fallback rule or sticky session: a decide goes straight to the pick.
+    direct: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_name: dict[str, Provider] = {}
@@ -121,6 +126,12 @@ class Policy:
         object.__setattr__(self, "by_name", by_name)
         object.__setattr__(self, "weighted", weighted)
         object.__setattr__(self, "cumulative", tuple(accumulate(p.weight for p in weighted)))
+        one_draw = (
+            self.strategy is Strategy.WEIGHTED and not self.circuit_breaker.enabled and weighted
+        )
+        object.__setattr__(self, "one_draw", bool(one_draw))
+        direct = not (self.rate_limit.enabled or self.fallbacks or self.sticky.enabled)
+        object.__setattr__(self, "direct", direct)
 
 
 _VALIDATOR = validator("natsrouter.routing", "policy.schema.json")
@@ -208,18 +219,20 @@ class PolicyStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._policies: dict[tuple[str, str], Policy] = {}
+        #: (tenant_id, policy_id) -> policy; replaced whole by a reload, never changed in
+        #: place. Read directly by the decide path (``get`` is a call more per decide).
+        self.by_key: Mapping[tuple[str, str], Policy] = {}
 
     def reload(self) -> int:
         """Load the directory again; on ``PolicyError`` the previous set stays in force."""
-        self._policies = load_policies(self.root)
-        return len(self._policies)
+        self.by_key = load_policies(self.root)
+        return len(self.by_key)
 
     def get(self, tenant_id: str, policy_id: str = DEFAULT_POLICY_ID) -> Policy | None:
-        return self._policies.get((tenant_id, policy_id))
+        return self.by_key.get((tenant_id, policy_id))
 
     def all(self) -> list[Policy]:
-        return list(self._policies.values())
+        return list(self.by_key.values())
 
     def __len__(self) -> int:
-        return len(self._policies)
+        return len(self.by_key)

@@ -173,13 +173,15 @@ _REASON_JSON = {reason: dumps_value(text) for reason, text in REASON_TEXT.items(
 def ok_json(decision: Decision, request_id: str, trace_id: str) -> bytes:
     """``dumps(ok_body(...))``, written from the fields (same keys, same order)."""
     v, text = dumps_value, escape_json_text  # the ids and names are strings by type
+    provider_id, reason, policy_id, priority, latency, cost, fallback_used, _ = decision
+    # The common values written without a call; any other goes through dumps_value.
     return (
-        f'{{"ok":true,"decision":{{"provider_id":{text(decision.provider_id)},'
-        f'"priority":{v(decision.priority)},'
-        f'"expected_latency_ms":{v(decision.expected_latency_ms)},'
-        f'"expected_cost":{v(decision.expected_cost)},'
-        f'"reason":{_REASON_JSON[decision.reason]},"policy_id":{text(decision.policy_id)},'
-        f'"fallback_used":{v(decision.fallback_used)}}},'
+        f'{{"ok":true,"decision":{{"provider_id":{text(provider_id)},'
+        f'"priority":{int.__repr__(priority) if type(priority) is int else v(priority)},'
+        f'"expected_latency_ms":{"null" if latency is None else v(latency)},'
+        f'"expected_cost":{"null" if cost is None else v(cost)},'
+        f'"reason":{_REASON_JSON[reason]},"policy_id":{text(policy_id)},'
+        f'"fallback_used":{"false" if fallback_used is False else v(fallback_used)}}},'
         f'"context":{{"request_id":{text(request_id)},"trace_id":{text(trace_id)}}}}}'
     ).encode()
 
@@ -207,9 +209,14 @@ class DecideService:
         #: Across Router processes (``shared_state_enabled``); None: this process only.
         self._shared = shared
         self._max_in_flight = settings.decide_max_in_flight
+        # Read once (the settings are frozen): start() runs for every decide.
+        self._max_payload = settings.nats_max_payload_size
+        self._allowed_tenants = settings.allowed_tenants
         #: Decide requests being answered now, over both transports.
         self.in_flight = 0
         self._memory = DecideMemory(settings.idempotency_ttl_seconds, clock)
+        #: The keys being decided now (``DecideMemory.busy``), looked up without a call.
+        self._busy = self._memory.busy_keys
         self._decider = decider
         self._assignments = assignments
         self.events = events
@@ -277,23 +284,38 @@ class DecideService:
         """
         started = time.perf_counter()
         request: DecideRequest | None = None
-        bad_header = _bad_header(headers)
-        trace_id = None if bad_header == "trace_id" else trace_from_headers(headers)
+        if headers:
+            bad_header = _bad_header(headers)
+            trace_id = None if bad_header == "trace_id" else trace_from_headers(headers)
+        else:  # what the header steps give without headers, without their calls
+            bad_header = trace_id = None
         try:
-            parsed = parse_decide_request(raw, self._settings.nats_max_payload_size)
-            _refuse_header(bad_header)
-            request = self._apply_headers(parsed, trace_id, headers)
+            parsed = parse_decide_request(raw, self._max_payload)
+            if headers:
+                _refuse_header(bad_header)
+                request = self._apply_headers(parsed, trace_id, headers)
+            else:
+                request = parsed
             trace_id = request.trace_id or new_trace_id()
-            self._check_tenant(request.tenant_id)
+            if self._allowed_tenants:
+                self._check_tenant(request.tenant_id)
             if request.assignment_subject is not None:
                 self._check_subject(request.assignment_subject)
             key = (request.tenant_id, request.request_id)
             # Shared state is asked over NATS: that waits, so it takes the task path too.
-            if request.push_assignment or self._shared is not None or self._memory.busy(key):
+            if request.push_assignment or self._shared is not None or key in self._busy:
                 return Waiting(request, trace_id, len(raw), started)
-            return self._ok(
-                request, trace_id, self._decide_now(request, key, len(raw)), None, started
-            )
+            # Decide, or give the decision already given: nothing to wait for.
+            memory = self._memory
+            entry = memory.get(key)
+            if entry is None:
+                decision = self._decider.decide(request)
+                memory.remember_new(key, request, decision, len(raw))
+            else:
+                self._check_same(entry, request)
+                self.events.decide_replayed()
+                decision = entry.decision
+            return Answer(200, None, "ok", started, (decision, request.request_id, trace_id))
         except Exception as exc:  # noqa: BLE001 - sorted out in _failed, which never raises
             return self._failed(exc, raw, request, trace_id, transport, started)
 
@@ -353,18 +375,6 @@ class DecideService:
         error = RequestError(ErrorCode.INTERNAL, "internal error")
         body = error_response(error, request_id, trace_id)
         return Answer(500, body, ErrorCode.INTERNAL.value, started)
-
-    def _decide_now(self, request: DecideRequest, key: tuple[str, str], size: int) -> Decision:
-        """Decide without a push, or give the decision already given; nothing to wait for."""
-        memory = self._memory
-        entry = memory.get(key)
-        if entry is None:
-            decision = self._decider.decide(request)
-            memory.remember_new(key, request, decision, size)
-            return decision
-        self._check_same(entry, request)
-        self.events.decide_replayed()
-        return entry.decision
 
     @staticmethod
     def _check_same(entry: Remembered, request: DecideRequest) -> None:

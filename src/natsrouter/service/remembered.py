@@ -119,8 +119,6 @@ _REASON_AT = _DECISION_FIELDS.index("reason")
 _REST = fields(Remembered)[2:]
 _rest_values = attrgetter(*(f.name for f in _REST))
 _PUSHED_AT = [f.name for f in _REST].index("pushed")
-#: Those after the request bytes, as a new answer without a push has them.
-_NEW_REST = tuple(f.default for f in _REST[1:])
 _TAIL = len(_DECISION_FIELDS) + len(_REST)
 #: Dicts with more keys stay dicts (tracked): freezing costs a call per value.
 _FREEZE_MAX_KEYS = 32
@@ -130,7 +128,11 @@ def _frozen(value: Any) -> Any:
     """A dict of up to ``_FREEZE_MAX_KEYS`` keys as one tuple: its keys, then its values."""
     if type(value) is not dict or len(value) > _FREEZE_MAX_KEYS:
         return value  # JSON gives no tuples: a stored tuple is always a frozen dict
-    return (*value, *map(_frozen, value.values()))
+    values = value.values()
+    for item in values:
+        if type(item) is dict:
+            return (*value, *map(_frozen, values))
+    return (*value, *values)  # no dict within: no call per value
 
 
 def _thawed(value: Any) -> Any:
@@ -206,6 +208,9 @@ class DecideMemory:
         self._ttl = ttl_seconds
         self._cache: BoundedCache[Key, _Stored] = BoundedCache(max_entries, max_bytes, clock)
         self._busy: dict[Key, asyncio.Future[None]] = {}
+        #: The keys being decided now (read-only to others: ``key in busy_keys`` is
+        #: ``busy(key)`` without a call, for the decide path).
+        self.busy_keys: Mapping[Key, asyncio.Future[None]] = self._busy
 
     async def wait_turn(self, key: Key) -> None:
         """Wait while another copy of this request is being decided."""
@@ -242,25 +247,38 @@ class DecideMemory:
     ) -> None:
         """``remember(key, Remembered(asked(request), decision, request_bytes))``, the entry
         unbuilt: the decide path's way for a new request without a push."""
-        size = text_size(*key) + _DECISION_BYTES + _PARSED_PER_BYTE * request_bytes
+        tenant_id, request_id = key
+        # text_size(*key) written out, as is the rest: this runs once per decide.
+        size = 98 + len(tenant_id) + len(request_id) + _DECISION_BYTES
         task, limits = request.task, request.constraints
-        # _pack(asked(request), ...) written out: only the payload and metadata can be dicts.
+        payload, metadata = task.payload, request.metadata
+        provider_id, reason, policy_id, priority, latency, cost, fallback_used, retry = decision
+        # _pack(asked(request), decision, (request_bytes, None, None)) written out, in the
+        # order of asked(), Decision's fields and Remembered's (tests/unit/
+        # test_remembered_compact.py): only the payload and metadata can be dicts, and an
+        # empty dict is frozen to ().
         stored = (
             request.policy_id,
             task.type,
             task.payload_ref,
-            _frozen(task.payload),
+            _frozen(payload) if type(payload) is dict else payload,
             limits.max_latency_ms,
             limits.max_cost,
-            _frozen(request.metadata),
+            (_frozen(metadata) if metadata else ()) if type(metadata) is dict else metadata,
             request.assignment_subject,
-            *decision[:_REASON_AT],
-            REASON_TEXT[decision.reason],
-            *decision[_REASON_AT + 1 :],
+            provider_id,
+            REASON_TEXT[reason],
+            policy_id,
+            priority,
+            latency,
+            cost,
+            fallback_used,
+            retry,
             request_bytes,
-            *_NEW_REST,
+            None,  # pushed
+            None,  # assignment_id
         )
-        self._cache.put(key, stored, self._ttl, size)
+        self._cache.put(key, stored, self._ttl, size + _PARSED_PER_BYTE * request_bytes)
 
     def __len__(self) -> int:
         return len(self._cache)
