@@ -9,15 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from natsrouter.routing import strict_json
 from natsrouter.routing.messages import (
+    _DECODE,
     _VALIDATOR,
+    DecideRequest,
     ErrorCode,
     RequestError,
     _build,
+    _checked,
     _fast_request,
+    _from_wire,
+    _loads,
     parse_decide_request,
 )
-from natsrouter.routing.strict_json import MAX_DEPTH
+from natsrouter.routing.strict_json import MAX_DEPTH, MSGSPEC_REFUSED
 
 SEED: dict[str, Any] = {
     "version": "1",
@@ -205,3 +211,274 @@ def test_every_edge_value_at_every_field_is_judged_alike(path: tuple[str, ...]) 
         else:
             target[path[-1]] = value
         judge(document)
+
+
+# --- The msgspec path (``_wire_request``) against the strict parse and the schema -----------
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (1 is not 1.0, -0.0 is not 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, tuple | list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    return bool(a == b)
+
+
+def _wire_request(raw: bytes) -> DecideRequest | None:
+    """The msgspec path alone: the request, or None where it declines."""
+    try:
+        wire = _DECODE(raw)
+    except MSGSPEC_REFUSED:
+        return None
+    return _from_wire(raw, wire)
+
+
+def _checked_request(raw: bytes) -> DecideRequest:
+    """The reference: the strict parse (json's scanner), then ``_fast_request`` or the schema."""
+    return _checked(_loads(raw, strict_json.loads))
+
+
+def agree(raw: bytes) -> bool:
+    """What the msgspec path accepts, the strict parse and the schema accept and build alike.
+
+    Returns whether the msgspec path accepted ``raw``.
+    """
+    fast = _wire_request(raw)
+    try:
+        checked: Any = _checked_request(raw)
+    except RequestError as err:
+        checked = err
+    if fast is None:
+        return False
+    assert isinstance(checked, DecideRequest), (raw[:300], checked)
+    assert _same(fast, checked), (raw[:300], fast, checked)
+    return True
+
+
+def _encode(document: Any, style: int) -> bytes:
+    """``document`` as JSON bytes written one of five ways (escapes, spacing, key order); the
+    fifth is spaced out past ``strict_json.WALK_BELOW`` bytes."""
+    if style == 0:
+        return json.dumps(document).encode()
+    if style == 1:
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogatepass"
+        )
+    if style == 2:
+        return json.dumps(document, indent=1, sort_keys=True).encode()
+    if style == 4:
+        return json.dumps(document).encode().ljust(strict_json.WALK_BELOW, b" ")
+    return (" \n" + json.dumps(document, ensure_ascii=False) + "\r\t").encode(
+        "utf-8", "surrogatepass"
+    )
+
+
+def _mutated(data: st.DataObject) -> Any:
+    """The seed with fields replaced, removed or added, nested ones too."""
+    document = json.loads(json.dumps(SEED))
+    for _ in range(data.draw(st.integers(0, 3))):
+        target = document
+        if data.draw(st.booleans()):
+            nested = data.draw(st.sampled_from([*NESTED, "metadata"]))
+            if not isinstance(document.get(nested), dict):
+                document[nested] = {}
+            target = document[nested]
+        key = data.draw(st.sampled_from([*sorted(target), "extra", "payload", "max_cost"]))
+        if data.draw(st.booleans()):
+            target.pop(key, None)
+        else:
+            target[key] = data.draw(values | st.sampled_from(EDGE_STRINGS))
+    return document
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.data())
+def test_msgspec_path_accepts_only_what_the_checked_path_builds_alike(
+    data: st.DataObject,
+) -> None:
+    """Mutated requests, written five ways: msgspec's request equals the checked one, or None."""
+    agree(_encode(_mutated(data), data.draw(st.integers(0, 4))))
+
+
+# Bytes that strict JSON and msgspec might read differently, spliced anywhere into a request.
+HOSTILE_PIECES = [
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"1e400",
+    b"-1e400",
+    b"1.5e-400",
+    b"4.9e-324",
+    b"18446744073709551615",
+    b"18446744073709551616",
+    b"-9223372036854775808",
+    b"-9223372036854775809",
+    b"9223372036854775808",
+    b"9" * 400,
+    b"-0",
+    b"-0.0",
+    b"1E2",
+    b"0.1000000000000000055511151231257827021181583404541015625",
+    b'"\\ud800"',
+    b'"\\udfff\\ud800"',
+    b'"\\ud83d\\ude00"',
+    b'"\\u0000"',
+    b'"\xff"',
+    b'"\xed\xa0\x80"',
+    b'"\xc0\xaf"',
+    b"\xef\xbb\xbf",
+    b" ",
+    b"\t",
+    b"\x0b",
+    b"\x00",
+    b"[" * 70,
+    b"]",
+    b"{",
+    b"}",
+    b",",
+    b":",
+    b'"',
+    b'"version":"1",',
+    b'"request_id":"dup",',
+    b'"task":{"type":"t","payload":1},',
+    b'"x":1,',
+]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.data())
+def test_spliced_bytes_are_refused_by_msgspec_or_read_alike(data: st.DataObject) -> None:
+    """Hostile bytes inserted into, or replacing part of, a request's text: both agree."""
+    raw = bytearray(_encode(_mutated(data), data.draw(st.integers(0, 4))))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw)))
+        cut = data.draw(st.integers(0, 3))
+        raw[at : at + cut] = data.draw(st.sampled_from(HOSTILE_PIECES))
+    agree(bytes(raw))
+
+
+_INTEGERS = st.integers(-(2**70), 2**70) | st.integers(-(2**65), 2**65)
+_NUMBER_TEXT = (
+    _INTEGERS.map(str)
+    | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    | st.tuples(
+        st.from_regex(r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,30})?", fullmatch=True),
+        st.sampled_from(["", "e", "E", "e+", "e-"]),
+        st.integers(0, 400),
+    ).map(lambda parts: parts[0] + (parts[1] + str(parts[2]) if parts[1] else ""))
+)
+
+
+def _number_at(where: str, number: str) -> bytes:
+    """The seed as JSON with ``number`` written verbatim at ``where`` only."""
+    old = {
+        "constraints": '"max_cost": 0.5',
+        "metadata": '"session_id": "s"',
+        "payload": '"prompt": "hi"',
+    }[where]
+    key = old.split(":")[0]
+    return json.dumps(SEED).replace(old, f"{key}: {number}").encode()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.sampled_from(["constraints", "metadata", "payload"]), _NUMBER_TEXT)
+def test_any_number_text_is_read_alike(where: str, number: str) -> None:
+    """Any JSON number, at a limit, in metadata or in the payload: same value, same type."""
+    agree(_number_at(where, number))
+
+
+def _nested(depth: int) -> str:
+    """``depth`` levels of arrays and objects, alternating, with numbers at the bottom."""
+    text = "[1,2.5]"
+    for level in range(1, depth):
+        text = f'{{"k":{text}}}' if level % 2 else f"[0,{text}]"
+    return text
+
+
+@pytest.mark.parametrize("where", ["payload", "metadata"])
+def test_depth_is_read_alike_up_to_and_past_the_limit(where: str) -> None:
+    """Payload and metadata nested up to MAX_DEPTH in all: msgspec's request; one more: None."""
+    # The document is one level; the task, or the metadata object, another.
+    room = MAX_DEPTH - 2 if where == "payload" else MAX_DEPTH - 1
+    for depth, accepted in ((room, True), (room + 1, False), (3 * MAX_DEPTH, False)):
+        if where == "payload":
+            raw = json.dumps(SEED).replace('{"prompt": "hi"}', _nested(depth))
+        else:
+            raw = json.dumps(SEED).replace(
+                '{"session_id": "s"}', '{"m":' + _nested(depth - 1) + "}"
+            )
+        assert agree(raw.encode()) is accepted, depth
+
+
+def test_deeper_than_msgspec_can_go_is_declined() -> None:
+    """100,000 levels of arrays in the payload: msgspec's recursion error becomes None."""
+    raw = json.dumps(SEED).replace('{"prompt": "hi"}', "[" * 100_000 + "]" * 100_000)
+    assert _wire_request(raw.encode()) is None
+
+
+def _doc(top: str = "", task: str = '"payload":1', before: bytes = b"") -> bytes:
+    """A small request: ``top`` is written before its task, ``task`` inside it."""
+    text = '{"version":"1","request_id":"r","tenant_id":"t",%s"task":{"type":"x",%s}}'
+    return before + (text % (top, task)).encode("utf-8", "surrogatepass")
+
+
+NAMED_EDGES: dict[str, tuple[bytes, bool]] = {
+    # name: (the request, whether the msgspec path takes it)
+    "seed": (json.dumps(SEED).encode(), True),
+    "bench request": (_doc('"trace_id":"0123456789abcdef",', '"payload":{"p":"hi"}'), True),
+    "payload_ref only": (_doc(task='"payload_ref":"s"'), True),
+    "payload null": (_doc(task='"payload":null'), True),
+    "neither payload": (_doc(task='"payload_ref":"s"').replace(b',"payload_ref":"s"', b""), False),
+    "payload_ref null": (_doc(task='"payload":1,"payload_ref":null'), False),
+    "trace_id null": (_doc('"trace_id":null,'), False),
+    "trace_id empty": (_doc('"trace_id":"",'), True),
+    "constraints null": (_doc('"constraints":null,'), False),
+    "constraints empty": (_doc('"constraints":{},'), True),
+    "limits int and float": (_doc('"constraints":{"max_latency_ms":0,"max_cost":-0.0},'), True),
+    "limit above int64": (_doc('"constraints":{"max_cost":18446744073709551615},'), False),
+    "metadata empty": (_doc('"metadata":{},'), True),
+    "metadata null": (_doc('"metadata":null,'), False),
+    "push false, subject": (_doc('"push_assignment":false,"assignment_subject":"a.b",'), True),
+    "subject null": (_doc('"assignment_subject":null,'), False),
+    "subject with a wildcard": (_doc('"assignment_subject":"a.*",'), False),
+    "id with an escaped control": (_doc('"request_id":"r\\u0001",'), False),
+    "id with a no-break space": (_doc('"request_id":"r\\u00a0",'), True),
+    "id with DEL": (_doc('"request_id":"r\x7f",'), False),
+    "id with a lone surrogate": (_doc('"request_id":"r\\ud800",'), False),
+    "lone surrogate in the payload": (_doc(task='"payload":"\\ud800"'), False),
+    "surrogate pair in the payload": (_doc(task='"payload":"\\ud83d\\ude00"'), True),
+    "not UTF-8 in the payload": (_doc(task='"payload":"@"').replace(b"@", b"\xff"), False),
+    "UTF-8 in the payload": (_doc(task='"payload":"\u00e9\U0001f600"'), True),
+    "NaN in the payload": (_doc(task='"payload":NaN'), False),
+    "Infinity in metadata": (_doc('"metadata":{"a":-Infinity},'), False),
+    "1e400 in the payload": (_doc(task='"payload":[1e400]'), False),
+    "2**64 in metadata": (_doc('"metadata":{"a":[18446744073709551616]},'), False),
+    "2**64-1 in metadata": (_doc('"metadata":{"a":[18446744073709551615]},'), True),
+    "-2**63-1 in the payload": (_doc(task='"payload":-9223372036854775809'), False),
+    "-2**63 in the payload": (_doc(task='"payload":-9223372036854775808'), True),
+    "duplicate version, last valid": (_doc('"version":"2","version":"1",'), False),
+    "duplicate version, last invalid": (_doc('"version":"2",'), False),
+    "duplicate task": (_doc('"task":{"type":"y","payload_ref":"s"},'), True),
+    "duplicate payload key": (_doc(task='"payload":{"a":1,"b":2,"a":3}'), True),
+    "leading BOM": (_doc(before=b"\xef\xbb\xbf"), False),
+    "JSON whitespace around": (_doc(before=b" \t\r\n") + b"\n ", True),
+    "vertical tab before": (_doc(before=b"\x0b"), False),
+    "trailing data": (_doc() + b" 1", False),
+    "unknown field": (_doc('"x":1,'), False),
+    "unknown task field": (_doc(task='"payload":1,"x":1'), False),
+    "unknown limit": (_doc('"constraints":{"x":1},'), False),
+    "not an object": (b"[1]", False),
+    "empty": (b"", False),
+}
+
+
+@pytest.mark.parametrize("name", NAMED_EDGES)
+def test_named_edges_are_read_alike(name: str) -> None:
+    """Each named edge: msgspec takes it or not as listed, and agrees with the checked path."""
+    raw, taken = NAMED_EDGES[name]
+    assert agree(raw) is taken

@@ -18,6 +18,9 @@ refuses, with the field named:
   finding one costs a scan of the text. A decide request refuses one only in the fields
   that reach headers, subjects and ids, by its schema's patterns (docs/messages.md).
 
+``loads_bytes`` is ``loads`` for bytes (same documents, same errors), read by msgspec in one C
+pass when it can: the decide path's parser, about three times faster.
+
 ``dumps`` is compact and refuses a non-finite float rather than write it.
 """
 
@@ -28,6 +31,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import msgspec
 
 MAX_DEPTH = 64
 INT_MIN = -(2**63)
@@ -219,6 +224,75 @@ def loads(raw: bytes | str, *, unicode_only: bool = False) -> Any:
         if where is not None:
             raise StrictJsonError(LONE_SURROGATE, where)
     return document
+
+
+# msgspec reads standard JSON in one C pass, faster than the scanner above with its hooks.
+# It refuses NaN, infinities, 1e400, bytes that are not UTF-8 and lone surrogates (which
+# ``loads`` accepts: such a text is read by ``loads``), and lets through what ``within``
+# checks after it: integers of any size, and nesting as deep as the interpreter's
+# recursion limit (deeper: RecursionError).
+_DECODE_ANY = msgspec.json.Decoder().decode
+MSGSPEC_REFUSED = (msgspec.MsgspecError, RecursionError)
+# msgpack holds exactly the integers allowed above (int64 and uint64): its encoder (C)
+# refuses any other, which makes it a check of every integer in a document at C speed.
+_PACK = msgspec.msgpack.Encoder().encode
+#: Below this many bytes a text holds few values: walking them (``within``) costs less than
+#: encoding them and counting brackets (about 0.25 µs at the least).
+WALK_BELOW = 512
+
+
+def within(value: Any, room: int) -> bool:
+    """No integer outside 64 bits in ``value``, and at most ``room`` levels of arrays and
+    objects (``value`` itself included): the bounds above, for a value msgspec decoded."""
+    kind = type(value)
+    if kind is dict:
+        children: Any = value.values()
+    elif kind is list:
+        children = value
+    elif kind is int:
+        number: int = value
+        return INT_MIN <= number <= INT_MAX
+    else:
+        return True
+    if room < 1:
+        return False
+    room -= 1
+    for child in children:  # scalars inline: a call per value would double the walk
+        kind = type(child)
+        if kind is dict or kind is list:
+            if not within(child, room):
+                return False
+        elif kind is int and not INT_MIN <= child <= INT_MAX:
+            return False
+    return True
+
+
+def within_packed(raw: bytes, *values: tuple[Any, int]) -> bool:
+    """``within(value, room)`` for each of ``values``: the same verdict, with C doing the
+    work when there are many values. Each value is part of the document read from ``raw``,
+    its room what its place leaves of ``MAX_DEPTH`` (the levels around it taken off)."""
+    try:
+        for value, _ in values:
+            _PACK(value)
+    except (OverflowError, RecursionError):
+        return False
+    # As loads: only a text with enough brackets can be too deep.
+    return raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH or all(
+        within(value, room) for value, room in values
+    )
+
+
+def loads_bytes(raw: bytes) -> Any:
+    """``loads(raw)``: the same document (same types), or the same ``StrictJsonError``."""
+    try:
+        document = _DECODE_ANY(raw)
+    except MSGSPEC_REFUSED:
+        return loads(raw)
+    if len(raw) < WALK_BELOW:
+        bounded = within(document, MAX_DEPTH)
+    else:
+        bounded = within_packed(raw, (document, MAX_DEPTH))
+    return document if bounded else loads(raw)  # out of bounds: loads names the field
 
 
 def _unknown(value: Any) -> Any:
