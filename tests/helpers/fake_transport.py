@@ -17,6 +17,7 @@ from natsrouter.link.transport import (
     AckKind,
     BucketSpec,
     ConsumerSpec,
+    DirectHandler,
     FastPublish,
     HandlerFailed,
     InboundMessage,
@@ -165,8 +166,10 @@ class FakeConnection:
         self,
         subject: str,
         queue: str | None,
-        handler: MessageHandler,
+        handler: MessageHandler | DirectHandler,
         on_failure: HandlerFailed | None = None,
+        *,
+        direct: bool = False,
     ) -> NativeSubscription:
         self._check()
         return _Native()

@@ -17,6 +17,7 @@ from natsrouter.link.tasks import TaskOwner
 from natsrouter.link.telemetry import LinkTelemetry
 from natsrouter.link.transport import (
     BucketSpec,
+    DirectHandler,
     HandlerFailed,
     InboundMessage,
     MessageHandler,
@@ -66,13 +67,15 @@ class Flaky(FakeConnection):
         self,
         subject: str,
         queue: str | None,
-        handler: MessageHandler,
+        handler: MessageHandler | DirectHandler,
         on_failure: HandlerFailed | None = None,
+        *,
+        direct: bool = False,
     ) -> NativeSubscription:
         if subject in self.refused:
             raise AuthenticationError(f"Permissions Violation for Subscription to {subject}")
         self.bound.append(subject)
-        return await super().subscribe(subject, queue, handler, on_failure)
+        return await super().subscribe(subject, queue, handler, on_failure, direct=direct)
 
 
 def _telemetry() -> LinkTelemetry:
@@ -150,12 +153,14 @@ class Unsubscribing(Flaky):
         self,
         subject: str,
         queue: str | None,
-        handler: MessageHandler,
+        handler: MessageHandler | DirectHandler,
         on_failure: HandlerFailed | None = None,
+        *,
+        direct: bool = False,
     ) -> NativeSubscription:
         if subject == self.during and self.action is not None:
             await self.action()
-        return await super().subscribe(subject, queue, handler, on_failure)
+        return await super().subscribe(subject, queue, handler, on_failure, direct=direct)
 
 
 async def test_an_unsubscribe_during_bind_all_skips_no_other_subscription() -> None:

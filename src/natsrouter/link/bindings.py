@@ -24,6 +24,7 @@ from natsrouter.link.telemetry import LinkTelemetry
 from natsrouter.link.transport import (
     Connection,
     ConsumerSpec,
+    DirectHandler,
     JsMessage,
     MessageHandler,
     PullConsumer,
@@ -58,14 +59,20 @@ class Bindings:
     # -- core subscriptions ------------------------------------------------------------------
 
     async def subscribe(
-        self, subject: str, handler: MessageHandler, queue: str | None = None
+        self,
+        subject: str,
+        handler: MessageHandler | DirectHandler,
+        queue: str | None = None,
+        *,
+        direct: bool = False,
     ) -> Subscription:
         """Subscribe now if connected, and again after every reconnect until cancelled.
 
         While connected, a failure raises the typed error and nothing is registered. While not
-        connected, the subscription is registered and bound on the next connection.
+        connected, the subscription is registered and bound on the next connection. With
+        ``direct``, ``handler`` is a plain function (``Connection.subscribe``).
         """
-        sub = Subscription(subject, queue, handler)
+        sub = Subscription(subject, queue, handler, direct)
         live = self._session.live()
         if live is not None:
             await self._bind(*live, sub)  # raises on failure
@@ -90,7 +97,9 @@ class Bindings:
         try:
             # The handler itself, not a wrapper of ours: the connection catches its failures
             # in the one coroutine it runs per message (Connection.subscribe).
-            sub.native = await conn.subscribe(sub.subject, sub.queue, sub.handler, failed)
+            sub.native = await conn.subscribe(
+                sub.subject, sub.queue, sub.handler, failed, direct=sub.direct
+            )
         except LinkError as err:
             self._t.failed(Operation.SUBSCRIBE, err, sub.subject)
             raise

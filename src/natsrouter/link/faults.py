@@ -40,6 +40,7 @@ from natsrouter.link.transport import (
     BucketSpec,
     Connection,
     ConsumerSpec,
+    DirectHandler,
     FastPublish,
     HandlerFailed,
     InboundMessage,
@@ -318,11 +319,13 @@ class FaultInjectingConnection:
         self,
         subject: str,
         queue: str | None,
-        handler: MessageHandler,
+        handler: MessageHandler | DirectHandler,
         on_failure: HandlerFailed | None = None,
+        *,
+        direct: bool = False,
     ) -> NativeSubscription:
         await self._faults.apply(FaultTarget.SUBSCRIBE, self._inner, subject)
-        return await self._inner.subscribe(subject, queue, handler, on_failure)
+        return await self._inner.subscribe(subject, queue, handler, on_failure, direct=direct)
 
     async def pull_subscribe(self, spec: ConsumerSpec) -> PullConsumer:
         await self._faults.apply(FaultTarget.SUBSCRIBE, self._inner, spec.filter_subject)

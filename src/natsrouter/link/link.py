@@ -30,7 +30,7 @@ import itertools
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from natsrouter.config import Settings
@@ -57,6 +57,7 @@ from natsrouter.link.transport import (
     BucketSpec,
     Connection,
     ConsumerSpec,
+    DirectHandler,
     FastPublish,
     InboundMessage,
     JsMessage,
@@ -330,6 +331,16 @@ class Link:
         """Subscribe now if connected, and on every later connection (``Bindings.subscribe``)."""
         return await self._bindings.subscribe(subject, handler, queue)
 
+    async def subscribe_direct(
+        self, subject: str, handler: DirectHandler, queue: str | None = None
+    ) -> Subscription:
+        """``subscribe`` with a plain-function handler, called as each message is read.
+
+        No task or coroutine per message (``Connection.subscribe`` with ``direct``): for a
+        handler that never waits, and starts a task of its own for what must.
+        """
+        return await self._bindings.subscribe(subject, handler, queue, direct=True)
+
     async def unsubscribe(self, sub: Subscription, *, drain: bool = False) -> None:
         """Stop the subscription; with ``drain``, messages already received are delivered."""
         await self._bindings.unsubscribe(sub, drain=drain)
@@ -398,6 +409,37 @@ class Link:
             waiting = self._reply_publish(subject, payload, "", headers)
             if waiting is not None:
                 await waiting
+        except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
+            return self._sender.reply_failed(conn, subject, exc)
+        self._publish_total.value += 1
+        return SENT
+
+    def reply_now(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> Result | Coroutine[Any, Any, Result]:
+        """``reply`` without a coroutine when nothing must wait: the ``Result`` at once.
+
+        When the connection hands back something to wait for (the client's forced flush past
+        its buffer limit, an injected fault), a coroutine giving the ``Result`` once it is
+        done: the caller must await it or run it in a task, never drop it.
+        """
+        conn = self._direct
+        if conn is None:
+            return self._sender.reply_failed(None, subject, NotConnectedError())
+        try:
+            waiting = self._reply_publish(subject, payload, "", headers)
+        except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
+            return self._sender.reply_failed(conn, subject, exc)
+        if waiting is not None:
+            return self._reply_waited(conn, subject, waiting)
+        self._publish_total.value += 1
+        return SENT
+
+    async def _reply_waited(
+        self, conn: Connection, subject: str, waiting: Awaitable[None]
+    ) -> Result:
+        try:
+            await waiting
         except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
             return self._sender.reply_failed(conn, subject, exc)
         self._publish_total.value += 1

@@ -1,17 +1,18 @@
 """nats-py's client as the link uses it: PINGs in order, unreadable messages dropped, a
-core publish without coroutines, and a cheaper request for JetStream publishes.
+core publish without coroutines, messages handed from the parser straight to a plain-function
+handler, and a cheaper request for JetStream publishes.
 
 Each fix is a subclass of nats-py 2.16's own classes (``Client``, its protocol ``Parser``)
 overriding as little as it can; ``nats_transport`` makes one per connection, hands out
-``publish_now`` as the connection's ``fast_publish`` and ``nats_jetstream`` publishes
-through ``ack_request``.
+``publish_now`` as the connection's ``fast_publish``, binds a direct subscription through
+``subscribe_direct`` and ``nats_jetstream`` publishes through ``ack_request``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any
 
 import nats.errors
@@ -26,16 +27,21 @@ from nats.aio.client import (
     _validate_subject,
 )
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.protocol.parser import Parser
 
-_PROCESS_MSG = Client._process_msg.__code__
+from natsrouter.link.transport import DirectHandler, HandlerFailed, InboundMessage
+
+#: The functions a message's subject, reply subject and headers are decoded in: nats-py's
+#: ``_process_msg`` and, for a direct subscription, ``OrderedClient``'s own (set below).
+_PROCESS_MSG = {Client._process_msg.__code__}
 
 
 def _raised_in_process_msg(exc: BaseException) -> bool:
-    """Whether ``exc`` came out of nats-py's ``_process_msg`` (its traceback passes there)."""
+    """Whether ``exc`` came out of a message's decoding (its traceback passes there)."""
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code is _PROCESS_MSG:
+        if tb.tb_frame.f_code in _PROCESS_MSG:
             return True
         tb = tb.tb_next
     return False
@@ -105,6 +111,19 @@ def _time_out(future: asyncio.Future[Msg]) -> None:
         future.set_exception(nats.errors.TimeoutError())
 
 
+class _Done:
+    """An awaitable that is already done: what ``_process_msg`` hands the parser to await
+    after delivering a message itself, without a coroutine made per message."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+_DONE = _Done()
+
+
 class OrderedClient(Client):
     """nats-py's client with a PING that waits its turn behind the commands already buffered.
 
@@ -121,6 +140,10 @@ class OrderedClient(Client):
 
     ``publish_now`` is nats-py's core publish as a plain function (the link's hot path), and
     ``ack_request`` its request for JetStream publishes, made more cheaply.
+
+    A direct subscription (``subscribe_direct``) has its messages handed from the parser to
+    its plain-function handler (``_process_msg``), without nats-py's ``Msg``, queue, task and
+    callback coroutine per message.
     """
 
     def __init__(self, on_unreadable: Callable[[str], None] | None = None) -> None:
@@ -132,6 +155,10 @@ class OrderedClient(Client):
         self._reply_prefix = ""
         #: The resolved future publish_now hands the flusher to wake it (made on first use).
         self._woken: asyncio.Future[None] | None = None
+        #: Direct subscriptions by sid: their handler and what it raises goes to. A sid leaves
+        #: with nats-py's own subscription (``_remove_sub``): after its UNSUB, or after the
+        #: round trip behind the UNSUB when drained.
+        self._direct: dict[int, tuple[DirectHandler, HandlerFailed]] = {}
 
     @property
     def reading(self) -> bool:
@@ -147,6 +174,82 @@ class OrderedClient(Client):
         self._pending.append(PING_PROTO)
         self._pending_data_size += len(PING_PROTO)
         await self._flush_pending()
+
+    async def subscribe_direct(
+        self, subject: str, queue: str, handler: DirectHandler, on_failure: HandlerFailed
+    ) -> Subscription:
+        """A core subscription whose messages go from the parser straight to ``handler``.
+
+        ``handler`` is a plain function (it never waits): each message becomes an
+        ``InboundMessage`` in ``_process_msg`` and is handed to it there, in the read loop; what
+        it raises goes to ``on_failure`` and delivery goes on. nats-py's subscription is made
+        as usual (sid, SUB, ``unsubscribe``, ``drain``, resent on nothing: the link makes a new
+        client per connection), with a callback doing the same delivery the slow way: it only
+        sees a message parsed before the sid was in the table. nats-py's pending limits
+        (slow consumer) do not apply: nothing is buffered.
+        """
+
+        async def deliver(msg: Msg) -> None:
+            try:
+                handler(InboundMessage(msg.subject, msg.data, msg.headers, msg.reply or None))
+            except Exception as exc:  # noqa: BLE001 - a handler bug must not end the delivery
+                on_failure(exc)
+
+        sub = await self.subscribe(subject, queue=queue, cb=deliver)
+        self._direct[sub._id] = (handler, on_failure)
+        return sub
+
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        self._direct.pop(sid, None)
+        super()._remove_sub(sid, max_msgs)
+
+    def _process_msg(  # type: ignore[override]
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> Awaitable[None]:
+        """nats-py's ``_process_msg`` for every sid but a direct one: for that one, the
+        message delivered here, and an awaitable already done handed back to the parser.
+
+        Not a coroutine: the parser awaits what it returns, and for other sids that is
+        nats-py's own coroutine, without a frame of ours around it. A subject or reply that
+        is not UTF-8 raises ``UnicodeDecodeError`` here, before the handler, as nats-py's does
+        (``_GuardedParser`` drops the message); what the handler raises goes to its
+        ``on_failure``, never to the parser.
+        """
+        direct = self._direct.get(sid)
+        if direct is None:
+            return Client._process_msg(self, sid, subject, reply, data, headers)
+        if headers:
+            # nats-py's own header parsing (a status line included) is a coroutine.
+            return self._deliver_with_headers(direct, subject, reply, data, headers)
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        msg = InboundMessage(subject.decode(), data, None, reply.decode() or None)
+        try:
+            direct[0](msg)
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not end the read loop
+            direct[1](exc)
+        return _DONE
+
+    async def _deliver_with_headers(
+        self,
+        direct: tuple[DirectHandler, HandlerFailed],
+        subject: bytes,
+        reply: bytes,
+        data: bytes,
+        headers: bytes,
+    ) -> None:
+        """A direct subscription's message with headers, parsed by nats-py's own
+        ``_process_headers``, as every subscription's."""
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        parsed = await self._process_headers(headers)
+        msg = InboundMessage(subject.decode(), data, parsed, reply.decode() or None)
+        try:
+            direct[0](msg)
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not end the read loop
+            direct[1](exc)
 
     def publish_now(
         self,
@@ -289,3 +392,8 @@ class OrderedClient(Client):
                 future.set_result(True)
             self._pongs_received += 1
             self._pings_outstanding = 0
+
+
+_PROCESS_MSG.update(
+    (OrderedClient._process_msg.__code__, OrderedClient._deliver_with_headers.__code__)
+)

@@ -14,7 +14,7 @@ import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import nats
 import nats.errors
@@ -30,6 +30,7 @@ from natsrouter.link.transport import (
     AckKind,
     BucketSpec,
     ConsumerSpec,
+    DirectHandler,
     FastPublish,
     HandlerFailed,
     InboundMessage,
@@ -276,12 +277,25 @@ class NatsConnection:
         self,
         subject: str,
         queue: str | None,
-        handler: MessageHandler,
+        handler: MessageHandler | DirectHandler,
         on_failure: HandlerFailed | None = None,
+        *,
+        direct: bool = False,
     ) -> NativeSubscription:
-        deliver = _delivery(handler, on_failure)
+        if direct and on_failure is None:
+            raise TypeError("a direct subscription needs on_failure")  # a caller's bug
         try:
-            sub = await self._nc.subscribe(subject, queue=queue or "", cb=deliver)
+            if direct:
+                assert on_failure is not None
+                sub = await self._nc.subscribe_direct(
+                    subject,
+                    queue or "",
+                    cast(DirectHandler, handler),
+                    on_failure,
+                )
+            else:
+                deliver = _delivery(cast(MessageHandler, handler), on_failure)
+                sub = await self._nc.subscribe(subject, queue=queue or "", cb=deliver)
             # The server has the SUB once a PING round trip completes.
             await self._nc.flush(timeout=5)
         except Exception as exc:

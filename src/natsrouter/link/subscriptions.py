@@ -11,7 +11,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from natsrouter.link.transport import ConsumerSpec, JsMessage, MessageHandler, NativeSubscription
+from natsrouter.link.transport import (
+    ConsumerSpec,
+    DirectHandler,
+    JsMessage,
+    MessageHandler,
+    NativeSubscription,
+)
 
 JsHandler = Callable[[JsMessage], Awaitable[None]]
 
@@ -20,7 +26,10 @@ JsHandler = Callable[[JsMessage], Awaitable[None]]
 class Subscription:
     subject: str
     queue: str | None
-    handler: MessageHandler
+    #: A ``DirectHandler`` when ``direct`` (Connection.subscribe).
+    handler: MessageHandler | DirectHandler
+    #: Delivered from the client's parser to a plain-function handler.
+    direct: bool = False
     #: Generation of the connection it is bound to (0: not bound yet).
     bound_generation: int = 0
     native: NativeSubscription | None = None

@@ -120,6 +120,8 @@ class AckKind(StrEnum):
 
 
 MessageHandler = Callable[[InboundMessage], Awaitable[None]]
+#: A handler that never waits, for a direct subscription (``Connection.subscribe``).
+DirectHandler = Callable[[InboundMessage], None]
 #: Told what a subscription's handler raised; the subscription goes on delivering.
 HandlerFailed = Callable[[Exception], None]
 LostCallback = Callable[["Connection", LinkError], None]
@@ -185,8 +187,10 @@ class Connection(Protocol):
         self,
         subject: str,
         queue: str | None,
-        handler: MessageHandler,
+        handler: MessageHandler | DirectHandler,
         on_failure: HandlerFailed | None = None,
+        *,
+        direct: bool = False,
     ) -> NativeSubscription:
         """Deliver each message on ``subject`` to ``handler`` as an ``InboundMessage``.
 
@@ -194,6 +198,14 @@ class Connection(Protocol):
         one, to the client's own error handling). Both jobs are done in the one coroutine
         the client awaits per message: a wrapper of the caller's around ``handler`` would be
         a coroutine frame more on every message delivered (docs/performance.md).
+
+        With ``direct``, ``handler`` is a ``DirectHandler``, a plain function that never
+        waits, called from the client's protocol parser as each message is read: no message
+        object, queue, task or coroutine of the client's per message. ``on_failure`` is then
+        required. The client's pending limits (its slow-consumer drops) do not apply, since
+        nothing is buffered: a handler that must wait starts its own task and bounds them
+        itself. ``drain`` delivers every message the server sent before it had the UNSUB (it
+        is read before the round trip behind the UNSUB completes), ``unsubscribe`` none after.
         """
         ...
 

@@ -1,17 +1,18 @@
 """Where decide requests come in: the NATS queue-group subscription and ``POST /v1/decide``.
 
 Both hand the raw bytes to ``DecideService`` (``service.decide``) and send what it answers;
-they share its ``decide_max_in_flight`` slots. Over NATS a decide answered without waiting
-is replied to from the subscription callback (no task), one that waits for a PubAck gets a
-task of its own; the answer goes to the request's inbox through ``Link.reply`` (sent now or
-dropped, never queued). A stop drains the subscription, and ``drain`` waits for the requests
-in hand.
+they share its ``decide_max_in_flight`` slots. Over NATS the subscription is direct (its
+handler a plain function called as the client reads each request): a decide answered without
+waiting is replied to there through ``Link.reply_now`` (sent now or dropped, never queued; no
+task, no coroutine), one that waits for a PubAck gets a task of its own, and so does a reply
+that must wait for the client's buffer. A stop drains the subscription, and ``drain`` waits
+for the requests in hand.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from natsrouter.config import Settings
 from natsrouter.link.link import Link
-from natsrouter.link.outcome import Outcome
+from natsrouter.link.outcome import Outcome, Result
 from natsrouter.link.subscriptions import Subscription
 from natsrouter.link.transport import InboundMessage
 from natsrouter.routing.messages import ErrorCode, RequestError
@@ -39,56 +40,105 @@ class NatsDecideIntake:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._subscription = await self._link.subscribe(
+        # Direct: each request is handed to _on_message as nats-py's parser reads it, with no
+        # message object, queue, task or coroutine of the client's (Link.subscribe_direct).
+        self._subscription = await self._link.subscribe_direct(
             self._subject, self._on_message, self._queue
         )
 
-    async def _on_message(self, msg: InboundMessage) -> None:
-        # Never wait here: nats-py delivers one message at a time, and a callback that waits
-        # lets its buffer fill until it drops requests unanswered (a slow consumer).
+    def _on_message(self, msg: InboundMessage) -> None:
+        # Never waits: called from the client's read loop. A decide answered at once is
+        # replied to here; one that waits (a PubAck) gets a task of its own. The client's
+        # pending limits do not apply to this subscription (nothing is buffered): the bound
+        # is decide_max_in_flight, past which requests are answered `overloaded` at once.
         service = self._service
         if not service.enter():
             _, body = service.overloaded("nats")
-            await self._reply(msg, partial(_dumps, body))
+            sent = self._reply_now(msg, partial(_dumps, body))
+            if not isinstance(sent, bool):
+                self._own(self._await(sent), leave=False)
             return
-        started = service.start(msg.data, msg.headers, "nats")
+        try:
+            started = service.start(msg.data, msg.headers, "nats")
+        except BaseException:
+            service.leave()
+            raise
         if isinstance(started, Answer):
-            # Answered without waiting: replying here costs no task. A reply is sent or
-            # dropped at once, never waited for (Link.reply), so this does not hold the queue.
-            # (_send, written out: a coroutine less per decide.)
             try:
-                sent = await self._reply(msg, started.encoded)
-                service.count(started, "nats", reply_sent=sent)
-            finally:
+                sent = self._reply_now(msg, started.encoded)
+                if isinstance(sent, bool):
+                    service.count(started, "nats", reply_sent=sent)
+                    return
+            except BaseException:
                 service.leave()
+                raise
+            # The reply must wait (the client's buffer past its limit, an injected delay):
+            # its own task, holding the slot until it is done.
+            self._own(self._counted(started, sent), leave=True)
             return
-        task = asyncio.get_running_loop().create_task(self._finish(msg, started))
+        self._own(self._finish(msg, started), leave=True)
+
+    def _own(self, coro: Coroutine[Any, Any, None], *, leave: bool) -> None:
+        """Run ``coro`` in a task ``drain`` waits for; with ``leave``, the slot is given back
+        when it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(self._done if leave else self._tasks.discard)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._service.leave()
 
-    async def _finish(self, msg: InboundMessage, waiting: Waiting) -> None:
-        await self._send(msg, await self._service.finish(waiting, "nats"))
+    @staticmethod
+    async def _await(sent: Coroutine[Any, Any, bool]) -> None:
+        await sent
 
-    async def _send(self, msg: InboundMessage, answer: Answer) -> None:
-        sent = await self._reply(msg, answer.encoded)
+    async def _counted(self, answer: Answer, sent: Coroutine[Any, Any, bool]) -> None:
+        self._service.count(answer, "nats", reply_sent=await sent)
+
+    async def _finish(self, msg: InboundMessage, waiting: Waiting) -> None:
+        answer = await self._service.finish(waiting, "nats")
+        sent = self._reply_now(msg, answer.encoded)
+        if not isinstance(sent, bool):
+            sent = await sent
         self._service.count(answer, "nats", reply_sent=sent)
 
-    async def _reply(self, msg: InboundMessage, encode: Callable[[], bytes]) -> bool:
-        """Publish the answer ``encode`` gives; True only when the link sent it."""
-        # A request without a reply inbox is answered on <subject>.reply (CONTRACT §1).
-        subject = msg.reply or f"{self._subject}.reply"
+    def _reply_now(
+        self, msg: InboundMessage, encode: Callable[[], bytes]
+    ) -> bool | Coroutine[Any, Any, bool]:
+        """Publish the answer ``encode`` gives: True when the link sent it, False when not,
+        or a coroutine saying so once what the publish must wait for is done."""
+        reply = msg.reply
+        if not reply:
+            # Without a reply inbox, answered on <subject>.reply (CONTRACT §1): a publish
+            # that may be queued while disconnected, so a coroutine.
+            return self._publish(f"{self._subject}.reply", encode)
+        try:  # an inbox: sent now or dropped, never queued
+            result = self._link.reply_now(reply, encode())
+        except Exception as exc:  # noqa: BLE001 - called from the read loop: say it here
+            self._service.events.internal_error("decide reply", exc)
+            return False
+        if isinstance(result, Result):
+            return self._settled(result)
+        return self._settled_later(result)
+
+    async def _settled_later(self, result: Coroutine[Any, Any, Result]) -> bool:
         try:
-            if msg.reply:  # an inbox: sent now or dropped, never queued
-                result = await self._link.reply(msg.reply, encode())
-            else:
-                result = await self._link.publish(subject, encode())
+            return self._settled(await result)
         except Exception as exc:  # noqa: BLE001 - nobody awaits this task: say it here
             self._service.events.internal_error("decide reply", exc)
             return False
+
+    async def _publish(self, subject: str, encode: Callable[[], bytes]) -> bool:
+        try:
+            result = await self._link.publish(subject, encode())
+        except Exception as exc:  # noqa: BLE001 - nobody awaits this task: say it here
+            self._service.events.internal_error("decide reply", exc)
+            return False
+        return self._settled(result)
+
+    def _settled(self, result: Result) -> bool:
+        """True for a reply sent; else the failure reported, and False."""
         if result.outcome is not Outcome.SENT:
             # Queued or dropped: the caller is likely to time out before a late answer.
             reason = result.reason.value if result.reason is not None else None
