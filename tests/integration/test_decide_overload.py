@@ -104,3 +104,39 @@ async def test_a_decide_whose_answer_was_not_published_is_counted_reply_failed(
     )
     assert rmetric(router, "router_decide_total", outcome="ok") == 0
     assert "ROUTER_DECIDE_REPLY_FAILED" in codes(logs)
+
+
+async def test_a_reply_that_must_wait_is_sent_from_a_task_holding_its_slot(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """The answer's publish is delayed 300 ms (the reply hands back an awaitable): the slot
+    is held meanwhile, then the answer arrives ok, counted ok, and the slot is given back."""
+    router = await make_router([nats_server.url], nats_fault_injection_enabled=True)
+    assert await router.link.wait_connected(5)
+    router.link.inject(FaultTarget.PUBLISH, Fault.delay(300))
+    asking = asyncio.create_task(nats_decide(nats_server.url, body("waits")))
+    await wait_for(lambda: router.decide.in_flight == 1, 5, "the decide in flight")
+    answer = await asking
+    assert answer["ok"] is True
+    await wait_for(lambda: router.decide.in_flight == 0, 5, "the slot given back")
+    assert rmetric(router, "router_decide_total", outcome="ok") == 1
+
+
+async def test_an_overloaded_answer_that_must_wait_is_still_sent(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """No slot left and the answer's publish delayed: the overloaded answer still arrives,
+    from a task of its own, and the slot count is untouched by it."""
+    router = await make_router(
+        [nats_server.url], decide_max_in_flight=1, nats_fault_injection_enabled=True
+    )
+    assert await router.link.wait_connected(5)
+    router.link.inject(FaultTarget.PUBLISH_WITH_ACK, Fault.delay(1500))
+    slow = asyncio.create_task(nats_decide(nats_server.url, body("slow", True)))
+    await wait_for(lambda: router.decide.in_flight == 1, 5, "one decide in flight")
+    router.link.inject(FaultTarget.PUBLISH, Fault.delay(100).on_subject("_INBOX.>"))
+    answer = await nats_decide(nats_server.url, body("refused"))
+    assert answer["error"]["code"] == "overloaded"
+    assert router.decide.in_flight == 1
+    assert (await slow)["ok"] is True
+    await wait_for(lambda: router.decide.in_flight == 0, 5, "the slot given back")
