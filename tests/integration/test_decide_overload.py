@@ -140,3 +140,14 @@ async def test_an_overloaded_answer_that_must_wait_is_still_sent(
     assert router.decide.in_flight == 1
     assert (await slow)["ok"] is True
     await wait_for(lambda: router.decide.in_flight == 0, 5, "the slot given back")
+
+
+async def test_decides_answered_at_once_give_their_slots_back(
+    nats_server: NatsServer, make_router: RouterFactory
+) -> None:
+    """Five decides one after another with two slots: all answered ok, none in flight after."""
+    router = await make_router([nats_server.url], decide_max_in_flight=2)
+    assert await router.link.wait_connected(5)
+    answers = [await nats_decide(nats_server.url, body(f"at-once-{i}")) for i in range(5)]
+    assert [a["ok"] for a in answers] == [True] * 5
+    assert router.decide.in_flight == 0

@@ -66,15 +66,16 @@ class NatsDecideIntake:
         if isinstance(started, Answer):
             try:
                 sent = self._reply_now(msg, started.encoded)
-                if isinstance(sent, bool):
-                    service.count(started, "nats", reply_sent=sent)
+                if not isinstance(sent, bool):
+                    # The reply must wait (the client's buffer past its limit, an injected
+                    # delay): its own task, which holds the slot until it is done.
+                    self._own(self._counted(started, sent), leave=True)
                     return
+                service.count(started, "nats", reply_sent=sent)
             except BaseException:
                 service.leave()
                 raise
-            # The reply must wait (the client's buffer past its limit, an injected delay):
-            # its own task, holding the slot until it is done.
-            self._own(self._counted(started, sent), leave=True)
+            service.leave()
             return
         self._own(self._finish(msg, started), leave=True)
 
