@@ -24,7 +24,7 @@ from natsrouter.link.accounting import Accounting
 from natsrouter.link.backoff import BackoffPolicy
 from natsrouter.link.destinations import Destinations
 from natsrouter.link.outbox import Outbox
-from natsrouter.link.outcome import Operation
+from natsrouter.link.outcome import Operation, Result
 from natsrouter.link.pending import Limits, MemoryPendingQueue, PendingOp
 from natsrouter.link.telemetry import LinkTelemetry
 from natsrouter.observability.metrics import LinkMetrics
@@ -394,3 +394,35 @@ def test_evictions_outside_a_replay_leave_nothing_behind() -> None:
     for i in range(1000):
         box.not_sendable(_op(i), connected=False)
     assert (box.count, box.accounting.dropped, len(box._gone)) == (10, 990, 0)
+
+
+async def test_reply_now_settles_without_a_coroutine_when_nothing_must_wait(
+    fake_link: LinkMaker,
+) -> None:
+    """reply_now: not connected, a Result dropped at once; connected, a Result sent at once,
+    the payload on the wire and counted as a publish."""
+    link, server = await fake_link(start=False)
+    down = link.reply_now("_INBOX.c", b"early")
+    assert isinstance(down, Result)
+    assert (down.outcome, down.reason) == (Outcome.DROPPED, Reason.REPLY_DROPPED)
+    await link.start()
+    assert await link.wait_connected(2)
+    sent = link.reply_now("_INBOX.c", b"answer")
+    assert sent == Result(Outcome.SENT)
+    assert server.payloads("_INBOX.c") == [b"answer"]
+    assert metric(link, "router_nats_publish_total") == 1
+
+
+async def test_reply_now_whose_publish_fails_is_dropped_like_reply(fake_link: LinkMaker) -> None:
+    """Connected, the reply's publish raises connection closed: the same dropped Result as
+    reply's (at once or once awaited), counted by its reason, never queued."""
+    link, server = await fake_link(start=False)
+    await link.start()
+    assert await link.wait_connected(2)
+    server.fail["_INBOX.d"] = [ConnectionClosedError("gone")]
+    result = link.reply_now("_INBOX.d", b"answer")
+    if not isinstance(result, Result):
+        result = await result
+    assert (result.outcome, result.reason) == (Outcome.DROPPED, Reason.REPLY_DROPPED)
+    assert link.pending.count == 0
+    assert metric(link, "router_nats_replies_dropped_total", reason="connection_closed") == 1
