@@ -166,7 +166,8 @@ class Connection(Protocol):
         The one exception to "raises only LinkError": called or awaited, it may raise the
         client's own exceptions, which ``translate`` maps. Not awaiting a coroutine per
         message spares the publish hot path nats-py's three coroutine frames
-        (docs/performance.md). Only ``Link.publish`` and ``Link.reply`` call it.
+        (docs/performance.md). Only ``Link.publish``, ``Link.reply`` and ``Link.reply_now``
+        call it.
         """
         ...
 
