@@ -158,3 +158,18 @@ def test_an_answer_with_a_push_costs_the_collector_nothing() -> None:
     held = _tracked()
     del memory
     assert held - _tracked() <= 10
+
+
+@pytest.mark.parametrize("pushed", [None, *PUSHES], ids=["not-pushed", "sent", "queued", "failed"])
+@pytest.mark.parametrize("name", list(NEW_REQUESTS))
+def test_remember_new_with_a_push_stores_the_same_tuple_and_bytes_as_remember(
+    name: str, pushed: Pushed | None
+) -> None:
+    """A new answer with its assignment id, pushed or not yet: remember's tuple and bytes."""
+    request = NEW_REQUESTS[name]
+    whole, new = DecideMemory(3600), DecideMemory(3600)
+    whole.remember(("acme", "r-7"), Remembered(asked(request), DECISION, 123, pushed, "as-9"))
+    new.remember_new(("acme", "r-7"), request, DECISION, 123, pushed, "as-9")
+    assert new._cache.get(("acme", "r-7")) == whole._cache.get(("acme", "r-7"))
+    assert new._cache.bytes == whole._cache.bytes
+    assert new.get(("acme", "r-7")) == whole.get(("acme", "r-7"))

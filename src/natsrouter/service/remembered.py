@@ -243,13 +243,21 @@ class DecideMemory:
         self._cache.put(key, _store(entry), self._ttl, size)
 
     def remember_new(
-        self, key: Key, request: DecideRequest, decision: Decision, request_bytes: int
+        self,
+        key: Key,
+        request: DecideRequest,
+        decision: Decision,
+        request_bytes: int,
+        pushed: Pushed | None = None,
+        assignment_id: str | None = None,
     ) -> None:
-        """``remember(key, Remembered(asked(request), decision, request_bytes))``, the entry
-        unbuilt: the decide path's way for a new request without a push."""
+        """``remember(key, Remembered(asked(request), decision, request_bytes, pushed,
+        assignment_id))``, the entry unbuilt: the decide path's way for a new request."""
         tenant_id, request_id = key
         # text_size(*key) written out, as is the rest: this runs once per decide.
         size = 98 + len(tenant_id) + len(request_id) + _DECISION_BYTES
+        if pushed is not None:
+            size += _PUSHED_BYTES
         task, limits = request.task, request.constraints
         payload, metadata = task.payload, request.metadata
         provider_id, reason, policy_id, priority, latency, cost, fallback_used, retry = decision
@@ -275,8 +283,8 @@ class DecideMemory:
             fallback_used,
             retry,
             request_bytes,
-            None,  # pushed
-            None,  # assignment_id
+            None if pushed is None else _flat_pushed(pushed),
+            assignment_id,
         )
         self._cache.put(key, stored, self._ttl, size + _PARSED_PER_BYTE * request_bytes)
 
