@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 import pytest
@@ -158,3 +159,33 @@ def test_an_answer_with_a_push_costs_the_collector_nothing() -> None:
     held = _tracked()
     del memory
     assert held - _tracked() <= 10
+
+
+@pytest.mark.parametrize("pushed", [None, *PUSHES], ids=["not-pushed", "sent", "queued", "failed"])
+@pytest.mark.parametrize("name", list(NEW_REQUESTS))
+def test_remember_new_with_a_push_stores_the_same_tuple_and_bytes_as_remember(
+    name: str, pushed: Pushed | None
+) -> None:
+    """A new answer with its assignment id, pushed or not yet: remember's tuple and bytes."""
+    request = NEW_REQUESTS[name]
+    whole, new = DecideMemory(3600), DecideMemory(3600)
+    whole.remember(("acme", "r-7"), Remembered(asked(request), DECISION, 123, pushed, "as-9"))
+    new.remember_new(("acme", "r-7"), request, DECISION, 123, pushed, "as-9")
+    assert new._cache.get(("acme", "r-7")) == whole._cache.get(("acme", "r-7"))
+    assert new._cache.bytes == whole._cache.bytes
+    assert new.get(("acme", "r-7")) == whole.get(("acme", "r-7"))
+
+
+async def test_copies_wait_for_the_first_on_a_future_made_only_when_one_waits() -> None:
+    """begin makes no future; the copies' wait_turn share one, and end releases them all."""
+    memory = DecideMemory(3600)
+    key = ("acme", "r-1")
+    memory.begin(key)
+    assert memory.busy_keys[key] is None
+    copies = [asyncio.create_task(memory.wait_turn(key)) for _ in range(3)]
+    await asyncio.sleep(0)  # each copy runs up to its wait
+    waited_on = memory.busy_keys[key]
+    assert waited_on is not None and [c.done() for c in copies] == [False] * 3
+    memory.end(key)
+    await asyncio.wait_for(asyncio.gather(*copies), 5)
+    assert waited_on.done() and not memory.busy(key)

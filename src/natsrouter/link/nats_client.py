@@ -87,7 +87,7 @@ _CONNECTED, _CLOSED = Client.CONNECTED, Client.CLOSED
 _DRAINING_SUBS, _DRAINING_PUBS = Client.DRAINING_SUBS, Client.DRAINING_PUBS
 
 
-def _header_block(headers: Mapping[str, str]) -> bytes:
+def _nats_header_block(headers: Mapping[str, str]) -> bytes:
     """The headers as nats-py 2.16 writes them: its version line, each name stripped (an
     empty one left out, one outside its token characters refused with ``BadHeaderError``),
     each value stripped with its line breaks turned to spaces, then the blank line."""
@@ -104,6 +104,50 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
         )
     block += b"\r\n"
     return bytes(block)
+
+
+#: Each header name already written, as given, to the text it starts its line with (``""``:
+#: a name left out). The Router publishes a handful of names, so the table stays small; it
+#: is bounded for a caller that would publish ever new ones.
+_NAME_LINES: dict[str, str] = {}
+_NAME_LINES_MAX = 64
+
+
+def _name_line(name: str) -> str:
+    """``"name: "`` for a name nats-py keeps (stripped), ``""`` for one it leaves out."""
+    key = name.strip()
+    if key and not _HEADER_KEY_RE.fullmatch(key):
+        raise nats.errors.BadHeaderError(key)
+    line = f"{key}: " if key else ""
+    if type(name) is str and len(_NAME_LINES) < _NAME_LINES_MAX:
+        _NAME_LINES[name] = line
+    return line
+
+
+def _header_block(headers: Mapping[str, str]) -> bytes:
+    """``_nats_header_block(headers)``: the same bytes, or the same error.
+
+    Written as one text and encoded once, each name checked once per process rather than
+    on every publish, each value translated only when it holds a line break: about a third
+    of the time (tests/unit/test_header_block.py proves the bytes equal nats-py's own). A
+    refusal of any kind (a bad name, a value that is not text or not UTF-8) is made again by
+    ``_nats_header_block``, so the error is nats-py's own, raised at the same header.
+    """
+    lines = _NAME_LINES
+    try:
+        block = "NATS/1.0\r\n"
+        for name, value in headers.items():
+            line = lines.get(name)
+            if line is None:
+                line = _name_line(name)
+            if line:
+                value = value.strip()
+                if "\r" in value or "\n" in value:
+                    value = value.translate(_HEADER_VALUE_NEWLINES)
+                block += f"{line}{value}\r\n"
+        return f"{block}\r\n".encode()
+    except Exception:  # noqa: BLE001 - the error is raised again, as nats-py raises it
+        return _nats_header_block(headers)
 
 
 def _time_out(future: asyncio.Future[Msg]) -> None:

@@ -106,8 +106,9 @@ class AssignmentPusher:
             assignment_json(assignment_id, request, decision, trace_id),
             headers_for(trace_id, request.tenant_id, msg_id=assignment_id),
         )
-        reason = result.reason.value if result.reason is not None else None
-        self._events.assignment(result.outcome.value, reason, subject)
+        # ``_value_``: the member's text without the ``value`` property (a call per push).
+        reason = result.reason._value_ if result.reason is not None else None
+        self._events.assignment(result.outcome._value_, reason, subject)
         return Pushed(assignment_id, subject, result)
 
     def still_queued(self, pushed: Pushed) -> bool:

@@ -114,13 +114,13 @@ def _context_of(raw: bytes) -> tuple[str | None, str | None]:
 class Answer:
     """An answer, counted by ``outcome``; ``started`` is when its request was received.
 
-    A decision without a push is written as JSON straight from its fields (``encoded``,
-    equal to ``dumps(body)``: tests/unit/test_answer_json.py), and its ``body`` document is
-    built only when asked for (the HTTP transport): over NATS the document and the
-    encoder's walk of it were about a tenth of the Router's time per decide.
+    A decision is written as JSON straight from its fields (``encoded``, equal to
+    ``dumps(body)``: tests/unit/test_answer_json.py), with its push when it has one, and its
+    ``body`` document is built only when asked for (the HTTP transport): over NATS the
+    document and the encoder's walk of it were about a tenth of the Router's time per decide.
     """
 
-    __slots__ = ("_body", "_decided", "outcome", "started", "status")
+    __slots__ = ("_body", "_decided", "_pushed", "outcome", "started", "status")
 
     def __init__(
         self,
@@ -129,27 +129,31 @@ class Answer:
         outcome: str,
         started: float,
         decided: tuple[Decision, str, str] | None = None,
+        pushed: Pushed | None = None,
     ) -> None:
         self.status = status
         self._body = body
         self.outcome = outcome
         self.started = started
-        #: (decision, request_id, trace_id) of a decision without a push, body unbuilt.
+        #: (decision, request_id, trace_id) of a decision, body unbuilt; and its push.
         self._decided = decided
+        self._pushed = pushed
 
     @property
     def body(self) -> dict[str, Any]:
         if self._body is None:
             assert self._decided is not None  # one of the two is always given
-            self._body = ok_body(*self._decided)
+            self._body = ok_body(*self._decided, self._pushed)
         return self._body
 
     def encoded(self) -> bytes:
         """The body as JSON (``strict_json.dumps``)."""
         if self._decided is not None:
             try:
-                return ok_json(*self._decided)
-            except TypeError:  # a name that is not a string (ok_json writes them as strings)
+                if self._pushed is None:
+                    return ok_json(*self._decided)
+                return pushed_json(*self._decided, self._pushed)
+            except TypeError:  # a name that is not a string (written here as strings)
                 pass
         return _dumps(self.body)
 
@@ -157,13 +161,20 @@ class Answer:
         return f"Answer({self.status}, {self.outcome!r}, {self.body!r})"
 
 
-def ok_body(decision: Decision, request_id: str, trace_id: str) -> dict[str, Any]:
-    """The DecideResponse of a decision without a push."""
-    return {
+def ok_body(
+    decision: Decision, request_id: str, trace_id: str, pushed: Pushed | None = None
+) -> dict[str, Any]:
+    """The DecideResponse of a decision, and of its push when it has one."""
+    decided = decision.to_dict()
+    body: dict[str, Any] = {
         "ok": True,
-        "decision": decision.to_dict(),
+        "decision": decided,
         "context": {"request_id": request_id, "trace_id": trace_id},
     }
+    if pushed is not None:
+        decided["assignment_id"] = pushed.assignment_id
+        body["assignment"] = pushed.to_dict()
+    return body
 
 
 #: Each reason as JSON text, written once.
@@ -171,7 +182,7 @@ _REASON_JSON = {reason: dumps_value(text) for reason, text in REASON_TEXT.items(
 
 
 def ok_json(decision: Decision, request_id: str, trace_id: str) -> bytes:
-    """``dumps(ok_body(...))``, written from the fields (same keys, same order)."""
+    """``dumps(ok_body(...))`` without a push, written from the fields (same keys, same order)."""
     v, text = dumps_value, escape_json_text  # the ids and names are strings by type
     provider_id, reason, policy_id, priority, latency, cost, fallback_used, _ = decision
     # The common values written without a call; any other goes through dumps_value.
@@ -183,6 +194,40 @@ def ok_json(decision: Decision, request_id: str, trace_id: str) -> bytes:
         f'"reason":{_REASON_JSON[reason]},"policy_id":{text(policy_id)},'
         f'"fallback_used":{"false" if fallback_used is False else v(fallback_used)}}},'
         f'"context":{{"request_id":{text(request_id)},"trace_id":{text(trace_id)}}}}}'
+    ).encode()
+
+
+def pushed_json(decision: Decision, request_id: str, trace_id: str, pushed: Pushed) -> bytes:
+    """``dumps(ok_body(..., pushed))``, written from the fields like ``ok_json``: the
+    decision gains its ``assignment_id``, the answer its ``assignment`` (``Pushed.to_dict``)."""
+    v, text = dumps_value, escape_json_text
+    provider_id, reason, policy_id, priority, latency, cost, fallback_used, _ = decision
+    assignment_id = pushed.assignment_id
+    outcome, ack, pending_id, why, _ = pushed.result
+    assignment = (
+        f'{{"assignment_id":{text(assignment_id)},"subject":{text(pushed.subject)},'
+        f'"outcome":{text(outcome)}'  # a StrEnum member is its text: no .value
+    )
+    if ack is not None:
+        seq = ack.seq
+        assignment += (
+            f',"stream":{text(ack.stream)},'
+            f'"seq":{int.__repr__(seq) if type(seq) is int else v(seq)}'
+        )
+    if pending_id is not None:
+        assignment += f',"pending_id":{v(pending_id)}'
+    if why is not None:
+        assignment += f',"reason":{text(why)}'
+    return (
+        f'{{"ok":true,"decision":{{"provider_id":{text(provider_id)},'
+        f'"priority":{int.__repr__(priority) if type(priority) is int else v(priority)},'
+        f'"expected_latency_ms":{"null" if latency is None else v(latency)},'
+        f'"expected_cost":{"null" if cost is None else v(cost)},'
+        f'"reason":{_REASON_JSON[reason]},"policy_id":{text(policy_id)},'
+        f'"fallback_used":{"false" if fallback_used is False else v(fallback_used)},'
+        f'"assignment_id":{text(assignment_id)}}},'
+        f'"context":{{"request_id":{text(request_id)},"trace_id":{text(trace_id)}}},'
+        f'"assignment":{assignment}}}}}'
     ).encode()
 
 
@@ -336,12 +381,7 @@ class DecideService:
         pushed: Pushed | None,
         started: float,
     ) -> Answer:
-        if pushed is None:
-            return Answer(200, None, "ok", started, (decision, request.request_id, trace_id))
-        body = ok_body(decision, request.request_id, trace_id)
-        body["decision"]["assignment_id"] = pushed.assignment_id
-        body["assignment"] = pushed.to_dict()
-        return Answer(200, body, "ok", started)
+        return Answer(200, None, "ok", started, (decision, request.request_id, trace_id), pushed)
 
     def _failed(
         self,
@@ -392,7 +432,8 @@ class DecideService:
         """Decide (and push), or give the answer already given to this request."""
         key = (request.tenant_id, request.request_id)
         memory = self._memory
-        await memory.wait_turn(key)
+        if key in self._busy:  # most are not: no coroutine made for wait_turn
+            await memory.wait_turn(key)
         entry = memory.get(key)
         if entry is not None:
             self._check_same(entry, request)
@@ -408,10 +449,28 @@ class DecideService:
         memory.begin(key)
         try:
             if entry is None:
-                if self._shared is None:
-                    entry = Remembered(asked(request), self._decider.decide(request), size)
-                else:
-                    entry = await first_answer(self._shared, self._decider, request, size)
+                shared = self._shared
+                if shared is None:
+                    # A new request, decided here: remembered without an entry built (about
+                    # 2 µs of a push, docs/performance.md), with the same values as below.
+                    decision = self._decider.decide(request)
+                    if not request.push_assignment:
+                        memory.remember_new(key, request, decision, size)
+                        return decision, None
+                    assignment_id = str(uuid.uuid4())
+                    try:
+                        pushed = await self._assignments.push(
+                            request, decision, trace_id, assignment_id
+                        )
+                    except BaseException:
+                        memory.remember_new(key, request, decision, size, None, assignment_id)
+                        raise
+                    if pushed.result.outcome in (Outcome.SENT, Outcome.QUEUED):
+                        # Busy until its result comes (least_busy, the providers view).
+                        self._decider.health.in_flight.started(assignment_id, decision.provider_id)
+                    memory.remember_new(key, request, decision, size, pushed, assignment_id)
+                    return decision, pushed
+                entry = await first_answer(shared, self._decider, request, size)
             else:
                 self.events.decide_replayed()
             if request.push_assignment:

@@ -162,10 +162,10 @@ def _flat_pushed(pushed: Pushed | None) -> tuple[Any, ...] | None:
     return (
         pushed.assignment_id,
         pushed.subject,
-        result.outcome.value,
+        result.outcome._value_,  # the text, without the ``value`` property
         *(ack if ack is not None else (None, None, False)),
         result.pending_id,
-        result.reason.value if result.reason is not None else None,
+        result.reason._value_ if result.reason is not None else None,
     )
 
 
@@ -207,14 +207,21 @@ class DecideMemory:
     ) -> None:
         self._ttl = ttl_seconds
         self._cache: BoundedCache[Key, _Stored] = BoundedCache(max_entries, max_bytes, clock)
-        self._busy: dict[Key, asyncio.Future[None]] = {}
+        #: The keys being decided now, each with the future its copies wait on, made by the
+        #: first copy that waits (None until then: most requests have no copy, and a future
+        #: per request was one more object for the collector).
+        self._busy: dict[Key, asyncio.Future[None] | None] = {}
         #: The keys being decided now (read-only to others: ``key in busy_keys`` is
         #: ``busy(key)`` without a call, for the decide path).
-        self.busy_keys: Mapping[Key, asyncio.Future[None]] = self._busy
+        self.busy_keys: Mapping[Key, asyncio.Future[None] | None] = self._busy
 
     async def wait_turn(self, key: Key) -> None:
         """Wait while another copy of this request is being decided."""
-        while (busy := self._busy.get(key)) is not None:
+        busy_keys = self._busy
+        while key in busy_keys:
+            busy = busy_keys[key]
+            if busy is None:
+                busy = busy_keys[key] = asyncio.get_running_loop().create_future()
             await asyncio.shield(busy)
 
     def busy(self, key: Key) -> bool:
@@ -226,7 +233,7 @@ class DecideMemory:
         return _load(stored) if stored is not None else None
 
     def begin(self, key: Key) -> None:
-        self._busy[key] = asyncio.get_running_loop().create_future()
+        self._busy[key] = None
 
     def end(self, key: Key) -> None:
         busy = self._busy.pop(key, None)
@@ -243,13 +250,21 @@ class DecideMemory:
         self._cache.put(key, _store(entry), self._ttl, size)
 
     def remember_new(
-        self, key: Key, request: DecideRequest, decision: Decision, request_bytes: int
+        self,
+        key: Key,
+        request: DecideRequest,
+        decision: Decision,
+        request_bytes: int,
+        pushed: Pushed | None = None,
+        assignment_id: str | None = None,
     ) -> None:
-        """``remember(key, Remembered(asked(request), decision, request_bytes))``, the entry
-        unbuilt: the decide path's way for a new request without a push."""
+        """``remember(key, Remembered(asked(request), decision, request_bytes, pushed,
+        assignment_id))``, the entry unbuilt: the decide path's way for a new request."""
         tenant_id, request_id = key
         # text_size(*key) written out, as is the rest: this runs once per decide.
         size = 98 + len(tenant_id) + len(request_id) + _DECISION_BYTES
+        if pushed is not None:
+            size += _PUSHED_BYTES
         task, limits = request.task, request.constraints
         payload, metadata = task.payload, request.metadata
         provider_id, reason, policy_id, priority, latency, cost, fallback_used, retry = decision
@@ -275,8 +290,8 @@ class DecideMemory:
             fallback_used,
             retry,
             request_bytes,
-            None,  # pushed
-            None,  # assignment_id
+            None if pushed is None else _flat_pushed(pushed),
+            assignment_id,
         )
         self._cache.put(key, stored, self._ttl, size + _PARSED_PER_BYTE * request_bytes)
 
