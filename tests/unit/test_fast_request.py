@@ -231,6 +231,8 @@ def _same(a: Any, b: Any) -> bool:
 
 def _wire_request(raw: bytes) -> DecideRequest | None:
     """The msgspec path alone: the request, or None where it declines."""
+    if strict_json.may_hide_refused(raw):
+        return None
     try:
         wire = _DECODE(raw)
     except MSGSPEC_REFUSED:
@@ -458,13 +460,23 @@ NAMED_EDGES: dict[str, tuple[bytes, bool]] = {
     "Infinity in metadata": (_doc('"metadata":{"a":-Infinity},'), False),
     "1e400 in the payload": (_doc(task='"payload":[1e400]'), False),
     "2**64 in metadata": (_doc('"metadata":{"a":[18446744073709551616]},'), False),
-    "2**64-1 in metadata": (_doc('"metadata":{"a":[18446744073709551615]},'), True),
+    "2**64-1 in metadata": (_doc('"metadata":{"a":[18446744073709551615]},'), False),
     "-2**63-1 in the payload": (_doc(task='"payload":-9223372036854775809'), False),
-    "-2**63 in the payload": (_doc(task='"payload":-9223372036854775808'), True),
+    "-2**63 in the payload": (_doc(task='"payload":-9223372036854775808'), False),
     "duplicate version, last valid": (_doc('"version":"2","version":"1",'), False),
     "duplicate version, last invalid": (_doc('"version":"2",'), False),
     "duplicate task": (_doc('"task":{"type":"y","payload_ref":"s"},'), True),
     "duplicate payload key": (_doc(task='"payload":{"a":1,"b":2,"a":3}'), True),
+    "18 digits in the payload": (_doc(task='"payload":999999999999999999'), True),
+    "2**64 hidden by a duplicate payload": (
+        _doc(task='"payload":18446744073709551616,"payload":1'),
+        False,
+    ),
+    "-2**63-1 hidden by a duplicate in metadata": (
+        _doc('"metadata":{"a":-9223372036854775809,"a":0},'),
+        False,
+    ),
+    "2**64 hidden by a duplicate unknown field": (_doc('"zz":18446744073709551616,"zz":1,'), False),
     "leading BOM": (_doc(before=b"\xef\xbb\xbf"), False),
     "JSON whitespace around": (_doc(before=b" \t\r\n") + b"\n ", True),
     "vertical tab before": (_doc(before=b"\x0b"), False),
@@ -482,3 +494,38 @@ def test_named_edges_are_read_alike(name: str) -> None:
     """Each named edge: msgspec takes it or not as listed, and agrees with the checked path."""
     raw, taken = NAMED_EDGES[name]
     assert agree(raw) is taken
+
+
+HIDDEN_BY_DUPLICATES = [
+    _doc(task='"payload":18446744073709551616,"payload":1'),
+    _doc('"metadata":{"a":-9223372036854775809,"a":0},'),
+    _doc('"zz":18446744073709551616,"zz":1,'),
+    _doc(task='"payload":{"a":[18446744073709551616],"a":[]}'),
+    # Nested deeper than the scanner reads, then replaced: loads gives up on it.
+    _doc(task='"payload":' + "[" * 994 + "]" * 994 + ',"payload":1'),
+]
+
+
+@pytest.mark.parametrize("raw", HIDDEN_BY_DUPLICATES, ids=range(len(HIDDEN_BY_DUPLICATES)))
+def test_what_a_duplicate_key_hides_is_refused_as_by_the_strict_parse(raw: bytes) -> None:
+    """An integer beyond 64 bits or a nesting the scanner cannot read, replaced by a later
+    duplicate key: parse_decide_request refuses it with the strict parse's own error."""
+    with pytest.raises(RequestError) as expected:
+        _checked_request(raw)
+    with pytest.raises(RequestError) as got:
+        parse_decide_request(raw, 1 << 20)
+    assert (got.value.code, got.value.message, got.value.details) == (
+        expected.value.code,
+        expected.value.message,
+        expected.value.details,
+    )
+
+
+@pytest.mark.parametrize("raw", HIDDEN_BY_DUPLICATES, ids=range(len(HIDDEN_BY_DUPLICATES)))
+def test_loads_bytes_refuses_what_a_duplicate_key_hides_as_loads_does(raw: bytes) -> None:
+    """loads_bytes gives loads's error for a value a duplicate key hides from the document."""
+    with pytest.raises(strict_json.StrictJsonError) as expected:
+        strict_json.loads(raw)
+    with pytest.raises(strict_json.StrictJsonError) as got:
+        strict_json.loads_bytes(raw)
+    assert (got.value.field, got.value.message) == (expected.value.field, expected.value.message)

@@ -271,6 +271,7 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _DECODE = msgspec.json.Decoder(_Wire).decode
 _WITHIN, _WITHIN_PACKED = strict_json.within, strict_json.within_packed
+_MAY_HIDE_REFUSED = strict_json.may_hide_refused
 # The document is level 1 of MAX_DEPTH, the task 2: a payload may hold the rest, and the
 # metadata object (level 2) one level more than its own.
 _PAYLOAD_ROOM = strict_json.MAX_DEPTH - 2
@@ -343,6 +344,8 @@ def parse_decide_request(raw: bytes, max_payload_size: int) -> DecideRequest:
             limit=max_payload_size,
             size=len(raw),
         )
+    if _MAY_HIDE_REFUSED(raw):  # a duplicate key may hide what loads refuses
+        return _checked(_loads(raw, strict_json.loads))
     try:
         wire = _DECODE(raw)
     except msgspec.ValidationError:
