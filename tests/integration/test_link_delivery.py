@@ -13,12 +13,22 @@ import nats
 import pytest
 
 from natsrouter.embedded import NatsServer
+from natsrouter.link.link import Link
 from natsrouter.link.transport import ConsumerSpec, InboundMessage, JsMessage
 from tests.conftest import LinkFactory
 from tests.helpers.jetstream import create_stream
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def _failures(link: Link) -> dict[str, float]:
+    """router_nats_handler_failures_total by subject, as a scrape would show it."""
+    return {
+        sample.labels["subject"]: sample.value
+        for sample in link.metrics.handler_failures.collect()[0].samples
+        if sample.name.endswith("_total")
+    }
 
 
 async def test_a_handler_gets_subject_data_headers_and_reply(
@@ -61,6 +71,8 @@ async def test_a_handler_that_raises_is_logged_and_the_next_message_delivered(
             raise ValueError("handler bug")
 
     await link.subscribe("deliver.failing", handler)
+    # Exposed from 0 once bound: a rate over it has a series before the first failure.
+    assert _failures(link) == {"deliver.failing": 0.0}
     sent = [b"boom", b"boom", b"boom", b"after"]
     for data in sent:
         assert (await link.publish("deliver.failing", data)).outcome.value == "sent"
@@ -70,8 +82,7 @@ async def test_a_handler_that_raises_is_logged_and_the_next_message_delivered(
         (e["log_level"], e["error_code"], e["subject"], str(e["error"]), e["suppressed"])
         for e in failures
     ] == [("error", "NATS_HANDLER_FAILED", "deliver.failing", "handler bug", 0)]
-    counted = link.metrics.handler_failures.labels("deliver.failing")._value.get()
-    assert counted == 3
+    assert _failures(link) == {"deliver.failing": 3.0}
 
 
 async def test_a_consumer_handler_that_raises_is_counted_by_its_filter_subject(
@@ -95,9 +106,7 @@ async def test_a_consumer_handler_that_raises_is_counted_by_its_filter_subject(
     for subject, data in (("fails.a", b"boom"), ("fails.b", b"boom"), ("fails.a", b"ok")):
         assert (await link.publish_with_ack(subject, data)).outcome.value == "sent"
     await wait_for(lambda: handled == [b"ok"], 5, "the message after the failures")
-    counter = link.metrics.handler_failures
-    assert counter.labels("fails.>")._value.get() == 2
-    assert {s.labels["subject"] for s in counter.collect()[0].samples} == {"fails.>"}
+    assert _failures(link) == {"fails.>": 2.0}
     failures = [e for e in logs if e.get("error_code") == "NATS_HANDLER_FAILED"]
     assert [(e["subject"], str(e["error"])) for e in failures] == [
         ("fails.>", "consumer handler bug")

@@ -106,6 +106,7 @@ class Bindings:
         sub.bound_generation = generation
         sub.error = None
         self._t.succeeded(Operation.SUBSCRIBE)
+        self._t.handler_bound(sub.subject)
 
     async def bind_all(self, conn: Connection, generation: int) -> None:
         """Bind every registered subscription to a new connection before calling it connected.
@@ -232,6 +233,7 @@ class Bindings:
             retry = 0
             consumer.bound_generation = generation
             self._t.succeeded(Operation.SUBSCRIBE)
+            self._t.handler_bound(consumer.spec.filter_subject)
             try:
                 await self._pull(consumer, conn, generation, puller)
             finally:

@@ -344,6 +344,11 @@ class LinkTelemetry:
                 suppressed=suppressed,
             )
 
+    def handler_bound(self, subject: str) -> None:
+        """A subscription or consumer is bound: its failure count is exposed from 0, so that
+        a rate over it (the dashboard, an alert) has a series before the first failure."""
+        self.metrics.handler_failures.labels(subject)
+
     def handler_failed(self, subject: str, exc: BaseException) -> None:
         """A message handler raised (a bug in it): counted per subscription, and logged with
         its traceback at most once per window, so a handler failing on every message does not
