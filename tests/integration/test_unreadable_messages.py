@@ -1,4 +1,5 @@
-"""Messages nats-py cannot read (bytes that are not UTF-8 where it decodes text), real Router.
+"""Messages nats-py cannot read (bytes that are not UTF-8 where it decodes text, a header
+block it cannot parse), real Router.
 
 nats-server passes a reply subject or a header status line on as the publisher wrote it, and
 nats-py 2.16 decodes those as strict UTF-8 inside its read loop: the UnicodeDecodeError ended
@@ -35,6 +36,9 @@ CASES = {
     "reply_subject": b"PUB %s r.\xff 2\r\n{}\r\n" % DECIDE,
     "status_line": hpub(DECIDE, b"NATS/1.0 \xff\r\n\r\n"),
     "status_description": hpub(DECIDE, b"NATS/1.0 503 \xff\r\n\r\n"),
+    # A header block of no more than its version line: nats-py's header parsing indexes
+    # past its end (IndexError), which ended the read loop the same way.
+    "version_line_only": hpub(DECIDE, b"NATS/1.0"),
 }
 
 

@@ -50,13 +50,15 @@ def _raised_in_process_msg(exc: BaseException) -> bool:
 class _GuardedParser(Parser):
     """nats-py's protocol parser, dropping a message nats-py cannot read.
 
-    nats-server passes a subject, reply subject or header status line on as the publisher
-    wrote it, and nats-py decodes them as strict UTF-8 in ``_process_msg``, inside this
-    parser's ``parse``, inside its read loop: raised there, the loop ended and the connection
-    stayed open, unread. The message is dropped before it reaches a subscription (like a
-    message a full buffer drops), its subject reported, and the rest of what was read is
-    parsed at once. Guarded here, once per read, rather than around ``_process_msg``: that
-    cost a coroutine more per message (docs/performance.md).
+    nats-server passes a subject, reply subject or header block on as the publisher wrote
+    it, and nats-py decodes them in ``_process_msg``, inside this parser's ``parse``, inside
+    its read loop: subjects and status lines as strict UTF-8 (``UnicodeDecodeError``), and a
+    header block of no more than its version line indexes past its end (``IndexError``).
+    Raised there, the loop ended and the connection stayed open, unread. The message is
+    dropped before it reaches a subscription (like a message a full buffer drops), its
+    subject reported, and the rest of what was read is parsed at once. Guarded here, once
+    per read, rather than around ``_process_msg``: that cost a coroutine more per message
+    (docs/performance.md).
     """
 
     def __init__(self, nc: Client, on_unreadable: Callable[[str], None] | None) -> None:
@@ -68,10 +70,11 @@ class _GuardedParser(Parser):
             try:
                 await super().parse(data)
                 return
-            except UnicodeDecodeError as exc:
+            except Exception as exc:  # whatever decoding a message raises
                 # Only a message handed to _process_msg: the parser has already consumed it
                 # and reset its state, so parsing goes on after it. Anything else is raised
-                # as before.
+                # as before. (A direct subscription's handler never raises here: what it
+                # raises goes to its on_failure.)
                 if not _raised_in_process_msg(exc):
                     raise
                 if self._on_unreadable is not None:

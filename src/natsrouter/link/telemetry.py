@@ -332,13 +332,14 @@ class LinkTelemetry:
             )
 
     def unreadable_message(self, subject: str) -> None:
-        """nats-py could not read an inbound message (bytes that are not UTF-8): dropped."""
+        """nats-py could not read an inbound message (bytes that are not UTF-8, a header block
+        it cannot parse): dropped."""
         self.metrics.unreadable_messages.inc()
         suppressed = self._burst("unreadable_message")
         if suppressed is not None:
             self.log.warning(
                 "message dropped: not readable (a subject, reply subject or header status "
-                "line that is not UTF-8)",
+                "line that is not UTF-8, or a header block nats-py cannot parse)",
                 error_code="NATS_MESSAGE_UNREADABLE",
                 subject=subject,
                 suppressed=suppressed,
