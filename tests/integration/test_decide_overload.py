@@ -151,3 +151,41 @@ async def test_decides_answered_at_once_give_their_slots_back(
     answers = [await nats_decide(nats_server.url, body(f"at-once-{i}")) for i in range(5)]
     assert [a["ok"] for a in answers] == [True] * 5
     assert router.decide.in_flight == 0
+
+
+async def test_overloaded_answers_that_cannot_leave_are_bounded_by_the_slots(
+    nats_server: NatsServer, make_router: RouterFactory, logs: list[dict[str, Any]]
+) -> None:
+    """One slot held and every answer's publish delayed 1 s: of five overloaded requests at
+    once, one answer waits in a task (as many as there are slots) and arrives; the other
+    four are left unanswered at once, counted reply_failed and logged, with no task each."""
+    router = await make_router(
+        [nats_server.url], decide_max_in_flight=1, nats_fault_injection_enabled=True
+    )
+    assert await router.link.wait_connected(5)
+    router.link.inject(FaultTarget.PUBLISH_WITH_ACK, Fault.delay(3000))
+    slow = asyncio.create_task(nats_decide(nats_server.url, body("slow", True)))
+    await wait_for(lambda: router.decide.in_flight == 1, 5, "one decide in flight")
+    router.link.inject(FaultTarget.PUBLISH, Fault.delay(1000).on_subject("_INBOX.>"))
+    nc = await nats.connect(nats_server.url)
+    try:
+        asked = [
+            asyncio.create_task(nc.request(SUBJECT, body(f"refused-{i}"), timeout=2.5))
+            for i in range(5)
+        ]
+        await wait_for(
+            lambda: rmetric(router, "router_decide_total", outcome="reply_failed") == 4,
+            5,
+            "four answers left unsent",
+        )
+        assert len(router.intake._tasks) == 2  # the slow push's and one overloaded answer's
+        outcomes = await asyncio.gather(*asked, return_exceptions=True)
+    finally:
+        await nc.close()
+    answered = [json.loads(o.data) for o in outcomes if not isinstance(o, BaseException)]
+    assert [a["error"]["code"] for a in answered] == ["overloaded"]
+    assert sum(isinstance(o, nats.errors.TimeoutError) for o in outcomes) == 4
+    assert rmetric(router, "router_decide_total", outcome="overloaded") == 1
+    failed = [e for e in logs if e.get("error_code") == "ROUTER_DECIDE_REPLY_FAILED"]
+    assert (failed[0]["outcome"], failed[0]["reason"]) == ("dropped", "overloaded_answers_waiting")
+    assert (await slow)["ok"] is True

@@ -313,6 +313,14 @@ class DecideService:
         self.events.decided(ErrorCode.OVERLOADED.value, transport, 0.0)
         return error.code.http_status, error_response(error)
 
+    def overloaded_unsent(self, transport: str) -> None:
+        """A request beyond ``decide_max_in_flight`` left unanswered: as many overloaded
+        answers as there are slots already wait for their publish. Logged as overloaded and
+        as an answer not sent, counted ``reply_failed``."""
+        self.events.decide_overloaded(transport, self._max_in_flight)
+        self.events.reply_failed(Outcome.DROPPED.value, "overloaded_answers_waiting")
+        self.events.decided(REPLY_FAILED, transport, 0.0)
+
     async def answer(self, raw: bytes, headers: Mapping[str, str] | None, transport: str) -> Answer:
         """The answer to one request, not yet counted; never raises."""
         started = self.start(raw, headers, transport)

@@ -38,6 +38,11 @@ class NatsDecideIntake:
         self._queue = settings.decide_queue_group
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Overloaded answers whose publish waits, each in a task that holds no slot: at
+        #: most decide_max_in_flight of them (the answers are not leaving: a stalled socket
+        #: past the client's buffer limit, an injected delay), then one is dropped unsent.
+        self._overloaded_waiting = 0
+        self._overloaded_waiting_max = settings.decide_max_in_flight
 
     async def start(self) -> None:
         # Direct: each request is handed to _on_message as nats-py's parser reads it, with no
@@ -53,10 +58,16 @@ class NatsDecideIntake:
         # is decide_max_in_flight, past which requests are answered `overloaded` at once.
         service = self._service
         if not service.enter():
+            if self._overloaded_waiting >= self._overloaded_waiting_max:
+                service.overloaded_unsent("nats")
+                return
             _, body = service.overloaded("nats")
             sent = self._reply_now(msg, partial(_dumps, body))
             if not isinstance(sent, bool):
-                self._own(self._await(sent), leave=False)
+                self._overloaded_waiting += 1
+                task = asyncio.get_running_loop().create_task(self._await(sent))
+                self._tasks.add(task)
+                task.add_done_callback(self._overloaded_done)
             return
         try:
             started = service.start(msg.data, msg.headers, "nats")
@@ -69,7 +80,7 @@ class NatsDecideIntake:
                 if not isinstance(sent, bool):
                     # The reply must wait (the client's buffer past its limit, an injected
                     # delay): its own task, which holds the slot until it is done.
-                    self._own(self._counted(started, sent), leave=True)
+                    self._own(self._counted(started, sent))
                     return
                 service.count(started, "nats", reply_sent=sent)
             except BaseException:
@@ -77,14 +88,17 @@ class NatsDecideIntake:
                 raise
             service.leave()
             return
-        self._own(self._finish(msg, started), leave=True)
+        self._own(self._finish(msg, started))
 
-    def _own(self, coro: Coroutine[Any, Any, None], *, leave: bool) -> None:
-        """Run ``coro`` in a task ``drain`` waits for; with ``leave``, the slot is given back
-        when it ends."""
+    def _own(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in a task ``drain`` waits for; its slot is given back when it ends."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._done if leave else self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _overloaded_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._overloaded_waiting -= 1
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
