@@ -10,14 +10,17 @@ connection reading.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import nats
 import pytest
 
 from natsrouter.embedded import NatsServer
-from natsrouter.link import Outcome
+from natsrouter.link import Outcome, Result
+from natsrouter.link.faults import Fault, FaultTarget
 from natsrouter.link.nats_transport import ConnectOptions, NatsConnection, NatsTransport
+from natsrouter.link.state import ConnectionState
 from natsrouter.link.transport import InboundMessage
 from tests.conftest import LinkFactory
 from tests.helpers.observe import metric
@@ -262,3 +265,55 @@ async def test_a_direct_subscription_is_bound_again_after_a_reconnect(
     assert (await link.publish("direct.again", b"end")).outcome is Outcome.SENT
     await wait_for(lambda: len(got) == 3, 5, "the messages after the reset")
     assert got == [b"before", b"after", b"end"]
+
+
+async def test_requests_delivered_while_later_bindings_wait_are_answered(
+    proxy: TcpProxy, nats_server: NatsServer, make_link: LinkFactory
+) -> None:
+    """After a reconnect the responder's subscription is bound first and another one's bind
+    is held 1.5 s: requests delivered meanwhile (the link not yet connected) are answered on
+    the new connection, none is left to time out."""
+    link = await make_link([proxy.url], nats_fault_injection_enabled=True)
+    assert await link.wait_connected(5)
+    replies: list[Outcome] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def settle(result: Coroutine[Any, Any, Result]) -> None:
+        replies.append((await result).outcome)
+
+    def answer(msg: InboundMessage) -> None:
+        assert msg.reply is not None
+        result = link.reply_now(msg.reply, b"pong")
+        if isinstance(result, Result):
+            replies.append(result.outcome)
+        else:  # the fault seam hands back an awaitable
+            task = asyncio.get_running_loop().create_task(settle(result))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    await link.subscribe_direct("svc.echo", answer)
+    await link.subscribe("svc.later", lambda msg: asyncio.sleep(0))
+    link.inject(FaultTarget.SUBSCRIBE, Fault.delay(1500).on_subject("svc.later"))
+    await proxy.cut()
+    nc = await nats.connect(nats_server.url)
+    answered_while_binding = timeouts = 0
+    try:
+        for _ in range(100):  # bounded: 100 pauses of 50 ms, about 5 s at most
+            if link.state is ConnectionState.CONNECTED:
+                break
+            await asyncio.sleep(0.05)
+            try:
+                reply = await nc.request("svc.echo", b"ping", timeout=0.5)
+            except nats.errors.NoRespondersError:
+                continue  # not bound again yet
+            except nats.errors.TimeoutError:
+                timeouts += 1
+                continue
+            assert reply.data == b"pong"
+            answered_while_binding += link.state is not ConnectionState.CONNECTED
+    finally:
+        await nc.close()
+    assert link.state is ConnectionState.CONNECTED
+    assert timeouts == 0
+    assert answered_while_binding >= 3
+    assert set(replies) == {Outcome.SENT}

@@ -174,6 +174,9 @@ class Link:
             before_attempt=self._outbox.expire,
         )
         self._direct: Connection | None = None  # see _refresh_direct
+        #: The connection replies go out on: the live one, or the one being prepared.
+        self._replying: Connection | None = None
+        self._preparing: Connection | None = None
         self._fast_publish: FastPublish = _not_connected
         self._reply_publish: FastPublish = _not_connected
         self._closed = False
@@ -183,10 +186,21 @@ class Link:
         self.exit_requested = self._session.exit_requested
 
     async def _prepare(self, conn: Connection, generation: int) -> None:
-        """Before a connection counts as connected: streams and buckets, then subscriptions."""
-        await self._streams.ensure_all(conn)
-        await self._buckets.ensure_all(conn)
-        await self._bindings.bind_all(conn, generation)
+        """Before a connection counts as connected: streams and buckets, then subscriptions.
+
+        Replies go out on it already: a request is delivered as soon as its subscription is
+        bound, before the bindings after it, and a reply is never queued nor ordered behind
+        anything, so it need not wait for the link to count as connected.
+        """
+        self._preparing = conn
+        self._refresh_direct()
+        try:
+            await self._streams.ensure_all(conn)
+            await self._buckets.ensure_all(conn)
+            await self._bindings.bind_all(conn, generation)
+        finally:
+            self._preparing = None
+            self._refresh_direct()
 
     async def _healthy(self, conn: Connection, generation: int) -> None:
         await self._streams.recheck(conn)
@@ -269,14 +283,17 @@ class Link:
         live = self._session.live()
         self._direct = live[0] if live is not None else None
         if self._direct is None:
-            self._fast_publish = self._reply_publish = _not_connected
+            self._fast_publish = _not_connected
         elif self._held:
             self._fast_publish = self._publish_unless_held
         else:
             self._fast_publish = self._direct.fast_publish
-        if self._direct is not None:
-            # Replies are never held behind queued items: always the connection's own.
-            self._reply_publish = self._direct.fast_publish
+        # Replies are never held behind queued items: always the connection's own, or the
+        # one being prepared (see _prepare).
+        self._replying = self._direct or self._preparing
+        self._reply_publish = (
+            self._replying.fast_publish if self._replying is not None else _not_connected
+        )
 
     def _publish_unless_held(
         self, subject: str, payload: bytes, reply: str, headers: Mapping[str, str] | None
@@ -402,7 +419,7 @@ class Link:
         """
         # Sent here, not in the sender, and without a coroutine of the client's unless its
         # buffer is past its limit: on every decide answered.
-        conn = self._direct
+        conn = self._replying
         if conn is None:
             return self._sender.reply_failed(None, subject, NotConnectedError())
         try:
@@ -423,7 +440,7 @@ class Link:
         its buffer limit, an injected fault), a coroutine giving the ``Result`` once it is
         done: the caller must await it or run it in a task, never drop it.
         """
-        conn = self._direct
+        conn = self._replying
         if conn is None:
             return self._sender.reply_failed(None, subject, NotConnectedError())
         try:
