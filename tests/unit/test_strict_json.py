@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,14 @@ from hypothesis import strategies as st
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import ErrorCode, RequestError, parse_decide_request
 from natsrouter.routing.policy import PolicyError, load_policy_file
-from natsrouter.routing.strict_json import LONE_SURROGATE, MAX_DEPTH, StrictJsonError, dumps, loads
+from natsrouter.routing.strict_json import (
+    LONE_SURROGATE,
+    MAX_DEPTH,
+    StrictJsonError,
+    dumps,
+    loads,
+    may_hide_refused,
+)
 from natsrouter.routing.worker_messages import InvalidMessage, parse_exec_ack, parse_exec_result
 
 LIMIT = 1 << 20
@@ -225,3 +233,21 @@ def test_policy_file_with_a_lone_surrogate_is_refused_naming_the_field(tmp_path:
     with pytest.raises(PolicyError) as info:
         load_policy_file(path, tmp_path)
     assert info.value.field == "providers[0].name"
+
+
+_DIGIT_RUN = re.compile(rb"[0-9]{19}")
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=8),
+            st.integers(min_value=0, max_value=10**25).map(lambda n: str(n).encode()),
+        ),
+        max_size=8,
+    ).map(b"".join)
+)
+def test_may_hide_refused_finds_exactly_the_texts_with_a_run_of_19_digits(raw: bytes) -> None:
+    """may_hide_refused is true exactly when the bytes hold 19 or more digits in a row."""
+    assert may_hide_refused(raw) is (_DIGIT_RUN.search(raw) is not None)

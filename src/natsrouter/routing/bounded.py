@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -52,6 +52,9 @@ class BoundedCache(Generic[K, V]):
         self._clock = clock
         self._touch = touch
         self._entries: OrderedDict[K, tuple[V, float, int]] = OrderedDict()
+        #: The entries, expired ones included (read-only to others: ``key not in held`` is
+        #: a miss of ``get`` without its call, for the decide path).
+        self.held: Mapping[K, tuple[V, float, int]] = self._entries
         self.bytes = 0
         #: The oldest entry's expiry while it is known to be the oldest; None: look again.
         #: A put appends, so only removing or touching an entry can change the oldest.

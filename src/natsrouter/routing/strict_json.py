@@ -272,8 +272,8 @@ def within(value: Any, room: int) -> bool:
 #: from the document: such a text is left to ``loads``, which refuses it as before.
 _SCANNER_SAFE_BRACKETS = 500
 #: Every byte a digit or not: an integer beyond 64 bits is a run of 19 digits or more.
-_DIGITS_MARKED = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
-_LONG_NUMBER = b"0" * 19
+DIGITS_MARKED = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+LONG_NUMBER = b"0" * 19
 
 
 def may_hide_refused(raw: bytes) -> bool:
@@ -283,8 +283,9 @@ def may_hide_refused(raw: bytes) -> bool:
     value; msgspec keeps the last value and reads integers of any size, so a document read
     by msgspec cannot tell. A text with such a run goes to ``loads`` (about 0.35 µs to look
     for it in a small request; only long numbers or long digit ids pay the slower path).
+    ``find`` rather than ``in``: the same answer, ``in`` takes a slower way to the search.
     """
-    return _LONG_NUMBER in raw.translate(_DIGITS_MARKED)
+    return raw.translate(DIGITS_MARKED).find(LONG_NUMBER) >= 0
 
 
 def within_packed(raw: bytes, *values: tuple[Any, int]) -> bool:

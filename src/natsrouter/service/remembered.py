@@ -40,6 +40,9 @@ MAX_BYTES = 256 * 1024 * 1024
 _DECISION_BYTES = 600
 _PUSHED_BYTES = 500
 _PARSED_PER_BYTE = 4
+#: What every new entry counts beyond its key's characters and request's bytes: the two key
+#: strings' ``text_size`` overhead and the decision (``remember_new``).
+_NEW_BYTES = 2 * 49 + _DECISION_BYTES
 
 Key = tuple[str, str]
 
@@ -207,6 +210,7 @@ class DecideMemory:
     ) -> None:
         self._ttl = ttl_seconds
         self._cache: BoundedCache[Key, _Stored] = BoundedCache(max_entries, max_bytes, clock)
+        self._held = self._cache.held
         #: The keys being decided now, each with the future its copies wait on, made by the
         #: first copy that waits (None until then: most requests have no copy, and a future
         #: per request was one more object for the collector).
@@ -229,6 +233,8 @@ class DecideMemory:
         return key in self._busy
 
     def get(self, key: Key) -> Remembered | None:
+        if key not in self._held:  # the usual miss, without the cache's call
+            return None
         stored = self._cache.get(key)
         return _load(stored) if stored is not None else None
 
@@ -262,12 +268,21 @@ class DecideMemory:
         assignment_id))``, the entry unbuilt: the decide path's way for a new request."""
         tenant_id, request_id = key
         # text_size(*key) written out, as is the rest: this runs once per decide.
-        size = 98 + len(tenant_id) + len(request_id) + _DECISION_BYTES
+        size = _NEW_BYTES + len(tenant_id) + len(request_id) + _PARSED_PER_BYTE * request_bytes
         if pushed is not None:
             size += _PUSHED_BYTES
         task, limits = request.task, request.constraints
         payload, metadata = task.payload, request.metadata
         provider_id, reason, policy_id, priority, latency, cost, fallback_used, retry = decision
+        if type(payload) is dict and len(payload) <= _FREEZE_MAX_KEYS:
+            # _frozen(payload) written out for the usual payload, a few plain values.
+            values = payload.values()
+            for item in values:
+                if type(item) is dict:
+                    payload = _frozen(payload)
+                    break
+            else:
+                payload = (*payload, *values)
         # _pack(asked(request), decision, (request_bytes, None, None)) written out, in the
         # order of asked(), Decision's fields and Remembered's (tests/unit/
         # test_remembered_compact.py): only the payload and metadata can be dicts, and an
@@ -276,7 +291,7 @@ class DecideMemory:
             request.policy_id,
             task.type,
             task.payload_ref,
-            _frozen(payload) if type(payload) is dict else payload,
+            payload,
             limits.max_latency_ms,
             limits.max_cost,
             (_frozen(metadata) if metadata else ()) if type(metadata) is dict else metadata,
@@ -293,7 +308,7 @@ class DecideMemory:
             None if pushed is None else _flat_pushed(pushed),
             assignment_id,
         )
-        self._cache.put(key, stored, self._ttl, size + _PARSED_PER_BYTE * request_bytes)
+        self._cache.put(key, stored, self._ttl, size)
 
     def __len__(self) -> int:
         return len(self._cache)
