@@ -113,3 +113,27 @@ def test_a_reply_that_waits_holds_the_slot_until_sent() -> None:
         assert (service.in_flight, _outcomes(service)) == (0, {"ok": 1})
 
     asyncio.run(run())
+
+
+def test_a_request_without_an_inbox_is_answered_on_the_reply_subject() -> None:
+    """No reply inbox: the answer is published on <decide_subject>.reply, then counted ok."""
+
+    async def run() -> None:
+        intake, service, _, link = _intake(SENT)
+        published: list[str] = []
+
+        async def publish(subject: str, payload: bytes) -> Result:
+            published.append(subject)
+            return SENT
+
+        link.publish = publish  # type: ignore[attr-defined]
+        intake._on_message(_request()._replace(reply=None))
+        await intake.drain()
+        assert (published, link.sent, _outcomes(service)) == (
+            [f"{build_settings({}).decide_subject}.reply"],
+            [],
+            {"ok": 1},
+        )
+        assert service.in_flight == 0
+
+    asyncio.run(run())

@@ -37,6 +37,7 @@ class NatsDecideIntake:
         self._link = link
         self._service = service
         self._subject = settings.decide_subject
+        self._reply_subject = f"{settings.decide_subject}.reply"
         self._queue = settings.decide_queue_group
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,15 +80,17 @@ class NatsDecideIntake:
         except BaseException:
             service.leave()
             raise
-        if type(started) is not Answer:
-            self._own(self._finish(msg, started))  # type: ignore[arg-type]  # a Waiting
+        if not isinstance(started, Answer):
+            self._own(self._finish(msg, started))
             return
         # Answered at once (most decides): what _reply_now, _settled and count do, written
         # out for an inbox and a reply sent now, the same otherwise (a call each is ~0.1 µs).
         try:
             reply = msg.reply
-            if not reply:
-                self._own(self._counted(started, self._reply_now(msg, started.encoded)))  # type: ignore[arg-type]
+            if not reply:  # answered on <subject>.reply: a publish that may be queued
+                self._own(
+                    self._counted(started, self._publish(self._reply_subject, started.encoded))
+                )
                 return
             try:  # an inbox: sent now or dropped, never queued
                 result = self._link.reply_now(reply, started.encoded())
@@ -148,7 +151,7 @@ class NatsDecideIntake:
         if not reply:
             # Without a reply inbox, answered on <subject>.reply (CONTRACT §1): a publish
             # that may be queued while disconnected, so a coroutine.
-            return self._publish(f"{self._subject}.reply", encode)
+            return self._publish(self._reply_subject, encode)
         try:  # an inbox: sent now or dropped, never queued
             result = self._link.reply_now(reply, encode())
         except Exception as exc:  # noqa: BLE001 - called from the read loop: say it here
