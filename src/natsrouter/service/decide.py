@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from time import perf_counter
 from typing import Any, NamedTuple
 
 from natsrouter.config import Settings
@@ -335,7 +336,7 @@ class DecideService:
         of the request being decided): answered here, the NATS intake needs no task per
         request.
         """
-        started = time.perf_counter()
+        started = perf_counter()
         request: DecideRequest | None = None
         if headers:
             bad_header = _bad_header(headers)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-import uuid
 from collections.abc import Mapping
+from os import urandom
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _span_bits = random.Random().getrandbits
@@ -19,7 +19,9 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def new_trace_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (a W3C trace id): from ``os.urandom``, as ``uuid4`` draws them,
+    without building a ``UUID`` (2 µs against 0.5, on every decide sent without one)."""
+    return urandom(16).hex()
 
 
 def trace_from_headers(headers: Mapping[str, str] | None) -> str | None:
