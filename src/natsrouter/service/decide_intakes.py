@@ -45,7 +45,9 @@ class NatsDecideIntake:
         #: most decide_max_in_flight of them (the answers are not leaving: a stalled socket
         #: past the client's buffer limit, an injected delay), then one is dropped unsent.
         self._overloaded_waiting = 0
-        self._overloaded_waiting_max = settings.decide_max_in_flight  # = service's limit
+        self._overloaded_waiting_max = settings.decide_max_in_flight
+        #: The service's bound, read once: the handler takes and gives back slots itself.
+        self._max_in_flight = settings.decide_max_in_flight
         #: DecideService.count's step, resolved once: called for every decide.
         self._decided = service.events.decided
 
@@ -62,7 +64,7 @@ class NatsDecideIntake:
         # pending limits do not apply to this subscription (nothing is buffered): the bound
         # is decide_max_in_flight, past which requests are answered `overloaded` at once.
         service = self._service
-        if service.in_flight >= self._overloaded_waiting_max:  # service.enter() refusing
+        if service.in_flight >= self._max_in_flight:  # service.enter() refusing
             if self._overloaded_waiting >= self._overloaded_waiting_max:
                 service.overloaded_unsent("nats")
                 return
