@@ -33,8 +33,9 @@ from natsrouter.routing.decider import Decider
 from natsrouter.routing.health import ProviderHealth
 from natsrouter.routing.messages import parse_decide_request
 from natsrouter.routing.policy import PolicyStore
+from natsrouter.service.answers import Answer
 from natsrouter.service.assignments import AssignmentPusher
-from natsrouter.service.decide import Answer, DecideService
+from natsrouter.service.decide import DecideService
 from natsrouter.service.events import RouterEvents
 
 MAX_PAYLOAD = 1 << 20

@@ -13,8 +13,8 @@ from natsrouter.errors import Reason
 from natsrouter.link.outcome import Outcome, PubAck, Result
 from natsrouter.routing.decider import Decision, DecisionReason
 from natsrouter.routing.strict_json import dumps, dumps_value
+from natsrouter.service.answers import Answer, ok_body, ok_json, pushed_json
 from natsrouter.service.assignments import Pushed
-from natsrouter.service.decide import Answer, ok_body, ok_json, pushed_json
 
 # Every kind of value a field may hold, and some it should not (the encoder decides those).
 _NUMBERS = st.one_of(

@@ -27,7 +27,8 @@ from natsrouter.link.subscriptions import Subscription
 from natsrouter.link.transport import InboundMessage
 from natsrouter.routing.messages import ErrorCode, RequestError
 from natsrouter.routing.strict_json import dumps as _dumps
-from natsrouter.service.decide import REPLY_FAILED, Answer, DecideService, Waiting
+from natsrouter.service.answers import Answer
+from natsrouter.service.decide import REPLY_FAILED, DecideService, Waiting
 
 
 class NatsDecideIntake:

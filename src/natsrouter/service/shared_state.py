@@ -173,7 +173,7 @@ class SharedDecide:
     def decode(cls, raw: bytes) -> SharedDecide:
         """The stored answer; a field of another type than a Router writes is a ``TypeError``
         (an ``invalid_value``): the answer is written from the fields by type
-        (``decide.ok_json`` writes ids as strings) and the retry count is added to."""
+        (``answers.ok_json`` writes ids as strings) and the retry count is added to."""
         doc = _object(raw)
         d = doc["decision"]
         decision = Decision(
