@@ -10,7 +10,7 @@ connection reading.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import nats
@@ -29,14 +29,6 @@ from tests.helpers.waiting import ordered_flush, wait_for
 from tests.integration.test_unreadable_messages import hpub, send_raw
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def proxy(nats_server: NatsServer) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", nats_server.port)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
 
 
 class Recorder:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
-from natsrouter.embedded import NatsServer
 from natsrouter.errors import ConnectionClosedError, OperationTimeoutError
 from natsrouter.link.nats_transport import ConnectOptions, NatsConnection, NatsTransport
 from natsrouter.link.transport import InboundMessage
@@ -23,14 +21,6 @@ from tests.helpers.proxy import TcpProxy
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def proxy(nats_server: NatsServer) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", nats_server.port)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
 
 
 async def connect(proxy: TcpProxy) -> NatsConnection:
