@@ -415,21 +415,11 @@ class Link:
         """Answer a request on its reply inbox: ``sent`` now, or ``dropped``, never queued.
 
         See ``Sender.reply_failed``: a drop has reason ``reply_dropped``, is counted in
-        ``router_nats_replies_dropped_total{reason}`` and logged rate-limited.
+        ``router_nats_replies_dropped_total{reason}`` and logged rate-limited. ``reply_now``
+        awaited when it must wait (the decide intake calls ``reply_now`` itself).
         """
-        # Sent here, not in the sender, and without a coroutine of the client's unless its
-        # buffer is past its limit: on every decide answered.
-        conn = self._replying
-        if conn is None:
-            return self._sender.reply_failed(None, subject, NotConnectedError())
-        try:
-            waiting = self._reply_publish(subject, payload, "", headers)
-            if waiting is not None:
-                await waiting
-        except Exception as exc:  # noqa: BLE001 - fast_publish may raise the client's errors
-            return self._sender.reply_failed(conn, subject, exc)
-        self._publish_total.value += 1
-        return SENT
+        result = self.reply_now(subject, payload, headers)
+        return result if isinstance(result, Result) else await result
 
     def reply_now(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None

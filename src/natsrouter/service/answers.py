@@ -87,18 +87,27 @@ def ok_body(
 _REASON_JSON = {reason: dumps_value(text) for reason, text in REASON_TEXT.items()}
 
 
-def ok_json(decision: Decision, request_id: str, trace_id: str) -> bytes:
-    """``dumps(ok_body(...))`` without a push, written from the fields (same keys, same order)."""
+def _decision_fields(decision: Decision) -> str:
+    """The decision object's members as ``dumps`` writes them (same keys, same order), without
+    its braces: the answer with a push adds its ``assignment_id`` after them."""
     v, text = dumps_value, escape_json_text  # the ids and names are strings by type
     provider_id, reason, policy_id, priority, latency, cost, fallback_used, _ = decision
     # The common values written without a call; any other goes through dumps_value.
     return (
-        f'{{"ok":true,"decision":{{"provider_id":{text(provider_id)},'
+        f'"provider_id":{text(provider_id)},'
         f'"priority":{int.__repr__(priority) if type(priority) is int else v(priority)},'
         f'"expected_latency_ms":{"null" if latency is None else v(latency)},'
         f'"expected_cost":{"null" if cost is None else v(cost)},'
         f'"reason":{_REASON_JSON[reason]},"policy_id":{text(policy_id)},'
-        f'"fallback_used":{"false" if fallback_used is False else v(fallback_used)}}},'
+        f'"fallback_used":{"false" if fallback_used is False else v(fallback_used)}'
+    )
+
+
+def ok_json(decision: Decision, request_id: str, trace_id: str) -> bytes:
+    """``dumps(ok_body(...))`` without a push, written from the fields (same keys, same order)."""
+    text = escape_json_text
+    return (
+        f'{{"ok":true,"decision":{{{_decision_fields(decision)}}},'
         f'"context":{{"request_id":{text(request_id)},"trace_id":{text(trace_id)}}}}}'
     ).encode()
 
@@ -107,7 +116,6 @@ def pushed_json(decision: Decision, request_id: str, trace_id: str, pushed: Push
     """``dumps(ok_body(..., pushed))``, written from the fields like ``ok_json``: the
     decision gains its ``assignment_id``, the answer its ``assignment`` (``Pushed.to_dict``)."""
     v, text = dumps_value, escape_json_text
-    provider_id, reason, policy_id, priority, latency, cost, fallback_used, _ = decision
     assignment_id = pushed.assignment_id
     outcome, ack, pending_id, why, _ = pushed.result
     assignment = (
@@ -125,12 +133,7 @@ def pushed_json(decision: Decision, request_id: str, trace_id: str, pushed: Push
     if why is not None:
         assignment += f',"reason":{text(why)}'
     return (
-        f'{{"ok":true,"decision":{{"provider_id":{text(provider_id)},'
-        f'"priority":{int.__repr__(priority) if type(priority) is int else v(priority)},'
-        f'"expected_latency_ms":{"null" if latency is None else v(latency)},'
-        f'"expected_cost":{"null" if cost is None else v(cost)},'
-        f'"reason":{_REASON_JSON[reason]},"policy_id":{text(policy_id)},'
-        f'"fallback_used":{"false" if fallback_used is False else v(fallback_used)},'
+        f'{{"ok":true,"decision":{{{_decision_fields(decision)},'
         f'"assignment_id":{text(assignment_id)}}},'
         f'"context":{{"request_id":{text(request_id)},"trace_id":{text(trace_id)}}},'
         f'"assignment":{assignment}}}}}'
