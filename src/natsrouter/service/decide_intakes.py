@@ -42,13 +42,12 @@ class NatsDecideIntake:
         self._queue = settings.decide_queue_group
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Overloaded answers whose publish waits, each in a task that holds no slot: at
-        #: most decide_max_in_flight of them (the answers are not leaving: a stalled socket
-        #: past the client's buffer limit, an injected delay), then one is dropped unsent.
-        self._overloaded_waiting = 0
-        self._overloaded_waiting_max = settings.decide_max_in_flight
         #: The service's bound, read once: the handler takes and gives back slots itself.
+        #: It also bounds the overloaded answers whose publish waits, each in a task that
+        #: holds no slot (the answers are not leaving: a stalled socket past the client's
+        #: buffer limit, an injected delay): beyond it, one is dropped unsent.
         self._max_in_flight = settings.decide_max_in_flight
+        self._overloaded_waiting = 0
         #: DecideService.count's step, resolved once: called for every decide.
         self._decided = service.events.decided
 
@@ -66,7 +65,7 @@ class NatsDecideIntake:
         # is decide_max_in_flight, past which requests are answered `overloaded` at once.
         service = self._service
         if service.in_flight >= self._max_in_flight:  # service.enter() refusing
-            if self._overloaded_waiting >= self._overloaded_waiting_max:
+            if self._overloaded_waiting >= self._max_in_flight:
                 service.overloaded_unsent("nats")
                 return
             _, body = service.overloaded("nats")
