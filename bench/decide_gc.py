@@ -15,37 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
+from decide_steps import body
+from decide_steps import service as decide_service
 from natsrouter.cli import freeze_startup_heap
-from natsrouter.config import build_settings
-from natsrouter.observability.metrics import RouterMetrics
-from natsrouter.routing.decider import Decider
-from natsrouter.routing.health import ProviderHealth
-from natsrouter.routing.policy import PolicyStore
 from natsrouter.routing.strict_json import dumps
 from natsrouter.service.answers import Answer
-from natsrouter.service.assignments import AssignmentPusher
-from natsrouter.service.decide import DecideService
-from natsrouter.service.events import RouterEvents
-
-
-def body(i: int) -> bytes:
-    return json.dumps(
-        {
-            "version": "1",
-            "request_id": f"bench-{i:07d}",
-            "tenant_id": "bench",
-            "trace_id": "0123456789abcdef0123456789abcdef",
-            "task": {"type": "text", "payload": {"prompt": "hello"}},
-        }
-    ).encode()
 
 
 async def main() -> None:
@@ -57,22 +34,7 @@ async def main() -> None:
         help="leave the heap as it is (natsrouter run freezes it once started)",
     )
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp())
-    (root / "bench").mkdir()
-    (root / "bench" / "default.json").write_text(
-        json.dumps({"providers": [{"name": "a", "weight": 60}, {"name": "b", "weight": 40}]})
-    )
-    store = PolicyStore(root)
-    store.reload()
-    events = RouterEvents(RouterMetrics(CollectorRegistry()))
-    # No request pushes, so the assignment pusher is never called.
-    pusher: AssignmentPusher = AssignmentPusher.__new__(AssignmentPusher)
-    service = DecideService(
-        build_settings({"policies_path": str(root)}),
-        Decider(store, ProviderHealth()),
-        pusher,
-        events,
-    )
+    service = decide_service()  # built as bench/decide_steps.py builds it
     raws = [body(i) for i in range(args.requests)]
     if not args.no_freeze:
         freeze_startup_heap()  # as natsrouter run does once the Router has started
