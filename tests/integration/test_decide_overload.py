@@ -14,6 +14,7 @@ import pytest
 from natsrouter.embedded import NatsServer
 from natsrouter.errors import Reason
 from natsrouter.link.faults import Fault, FaultTarget
+from natsrouter.service.router import Router
 from tests.conftest import RouterFactory
 from tests.helpers.observe import codes, rmetric
 from tests.helpers.waiting import ordered_flush, wait_for
@@ -25,6 +26,20 @@ SUBJECT = "beamline.router.v1.decide"
 
 def body(request_id: str, push: bool = False) -> bytes:
     return json.dumps(decide_request(request_id=request_id, push_assignment=push)).encode()
+
+
+async def hold_the_only_slot(
+    url: str, make_router: RouterFactory, push_delay_ms: int, reply_delay_ms: int
+) -> tuple[Router, asyncio.Task[dict[str, Any]]]:
+    """A Router with one slot, held by a push delayed ``push_delay_ms``, and every answer's
+    publish then delayed ``reply_delay_ms``: the Router and the slow decide's task."""
+    router = await make_router([url], decide_max_in_flight=1, nats_fault_injection_enabled=True)
+    assert await router.link.wait_connected(5)
+    router.link.inject(FaultTarget.PUBLISH_WITH_ACK, Fault.delay(push_delay_ms))
+    slow = asyncio.create_task(nats_decide(url, body("slow", True)))
+    await wait_for(lambda: router.decide.in_flight == 1, 5, "one decide in flight")
+    router.link.inject(FaultTarget.PUBLISH, Fault.delay(reply_delay_ms).on_subject("_INBOX.>"))
+    return router, slow
 
 
 async def test_beyond_decide_max_in_flight_a_decide_is_answered_overloaded_at_once(
@@ -127,14 +142,7 @@ async def test_an_overloaded_answer_that_must_wait_is_still_sent(
 ) -> None:
     """No slot left and the answer's publish delayed: the overloaded answer still arrives,
     from a task of its own, and the slot count is untouched by it."""
-    router = await make_router(
-        [nats_server.url], decide_max_in_flight=1, nats_fault_injection_enabled=True
-    )
-    assert await router.link.wait_connected(5)
-    router.link.inject(FaultTarget.PUBLISH_WITH_ACK, Fault.delay(1500))
-    slow = asyncio.create_task(nats_decide(nats_server.url, body("slow", True)))
-    await wait_for(lambda: router.decide.in_flight == 1, 5, "one decide in flight")
-    router.link.inject(FaultTarget.PUBLISH, Fault.delay(100).on_subject("_INBOX.>"))
+    router, slow = await hold_the_only_slot(nats_server.url, make_router, 1500, 100)
     answer = await nats_decide(nats_server.url, body("refused"))
     assert answer["error"]["code"] == "overloaded"
     assert router.decide.in_flight == 1
@@ -159,14 +167,7 @@ async def test_overloaded_answers_that_cannot_leave_are_bounded_by_the_slots(
     """One slot held and every answer's publish delayed 1 s: of five overloaded requests at
     once, one answer waits in a task (as many as there are slots) and arrives; the other
     four are left unanswered at once, counted reply_failed and logged, with no task each."""
-    router = await make_router(
-        [nats_server.url], decide_max_in_flight=1, nats_fault_injection_enabled=True
-    )
-    assert await router.link.wait_connected(5)
-    router.link.inject(FaultTarget.PUBLISH_WITH_ACK, Fault.delay(3000))
-    slow = asyncio.create_task(nats_decide(nats_server.url, body("slow", True)))
-    await wait_for(lambda: router.decide.in_flight == 1, 5, "one decide in flight")
-    router.link.inject(FaultTarget.PUBLISH, Fault.delay(1000).on_subject("_INBOX.>"))
+    router, slow = await hold_the_only_slot(nats_server.url, make_router, 3000, 1000)
     nc = await nats.connect(nats_server.url)
     try:
         asked = [
